@@ -1,0 +1,138 @@
+"""Process environment: the Keras flavour switch and log filtering, applied before TensorFlow loads.
+
+Keras 3 cannot train under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585), so every
+process -- the driver and each Ray worker -- runs legacy Keras 2 (``tf-keras``) selected by
+``TF_USE_LEGACY_KERAS=1``. The variable only works if it is set before TensorFlow's first import,
+which is why ``pipeline/__init__.py`` calls :func:`configure_process_env` and Ray workers receive
+:func:`worker_env_vars` through their ``runtime_env``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+from typing import Iterator
+
+from pipeline.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+KERAS_FLAVOUR_ENV = {"TF_USE_LEGACY_KERAS": "1"}
+# Defaults only (setdefault): a user who exports a louder level keeps it.
+QUIET_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",  # drop TF C++ start-up noise (CUDA factory registration, oneDNN)
+    "GRPC_VERBOSITY": "ERROR",
+    "RAY_DEDUP_LOGS": "1",
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_enable_metrics_collection": "0",  # no metrics agent: avoids its connection errors
+}
+VERBOSE_ENV = "PIPELINE_VERBOSE"
+
+
+def configure_process_env() -> None:
+    """Set the Keras flavour and quiet defaults in ``os.environ`` (idempotent)."""
+    os.environ.update(KERAS_FLAVOUR_ENV)
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if not is_verbose():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", module="tensorflow")
+        warnings.filterwarnings("ignore", module="keras")
+
+
+def is_verbose() -> bool:
+    """Whether the user asked for full library logs (``-v`` on a stage, or PIPELINE_VERBOSE=1)."""
+    return os.environ.get(VERBOSE_ENV, "0") == "1"
+
+
+def worker_env_vars() -> dict[str, str]:
+    """Environment for Ray workers: the flavour switch plus the same log filters as the driver."""
+    keys = [*KERAS_FLAVOUR_ENV, *QUIET_ENV, VERBOSE_ENV]
+    return {key: os.environ[key] for key in keys if key in os.environ}
+
+
+def quiet_tensorflow_loggers() -> None:
+    """Silence absl/TensorFlow Python loggers unless verbose."""
+    if is_verbose():
+        return
+    for name in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # absl comes with TensorFlow; nothing to quiet without it
+        pass
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Send what native code writes to fd 2 to /dev/null for the block, unless verbose.
+
+    TensorFlow's C++ start-up notes and the TFLite converter's MLIR notes bypass
+    ``TF_CPP_MIN_LOG_LEVEL`` once any absl-linked library (Ray's) is loaded, so the only filter
+    is the file descriptor. Python exceptions raised inside the block still propagate.
+    """
+    if is_verbose():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_tensorflow():
+    """Import TensorFlow without its C++ start-up noise (see :func:`quiet_native_stderr`)."""
+    if "tensorflow" not in sys.modules:
+        with quiet_native_stderr():
+            import tensorflow  # noqa: F401
+    return sys.modules["tensorflow"]
+
+
+def _installed_version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def preflight() -> str:
+    """Import TensorFlow and check it runs the Keras flavour this pipeline needs.
+
+    Returns:
+        A short description of the flavour, e.g. ``"tf-keras 2.19.0 (legacy Keras 2) on TF 2.19.0"``.
+
+    Raises:
+        UserError: TensorFlow was imported before the switch was set, or tf-keras is missing.
+    """
+    already_imported = "tensorflow" in sys.modules
+    configure_process_env()
+    tf = import_tensorflow()
+
+    quiet_tensorflow_loggers()
+    keras_module = type(tf.keras.layers.Layer()).__module__
+    keras_version = _installed_version("tf-keras") if keras_module.startswith("tf_keras") else _installed_version("keras")
+    if not keras_module.startswith("tf_keras"):
+        when = "TensorFlow was imported before pipeline set it" if already_imported else "tf-keras is missing"
+        raise UserError(
+            f"Keras flavour: tf.keras is Keras {keras_version}, but this pipeline needs legacy Keras 2 "
+            f"(tf-keras) with TF_USE_LEGACY_KERAS=1 ({when}); import pipeline before tensorflow and "
+            f"install the pinned tf-keras=={tf.__version__}"
+        )
+    flavour = f"tf-keras {keras_version} (legacy Keras 2, TF_USE_LEGACY_KERAS=1) on TensorFlow {tf.__version__}"
+    logger.info("Keras flavour: %s", flavour)
+    return flavour

@@ -1,0 +1,136 @@
+"""Models built by name from a small registry, with optimizer, loss and metrics from settings.
+
+Every builder takes ``(settings, input_shape, num_classes)`` and returns an uncompiled
+``tf.keras.Model``. Two classes give one sigmoid unit (binary cross-entropy); more give softmax.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pipeline.errors import UserError
+from pipeline.settings import ModelSettings, TrainSettings
+
+
+def _regularizer(settings: ModelSettings):
+    import tensorflow as tf
+
+    return tf.keras.regularizers.l2(settings.l2) if settings.l2 > 0 else None
+
+
+def _dense_block(x, units: int, settings: ModelSettings):
+    import tensorflow as tf
+
+    x = tf.keras.layers.Dense(units, kernel_regularizer=_regularizer(settings), use_bias=not settings.batch_norm)(x)
+    if settings.batch_norm:
+        x = tf.keras.layers.BatchNormalization()(x)
+    x = tf.keras.layers.Activation(settings.activation)(x)
+    if settings.dropout_rate > 0:
+        x = tf.keras.layers.Dropout(settings.dropout_rate)(x)
+    return x
+
+
+def _output(x, num_classes: int):
+    import tensorflow as tf
+
+    if num_classes == 2:
+        return tf.keras.layers.Dense(1, activation="sigmoid", name="probabilities")(x)
+    return tf.keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+
+
+def build_mlp(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int):
+    """The seeds' multilayer perceptron: flatten, ``hidden_units`` dense layers, output."""
+    import tensorflow as tf
+
+    inputs = tf.keras.Input(shape=input_shape, name="inputs")
+    x = tf.keras.layers.Flatten()(inputs) if len(input_shape) > 1 else inputs
+    for units in settings.hidden_units:
+        x = _dense_block(x, units, settings)
+    return tf.keras.Model(inputs, _output(x, num_classes), name=settings.name)
+
+
+def build_cnn(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int):
+    """The seeds' CNN: (conv, max-pool) per entry of ``filters``, then dense ``hidden_units``, output."""
+    import tensorflow as tf
+
+    if len(input_shape) != 3:
+        raise UserError(f"model: cnn needs image inputs (height, width, channels), got shape {tuple(input_shape)}: use model=mlp for tabular data")
+    inputs = tf.keras.Input(shape=input_shape, name="inputs")
+    x = inputs
+    for filters in settings.filters:
+        x = tf.keras.layers.Conv2D(filters, settings.kernel_size, padding="same", kernel_regularizer=_regularizer(settings), use_bias=not settings.batch_norm)(x)
+        if settings.batch_norm:
+            x = tf.keras.layers.BatchNormalization()(x)
+        x = tf.keras.layers.Activation(settings.activation)(x)
+        x = tf.keras.layers.MaxPooling2D(pool_size=2, padding="same")(x)
+    x = tf.keras.layers.Flatten()(x)
+    for units in settings.hidden_units:
+        x = _dense_block(x, units, settings)
+    return tf.keras.Model(inputs, _output(x, num_classes), name=settings.name)
+
+
+# pima_mlp is the seeds' tabular MLP (12 relu -> 8 relu -> 1 sigmoid): the MLP builder with its
+# own conf/model/pima_mlp.yaml widths; a separate name keeps configs and run names readable.
+MODEL_BUILDERS: dict[str, Callable] = {"mlp": build_mlp, "cnn": build_cnn, "pima_mlp": build_mlp}
+
+
+def build_model(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int):
+    """Build the model named ``settings.name``.
+
+    Example:
+        >>> model = build_model(settings, input_shape=(8, 8, 1), num_classes=10)
+
+    Raises:
+        UserError: unknown name, listing the valid ones.
+    """
+    if settings.name not in MODEL_BUILDERS:
+        raise UserError(f"model: unknown model '{settings.name}': choose one of {', '.join(sorted(MODEL_BUILDERS))}")
+    return MODEL_BUILDERS[settings.name](settings, tuple(input_shape), num_classes)
+
+
+def make_optimizer(train: TrainSettings, learning_rate: float | None = None):
+    """A fresh Keras optimizer named by ``train.optimizer``."""
+    import tensorflow as tf
+
+    optimizers = {
+        "adam": tf.keras.optimizers.Adam,
+        "sgd": tf.keras.optimizers.SGD,
+        "rmsprop": tf.keras.optimizers.RMSprop,
+        "adagrad": tf.keras.optimizers.Adagrad,
+    }
+    if train.optimizer not in optimizers:
+        raise UserError(f"train: unknown optimizer '{train.optimizer}': choose one of {', '.join(sorted(optimizers))}")
+    return optimizers[train.optimizer](learning_rate=learning_rate or train.learning_rate)
+
+
+def loss_name(settings: ModelSettings, num_classes: int) -> str:
+    """The loss to compile with: ``auto`` follows the output layer."""
+    if settings.loss != "auto":
+        return settings.loss
+    return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+
+
+def make_metrics(settings: ModelSettings, num_classes: int) -> list:
+    """Keras metric objects for the names in ``settings.metrics``."""
+    import tensorflow as tf
+
+    binary_only = {"auc": tf.keras.metrics.AUC, "precision": tf.keras.metrics.Precision, "recall": tf.keras.metrics.Recall}
+    metrics = []
+    for name in settings.metrics:
+        if name == "accuracy":
+            metrics.append("accuracy")
+        elif num_classes == 2:
+            metrics.append(binary_only[name](name=name))
+        else:
+            raise UserError(f"model: metric '{name}' needs binary labels, the data has {num_classes} classes: use model.metrics=[accuracy]")
+    return metrics
+
+
+def compile_model(model, model_settings: ModelSettings, train: TrainSettings, num_classes: int, learning_rate: float | None = None):
+    """Compile ``model`` with the configured optimizer, loss and metrics; return it."""
+    model.compile(
+        optimizer=make_optimizer(train, learning_rate),
+        loss=loss_name(model_settings, num_classes),
+        metrics=make_metrics(model_settings, num_classes),
+    )
+    return model

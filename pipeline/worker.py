@@ -1,0 +1,159 @@
+"""The per-worker training loop Ray Train runs: ``model.fit`` under ``MultiWorkerMirroredStrategy``.
+
+The driver resolves the config once and ships it here as a plain dict (:func:`job_to_dict`);
+workers never re-enter Hydra. Every worker takes part in every ``model.save`` (the collective
+deadlocks otherwise); only rank 0's copy is reported to Ray and the others are discarded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import tempfile
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.settings import AugmentSettings, ModelSettings, TrainSettings
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.json"
+
+
+@dataclass
+class TrainJob:
+    """Everything a worker needs, as plain data."""
+
+    processed_dir: str
+    tensorboard_dir: str
+    seed: int
+    model: ModelSettings
+    train: TrainSettings
+    augment: AugmentSettings
+
+
+def job_to_dict(job: TrainJob) -> dict:
+    """The job as nested plain dicts (safe to ship to any Ray worker)."""
+    return dataclasses.asdict(job)
+
+
+def _from_dict(cls, data):
+    hints = typing.get_type_hints(cls)
+    return cls(**{
+        name: _from_dict(hints[name], value) if dataclasses.is_dataclass(hints[name]) else value
+        for name, value in data.items()
+    })
+
+
+def job_from_dict(data: dict) -> TrainJob:
+    """Inverse of :func:`job_to_dict`."""
+    return _from_dict(TrainJob, data)
+
+
+def fit_model(job: TrainJob, rank: int, world_size: int, report=None):
+    """Build, compile and fit the model for worker ``rank`` of ``world_size``.
+
+    Args:
+        report: ``report(model, logs, epoch)`` called after every epoch (Ray reporting); optional.
+
+    Returns:
+        ``(model, history_dict)``.
+    """
+    import tensorflow as tf
+
+    from pipeline.augment import build_augmenter
+    from pipeline.callbacks import configured_callbacks, make_progress_callback, make_report_callback
+    from pipeline.env import quiet_tensorflow_loggers
+    from pipeline.inputs import make_dataset, plan_shards
+    from pipeline.io import read_json
+    from pipeline.models import build_model, compile_model
+
+    quiet_tensorflow_loggers()
+    tf.keras.utils.set_random_seed(job.seed)
+    tf.config.experimental.enable_op_determinism()
+    meta = read_json(Path(job.processed_dir) / "meta.json")
+    train_plan = plan_shards(meta["splits"]["train"], world_size, job.train.batch_size)
+    val_plan = plan_shards(meta["splits"]["val"], world_size, job.train.batch_size, split="val")
+    augmenter = build_augmenter(job.augment, job.seed) if len(meta["input_shape"]) == 3 else None
+
+    def train_fn(context):
+        return make_dataset(job.processed_dir, train_plan.files_per_worker[context.input_pipeline_id], train_plan.per_replica_batch_size,
+                            shuffle_buffer=job.train.shuffle_buffer, seed=job.seed + context.input_pipeline_id, augmenter=augmenter)
+
+    def val_fn(context):
+        return make_dataset(job.processed_dir, val_plan.files_per_worker[context.input_pipeline_id], val_plan.per_replica_batch_size)
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    num_classes = len(meta["class_names"])
+    with strategy.scope():
+        model = compile_model(build_model(job.model, tuple(meta["input_shape"]), num_classes), job.model, job.train, num_classes)
+    examples_per_epoch = train_plan.steps_per_epoch * job.train.batch_size
+    callbacks = configured_callbacks(job.train, Path(job.tensorboard_dir) if rank == 0 else None)
+    callbacks.append(make_progress_callback(job.train.epochs, examples_per_epoch, log=rank == 0))
+    if report is not None:
+        callbacks.append(make_report_callback(report))
+    creator = tf.keras.utils.experimental.DatasetCreator
+    history = model.fit(
+        creator(train_fn), epochs=job.train.epochs, steps_per_epoch=train_plan.steps_per_epoch,
+        validation_data=creator(val_fn), validation_steps=val_plan.steps_per_epoch,
+        callbacks=callbacks, verbose=0,
+    )
+    return model, {"epochs": [epoch + 1 for epoch in history.epoch], **{key: [float(v) for v in values] for key, values in history.history.items()}}
+
+
+def save_model(model, history: dict, directory: Path) -> Path:
+    """Write ``model.keras`` and ``history.json`` into ``directory``; return it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # Explicit format: tf-keras keeps its "native format enabled" flag in a thread-local that its
+    # own save_model resets to False in threads other than the importing one (Ray runs the train
+    # loop in a thread), so a second save with the inferred format silently writes HDF5.
+    model.save(str(directory / MODEL_FILE), save_format="keras_v3")
+    (directory / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n")
+    return directory
+
+
+def _report_to_ray(model, metrics: dict, rank: int, with_checkpoint: bool, history: dict | None = None, wait: bool = False) -> None:
+    """Report ``metrics`` to Ray; with a checkpoint, every worker saves and rank 0's copy is kept.
+
+    Per-epoch reports upload in the background (``wait=False``): Ray Train V2's controller polls
+    its result queue every 2 s, and a blocking report per epoch would cost that much per epoch.
+    Ray deletes rank 0's local copy after the upload; other ranks' copies are discarded here.
+    """
+    import ray.train
+
+    mode = ray.train.CheckpointUploadMode.SYNC if wait else ray.train.CheckpointUploadMode.ASYNC
+    if not with_checkpoint:
+        ray.train.report(metrics, checkpoint_upload_mode=mode)
+        return
+    directory = save_model(model, history or {}, Path(tempfile.mkdtemp(prefix="checkpoint-")))
+    if rank == 0:
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory), checkpoint_upload_mode=mode,
+                         delete_local_checkpoint_after_upload=True)
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
+        ray.train.report(metrics, checkpoint_upload_mode=mode)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point: fit with per-epoch reports and checkpoints, then report the final model."""
+    from pipeline.env import configure_process_env
+
+    configure_process_env()
+    import ray.train
+
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    job = job_from_dict(config)
+
+    def report(model, logs, epoch):
+        checkpoint_now = (epoch + 1) % job.train.checkpoint_every == 0
+        _report_to_ray(model, {**logs, "epoch": epoch + 1}, rank, checkpoint_now)
+
+    model, history = fit_model(job, rank, world_size, report=report)
+    final = {key: values[-1] for key, values in history.items() if values}
+    _report_to_ray(model, {**final, "final": 1}, rank, with_checkpoint=True, history=history, wait=True)

@@ -1,0 +1,237 @@
+"""What every stage shares: Hydra wiring, config validation and one-line user errors.
+
+The only place (with ``stages/compose.py``) that imports Hydra/OmegaConf: it turns the composed
+config into :class:`pipeline.settings.PipelineConfig` dataclasses before any work starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pipeline  # noqa: F401  (sets the Keras flavour before anything imports TensorFlow)
+from pipeline.env import VERBOSE_ENV
+from pipeline.errors import UserError
+from pipeline.settings import PipelineConfig, validate
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+PARAMS_FILE = "params.yaml"
+PARAMS_FLAG = "--params"
+logger = logging.getLogger("stages")
+
+
+def to_settings(cfg) -> PipelineConfig:
+    """Merge a composed config into the typed schema and validate it.
+
+    Raises:
+        UserError: unknown key, wrong type, or a value out of range, naming the key.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(PipelineConfig), cfg)
+        config = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        raise UserError(f"config: {_describe_omegaconf_error(error)}") from None
+    return validate(config)
+
+
+def _describe_omegaconf_error(error) -> str:
+    key = getattr(error, "full_key", None) or ""
+    message = str(error).splitlines()[0]
+    if "not in struct" in message or "Key '" in message and "not" in message:
+        return f"unknown key '{key}': check its spelling against conf/ (python -m stages.ingest --cfg job shows every key)"
+    if "Missing mandatory value" in message:
+        return f"'{key}' has no value: set it in conf/ or override {key}=..."
+    return f"'{key}': {message}: fix the value in conf/ or the override"
+
+
+def _hydra_error_line(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    missing = re.search(r"Could not find '([^/']+)/([^']+)'.*?Available options in '[^']+':\s*(.*?)(?:$| Config search path)", text)
+    if missing:
+        group, option, options = missing.groups()
+        return f"config: unknown {group} '{option}': choose one of {', '.join(options.split())}"
+    unknown = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    if unknown:
+        return f"config: unknown key '{unknown.group(1)}': check its spelling against conf/ (add + to append a new key on purpose)"
+    return f"config: {text}"
+
+
+def _split_args(argv: list[str]) -> tuple[list[str], dict[str, str], bool]:
+    """Overrides, the Hydra options that take a value, and whether this is a multirun."""
+    overrides, options, multirun, skip = [], {}, False, None
+    for arg in argv:
+        if skip:
+            options[skip], skip = arg, None
+        elif arg in ("-m", "--multirun"):
+            multirun = True
+        elif arg in ("-cd", "--config-dir", "-cn", "--config-name", "-cp", "--config-path"):
+            skip = arg
+        elif arg.startswith(("--config-dir=", "--config-name=", "--config-path=")):
+            name, value = arg.split("=", 1)
+            options[name] = value
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return overrides, options, multirun
+
+
+def compose_conf(overrides: list[str], config_dir: Path = CONF_DIR, config_name: str = "config"):
+    """Compose ``conf/`` with ``overrides`` (as Hydra and DVC's Hydra mode do), resolved.
+
+    Raises:
+        UserError: an unknown group option or key, in one line listing the valid choices.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    user_overrides = [item for item in overrides if not item.startswith(("hydra.", "hydra/"))]
+    try:
+        with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=user_overrides)
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise UserError(_hydra_error_line(error)) from None
+    return cfg
+
+
+def precheck_overrides(argv: list[str]) -> None:
+    """Compose once with the command line's overrides so config mistakes become one line.
+
+    Hydra's own report of a bad override spans several lines; this runs the same composition
+    first and raises :class:`UserError` instead. Multiruns are left to Hydra (sweep syntax).
+    """
+    overrides, options, multirun = _split_args(argv)
+    if multirun:
+        return
+    config_dir = Path(options.get("-cd") or options.get("--config-dir") or CONF_DIR)
+    config_name = options.get("-cn") or options.get("--config-name") or "config"
+    to_settings(compose_conf(overrides, config_dir, config_name))
+
+
+def load_params(path: Path):
+    """Read a composed ``params.yaml`` (one clear line if it is missing or not YAML)."""
+    from omegaconf import OmegaConf
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found: run `python -m stages.compose` (or `dvc repro`) to compose it from conf/")
+    try:
+        return OmegaConf.load(path)
+    except Exception as error:  # yaml.YAMLError and OmegaConf errors alike
+        raise UserError(f"{path} is not valid YAML ({str(error).splitlines()[0]}): rerun `python -m stages.compose`") from None
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        items = {}
+        for key, item in value.items():
+            items.update(_flatten(item, f"{prefix}{key}."))
+        return items or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): value}
+
+
+def config_differences(left, right) -> list[str]:
+    """Dotted keys whose values differ between two configs (either OmegaConf or plain dicts)."""
+    from omegaconf import OmegaConf
+
+    def plain(cfg):
+        return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+    flat_left, flat_right = _flatten(plain(left)), _flatten(plain(right))
+    return sorted(key for key in flat_left.keys() | flat_right.keys() if flat_left.get(key, KeyError) != flat_right.get(key, KeyError))
+
+
+def check_params_fresh(path: Path, cfg) -> None:
+    """Refuse a composed file that disagrees with ``conf/`` unless DVC composed it for an experiment.
+
+    Raises:
+        UserError: naming the keys that differ and the command that recomposes the file.
+    """
+    if os.environ.get("DVC_EXP_NAME"):
+        return  # `dvc exp run` composed conf/ plus its -S overrides into the file moments ago
+    differences = config_differences(cfg, compose_conf([]))
+    if differences:
+        shown = ", ".join(differences[:5]) + (f" and {len(differences) - 5} more" if len(differences) > 5 else "")
+        raise UserError(f"{path} is stale: it disagrees with conf/ at {shown}; run `dvc repro` "
+                        "(its compose stage rewrites it) or `python -m stages.compose`")
+
+
+def setup_logging() -> None:
+    """The logging Hydra's ``job_logging: stdout`` gives, for entry points that bypass Hydra."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+
+
+def report_user_error(error: UserError) -> None:
+    """Print the one-line message and exit non-zero (no traceback)."""
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run_from_params(task: Callable[[PipelineConfig], object], argv: list[str]) -> object:
+    """``--params params.yaml``: run on the composed file DVC tracks (how ``dvc.yaml`` calls stages).
+
+    No Hydra composition happens here: the file is the config. It must agree with ``conf/``
+    unless DVC composed it for an experiment (see :func:`check_params_fresh`).
+    """
+    setup_logging()
+    position = argv.index(PARAMS_FLAG)
+    if position + 1 >= len(argv) or len(argv) > 2:
+        report_user_error(UserError(f"usage: python -m stages.<name> {PARAMS_FLAG} params.yaml (no overrides: edit conf/ "
+                                    "or use `dvc exp run -S key=value`)"))
+    path = Path(argv[position + 1])
+    try:
+        cfg = load_params(path)
+        check_params_fresh(path, cfg)
+        config = to_settings(cfg)
+        _log_config(config)
+        return task(config)
+    except UserError as error:
+        report_user_error(error)
+
+
+def _log_config(config: PipelineConfig) -> None:
+    logger.info("Config: data=%s model=%s epochs=%d batch=%d workers=%d", config.data.name, config.model.name,
+                config.train.epochs, config.train.batch_size, config.cluster.num_workers)
+
+
+def stage_main(task: Callable[[PipelineConfig], object]) -> Callable[[], None]:
+    """Wrap ``task(config)`` as a Hydra app over ``conf/`` with one-line user errors.
+
+    ``-v`` anywhere on the command line turns on full library logs.
+    """
+    import hydra
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def hydra_entry(cfg) -> object:
+        try:
+            config = to_settings(cfg)
+            _log_config(config)
+            return task(config)
+        except UserError as error:
+            report_user_error(error)
+
+    @functools.wraps(task)
+    def main() -> None:
+        if "-v" in sys.argv[1:]:
+            sys.argv.remove("-v")
+            os.environ[VERBOSE_ENV] = "1"
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        if PARAMS_FLAG in sys.argv[1:]:
+            run_from_params(task, sys.argv[1:])
+            return
+        try:
+            precheck_overrides(sys.argv[1:])
+        except UserError as error:
+            report_user_error(error)
+        hydra_entry()
+
+    return main

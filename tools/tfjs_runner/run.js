@@ -1,0 +1,165 @@
+#!/usr/bin/env node
+// Runs a TF.js graph model export on the CPU backend, to check a conversion.
+//
+// Usage: node run.js <model_dir> <input.npy> <output.npy>
+//
+// <model_dir> holds model.json and its weight shards, as written by
+// `tensorflowjs_converter --output_format=tfjs_graph_model`. The input must be
+// a float32, little-endian, C-order .npy file; the (single) model output is
+// written as a float32 .npy file. Any error prints one line on stderr and
+// exits with code 1.
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const tf = require('@tensorflow/tfjs');
+
+const NPY_MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
+
+// IOHandler that reads model.json and its weight shards from a local directory.
+function fileSystemHandler(modelDir) {
+  return {
+    async load() {
+      const modelJsonPath = path.join(modelDir, 'model.json');
+      if (!fs.existsSync(modelJsonPath)) {
+        throw new Error(`model.json not found in ${modelDir}`);
+      }
+      let modelJson;
+      try {
+        modelJson = JSON.parse(fs.readFileSync(modelJsonPath, 'utf8'));
+      } catch (err) {
+        throw new Error(`cannot parse ${modelJsonPath}: ${err.message}`);
+      }
+      const weightSpecs = [];
+      const shards = [];
+      for (const group of modelJson.weightsManifest || []) {
+        weightSpecs.push(...group.weights);
+        for (const shardPath of group.paths) {
+          shards.push(fs.readFileSync(path.join(modelDir, shardPath)));
+        }
+      }
+      const joined = Buffer.concat(shards);
+      // Copy into a standalone ArrayBuffer (a Buffer may be a view on a pool).
+      const weightData = joined.buffer.slice(
+          joined.byteOffset, joined.byteOffset + joined.byteLength);
+      return {
+        modelTopology: modelJson.modelTopology,
+        weightSpecs,
+        weightData,
+        format: modelJson.format,
+        generatedBy: modelJson.generatedBy,
+        convertedBy: modelJson.convertedBy,
+        signature: modelJson.signature,
+        userDefinedMetadata: modelJson.userDefinedMetadata,
+        modelInitializer: modelJson.modelInitializer,
+        initializerSignature: modelJson.initializerSignature,
+      };
+    },
+  };
+}
+
+// Parses a float32 little-endian C-order .npy file (format v1, v2 or v3).
+function readNpy(file) {
+  const buf = fs.readFileSync(file);
+  if (buf.length < 10 || !buf.subarray(0, 6).equals(NPY_MAGIC)) {
+    throw new Error(`${file} is not a .npy file`);
+  }
+  const major = buf[6];
+  let headerLen;
+  let headerStart;
+  if (major === 1) {
+    headerLen = buf.readUInt16LE(8);
+    headerStart = 10;
+  } else if (major === 2 || major === 3) {
+    headerLen = buf.readUInt32LE(8);
+    headerStart = 12;
+  } else {
+    throw new Error(`${file}: unsupported .npy format version ${major}`);
+  }
+  const header = buf.toString('latin1', headerStart, headerStart + headerLen);
+  const descr = /'descr'\s*:\s*'([^']*)'/.exec(header);
+  const fortran = /'fortran_order'\s*:\s*(True|False)/.exec(header);
+  const shapeMatch = /'shape'\s*:\s*\(([^)]*)\)/.exec(header);
+  if (!descr || !fortran || !shapeMatch) {
+    throw new Error(`${file}: malformed .npy header: ${header.trim()}`);
+  }
+  if (descr[1] !== '<f4') {
+    throw new Error(
+        `${file}: dtype '${descr[1]}' is not supported, need float32 ('<f4')`);
+  }
+  if (fortran[1] === 'True') {
+    throw new Error(`${file}: Fortran-order arrays are not supported`);
+  }
+  const shape = shapeMatch[1].split(',')
+      .map((s) => s.trim()).filter((s) => s !== '').map(Number);
+  const size = shape.reduce((a, b) => a * b, 1);
+  const dataStart = headerStart + headerLen;
+  if (buf.length - dataStart !== size * 4) {
+    throw new Error(`${file}: expected ${size * 4} data bytes for shape ` +
+        `[${shape}], found ${buf.length - dataStart}`);
+  }
+  const view = new DataView(buf.buffer, buf.byteOffset + dataStart, size * 4);
+  const values = new Float32Array(size);
+  for (let i = 0; i < size; i++) values[i] = view.getFloat32(i * 4, true);
+  return {shape, values};
+}
+
+// Writes a float32 array as a version 1.0 .npy file.
+function writeNpy(file, shape, values) {
+  const shapeStr = shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(', ')})`;
+  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': ${shapeStr}, }`;
+  // Pad with spaces so that magic + version + length + header is a multiple
+  // of 64 bytes, ending in a newline, as numpy does.
+  const total = Math.ceil((10 + header.length + 1) / 64) * 64;
+  header = header + ' '.repeat(total - 10 - header.length - 1) + '\n';
+  const prefix = Buffer.alloc(10);
+  NPY_MAGIC.copy(prefix, 0);
+  prefix[6] = 1;
+  prefix[7] = 0;
+  prefix.writeUInt16LE(header.length, 8);
+  const data = Buffer.alloc(values.length * 4);
+  for (let i = 0; i < values.length; i++) data.writeFloatLE(values[i], i * 4);
+  fs.writeFileSync(file, Buffer.concat([prefix, Buffer.from(header, 'latin1'), data]));
+}
+
+async function main(argv) {
+  if (argv.length !== 3) {
+    throw new Error('usage: node run.js <model_dir> <input.npy> <output.npy>');
+  }
+  const [modelDir, inputPath, outputPath] = argv;
+  if (!fs.existsSync(modelDir) || !fs.statSync(modelDir).isDirectory()) {
+    throw new Error(`model directory not found: ${modelDir}`);
+  }
+  tf.enableProdMode(); // silences the "install tfjs-node" notice on stderr
+  await tf.setBackend('cpu');
+  const model = await tf.loadGraphModel(fileSystemHandler(modelDir));
+  if (model.inputs.length !== 1 || model.outputs.length !== 1) {
+    throw new Error(`model has ${model.inputs.length} inputs and ` +
+        `${model.outputs.length} outputs; only 1 input and 1 output supported`);
+  }
+  const {shape, values} = readNpy(inputPath);
+  const input = tf.tensor(values, shape, 'float32');
+  // execute() refuses models with control-flow or dynamic-shape ops and asks
+  // for executeAsync(); executeAsync() on a plain model warns on stderr.
+  let output;
+  try {
+    output = model.execute(input);
+  } catch (err) {
+    if (!/executeAsync/.test(err.message)) throw err;
+    output = await model.executeAsync(input);
+  }
+  const result = await output.data();
+  writeNpy(outputPath, output.shape, Float32Array.from(result));
+  tf.dispose([input, output]);
+  model.dispose();
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).catch((err) => {
+    const message = (err && err.message) ? err.message : String(err);
+    process.stderr.write(`tfjs_runner: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
+    process.exit(1);
+  });
+}
+
+module.exports = {readNpy, writeNpy, fileSystemHandler};
