@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -97,7 +98,8 @@ def tflite_predictor(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     from pipeline.env import import_tensorflow
 
     tf = import_tensorflow()
-    with quiet_native_stderr():
+    with quiet_native_stderr(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")  # LiteRT is not in TF 2.19's set
         interpreter = tf.lite.Interpreter(model_path=str(path))
         interpreter.allocate_tensors()  # the XNNPACK delegate announces itself here
 

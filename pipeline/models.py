@@ -19,12 +19,15 @@ def _regularizer(settings: ModelSettings):
 
 
 def _dense_block(x, units: int, settings: ModelSettings):
+    """Dense (+ batch norm before the activation when enabled) (+ dropout)."""
     import tensorflow as tf
 
-    x = tf.keras.layers.Dense(units, kernel_regularizer=_regularizer(settings), use_bias=not settings.batch_norm)(x)
     if settings.batch_norm:
+        x = tf.keras.layers.Dense(units, kernel_regularizer=_regularizer(settings), use_bias=False)(x)
         x = tf.keras.layers.BatchNormalization()(x)
-    x = tf.keras.layers.Activation(settings.activation)(x)
+        x = tf.keras.layers.Activation(settings.activation)(x)
+    else:
+        x = tf.keras.layers.Dense(units, activation=settings.activation, kernel_regularizer=_regularizer(settings))(x)
     if settings.dropout_rate > 0:
         x = tf.keras.layers.Dropout(settings.dropout_rate)(x)
     return x

@@ -98,7 +98,8 @@ def run_preprocess(settings: PreprocessSettings, seed: int, input_dir: Path, out
 def load_split(processed_dir: Path, split: str, shard_files: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read a split (or the given shard files of it) back into memory as ``(x, y)``."""
     processed_dir = Path(processed_dir)
-    meta = read_json(processed_dir / "meta.json")
-    files = shard_files if shard_files is not None else [shard["file"] for shard in meta["splits"][split]]
+    if shard_files is None:
+        shard_files = [shard["file"] for shard in read_json(processed_dir / "meta.json")["splits"][split]]
+    files = shard_files
     parts = [np.load(processed_dir / name) for name in files]
     return np.concatenate([part["x"] for part in parts]), np.concatenate([part["y"] for part in parts])
