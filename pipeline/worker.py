@@ -73,6 +73,9 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None):
     from pipeline.models import build_model, compile_model
 
     quiet_tensorflow_loggers()
+    # First TF call of the process: MWMS configures collective ops, which must happen before
+    # anything (a Keras layer, e.g. the augmenter) initialises the eager context.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
     tf.keras.utils.set_random_seed(job.seed)
     tf.config.experimental.enable_op_determinism()
     meta = read_json(Path(job.processed_dir) / "meta.json")
@@ -87,7 +90,6 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None):
     def val_fn(context):
         return make_dataset(job.processed_dir, val_plan.files_per_worker[context.input_pipeline_id], val_plan.per_replica_batch_size)
 
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
     num_classes = len(meta["class_names"])
     with strategy.scope():
         model = compile_model(build_model(job.model, tuple(meta["input_shape"]), num_classes), job.model, job.train, num_classes)
