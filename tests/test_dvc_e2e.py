@@ -1,0 +1,106 @@
+"""`dvc repro` and `dvc exp run` on the smoke preset in a temporary git copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+STAGES = ("compose", "ingest", "preprocess", "train", "evaluate", "export")
+
+
+def dvc(repo: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    env.pop("DVC_EXP_NAME", None)
+    dvc_bin = Path(sys.executable).with_name("dvc")
+    result = subprocess.run([str(dvc_bin), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def ran(result: subprocess.CompletedProcess) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", result.stdout))
+
+
+def set_smoke_epochs(repo: Path, epochs: int) -> None:
+    preset = repo / "conf" / "experiment" / "smoke.yaml"
+    preset.write_text(re.sub(r"epochs: \d+", f"epochs: {epochs}", preset.read_text()))
+
+
+@pytest.fixture
+def smoke_repo(git_copy):
+    """The copy with the smoke preset selected in conf/ (the only source of defaults)."""
+    config = git_copy / "conf" / "config.yaml"
+    config.write_text(config.read_text().replace("- experiment: null", "- experiment: smoke"))
+    return git_copy
+
+
+def test_repro_reruns_exactly_what_a_change_touches_and_experiments_work(smoke_repo):
+    repo = smoke_repo
+    first = dvc(repo, "repro")
+    assert ran(first) == set(STAGES)
+    assert "Recomposed params.yaml from conf/" in first.stdout  # the preset changed conf/: never a stale file
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert {"accuracy", "loss"} <= set(metrics)
+    report = json.loads((repo / "exports" / "report.json").read_text())
+    assert all(check["max_abs_diff"] <= 1e-4 for check in report["artifacts"].values())
+    assert (repo / "exports" / "tfjs" / "model.json").is_file() and (repo / "exports" / "saved_model" / "saved_model.pb").is_file()
+
+    again = dvc(repo, "repro")
+    assert ran(again) == set(), again.stdout
+
+    set_smoke_epochs(repo, 3)
+    changed = dvc(repo, "repro")
+    assert ran(changed) == {"compose", "train", "evaluate", "export"}, changed.stdout
+    assert json.loads((repo / "models" / "history.json").read_text())["epochs"] == [1, 2, 3]
+    shown = dvc(repo, "metrics", "show", "--json").stdout
+    assert "accuracy" in shown
+
+    dvc(repo, "exp", "run", "-n", "one-epoch", "-S", "train.epochs=1")
+    dvc(repo, "exp", "run", "-n", "cnn", "-S", "model=cnn")
+    experiments = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    found = {}
+    for baseline in experiments:
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs", []):
+                data = rev.get("data") or {}
+                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+                metrics = data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})
+                found[rev.get("name") or exp.get("name")] = (params, metrics)
+    assert found["one-epoch"][0]["train"]["epochs"] == 1 and "accuracy" in found["one-epoch"][1]
+    assert found["cnn"][0]["model"]["name"] == "cnn" and "accuracy" in found["cnn"][1]
+
+
+def test_sigkill_mid_train_leaves_nothing_complete_and_repro_recovers(smoke_repo):
+    repo = smoke_repo
+    set_smoke_epochs(repo, 40)  # long enough to be killed mid-fit
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    process = subprocess.Popen([str(Path(sys.executable).with_name("dvc")), "repro"], cwd=repo, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    seen = []
+    deadline = time.monotonic() + 600
+    for line in process.stdout:
+        seen.append(line)
+        if re.search(r"epoch 3/40", line) or time.monotonic() > deadline:
+            break
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    assert any("epoch 3/40" in line for line in seen), "".join(seen)
+
+    assert not (repo / "models" / "model.keras").exists()
+    status = dvc(repo, "status", "--json").stdout
+    assert "train" in json.loads(status), status
+    set_smoke_epochs(repo, 2)
+    recovered = dvc(repo, "repro")
+    assert {"train", "evaluate", "export"} <= ran(recovered)
+    assert json.loads(dvc(repo, "status", "--json").stdout) == {}
+    assert (repo / "reports" / "metrics.json").is_file()
