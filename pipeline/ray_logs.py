@@ -21,7 +21,7 @@ NOISE = re.compile(
     r"|Attempting to start training worker group"
     r"|Started training worker group"
     r"|- \(ip=.*\) world_rank="
-    r"|\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [EWI] \d+ \d+\] .*(exporter|gcs_server)"
+    r"|\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [EWI] \d+ \d+\] .*(exporter|gcs_server|Set ray log level)"
     r"|.*\[repeated \d+x across cluster\]"
     r"|.*saving_api\.save_model\("
     r")"

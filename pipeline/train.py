@@ -43,7 +43,7 @@ def _start_ray(cluster: ClusterSettings):
     """Connect to ``cluster.address`` (or RAY_ADDRESS), else start a local Ray sized for the run."""
     import ray
 
-    from pipeline.env import is_verbose, worker_env_vars
+    from pipeline.env import is_verbose, quiet_native_stderr, worker_env_vars
     from pipeline.ray_logs import install_worker_log_filter
 
     address = cluster.address or os.environ.get("RAY_ADDRESS")
@@ -51,12 +51,14 @@ def _start_ray(cluster: ClusterSettings):
                   logging_level=logging.INFO if is_verbose() else logging.ERROR, configure_logging=True)
     if address:
         try:
-            ray.init(address=address, **common)
+            with quiet_native_stderr():  # the C++ core announces its log level on fd 2
+                ray.init(address=address, **common)
         except (ConnectionError, RuntimeError) as error:
             raise UserError(f"cluster: cannot connect to Ray at cluster.address={address} ({error}): start the cluster or fix the address") from None
     else:
         cpus = cluster.num_workers * cluster.cpus_per_worker + 1  # +1 for the Train controller
-        ray.init(num_cpus=cpus, num_gpus=0, **common)
+        with quiet_native_stderr():
+            ray.init(num_cpus=cpus, num_gpus=0, **common)
     if not is_verbose():
         install_worker_log_filter()
 

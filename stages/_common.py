@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import pipeline  # noqa: F401  (sets the Keras flavour before anything imports TensorFlow)
-from pipeline.env import VERBOSE_ENV
+from pipeline.env import VERBOSE_ENV, VERBOSE_OVERRIDES
 from pipeline.errors import UserError
 from pipeline.settings import PipelineConfig, validate
 
@@ -224,7 +224,7 @@ def stage_main(task: Callable[[PipelineConfig], object]) -> Callable[[], None]:
         if "-v" in sys.argv[1:]:
             sys.argv.remove("-v")
             os.environ[VERBOSE_ENV] = "1"
-            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+            os.environ.update(VERBOSE_OVERRIDES)
         if PARAMS_FLAG in sys.argv[1:]:
             run_from_params(task, sys.argv[1:])
             return

@@ -1,0 +1,204 @@
+"""Overhead of the train stage's library path against a plain ``model.fit``, in one run.
+
+What is measured (same config, model, data, seed and number of epochs for both paths):
+
+* **plain fit**: the train/val splits loaded with :func:`pipeline.preprocess.load_split`, the model
+  built with :func:`pipeline.models.build_model` / :func:`~pipeline.models.compile_model`, then
+  ``model.fit(x, y, batch_size, epochs, validation_data=..., verbose=0)`` in this process, timed
+  per epoch by a small callback (examples/s = train examples / epoch seconds). Its wall time
+  covers importing TensorFlow (if not yet imported), building the model and the fit.
+* **library**: :func:`pipeline.train.run_train` (local Ray, ``TensorflowTrainer``, one
+  ``MultiWorkerMirroredStrategy`` replica per worker, ``tf.data`` input, TensorBoard, a Ray
+  checkpoint every ``train.checkpoint_every`` epochs). Per-epoch numbers are the library's own
+  ``epoch_seconds`` / ``examples_per_second`` from ``history.json`` (steps x global batch per
+  epoch). Its wall time is the whole ``run_train`` call.
+* **library, epoch to epoch**: the same run timed from the wall-clock stamps of the per-epoch
+  TensorBoard summaries. ``epoch_seconds`` stops inside the library's progress callback, before
+  the per-epoch Ray report and checkpoint; the TensorBoard stamps include them, so this row is
+  what a user actually gets per epoch.
+
+Steady state excludes epoch 1 (it includes tracing): steady ex/s = examples in epochs 2..N /
+seconds of epochs 2..N. The fixed start-up cost of the library is its wall time minus the time
+its epochs took (sum of ``epoch_seconds``): Ray start, worker start, TensorFlow import in the
+worker, final checkpoint, shutdown (and any per-epoch reporting outside ``epoch_seconds``,
+broken out on the next line when the TensorBoard stamps are available).
+
+Early stopping and ReduceLROnPlateau are disabled so both paths run exactly ``--epochs`` epochs.
+Every output (raw, processed, models, TensorBoard, Ray storage) goes to a temporary directory
+that is deleted at the end; nothing under the repository changes. Nothing is asserted: the
+script prints a table and the ratios (target: library / plain >= 0.9 at one worker).
+
+Run it from the repository root (about 1-2 minutes on 2 CPU cores)::
+
+    python bench/train_overhead.py --epochs 20
+    python bench/train_overhead.py --model mlp --epochs 10 --workers 2 --batch-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `stages`
+
+import pipeline  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
+from pipeline.env import import_tensorflow, quiet_tensorflow_loggers  # noqa: E402
+from pipeline.ingest import run_ingest  # noqa: E402
+from pipeline.io import read_json  # noqa: E402
+from pipeline.models import build_model, compile_model  # noqa: E402
+from pipeline.preprocess import load_split, run_preprocess  # noqa: E402
+from pipeline.settings import PipelineConfig  # noqa: E402
+from pipeline.train import TrainRequest, run_train  # noqa: E402
+from pipeline.worker import HISTORY_FILE  # noqa: E402
+from stages._common import compose_conf, to_settings  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="cnn", help="model group option in conf/model (default: cnn)")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs for both paths (default: 20)")
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers for the library path (default: 1)")
+    parser.add_argument("--batch-size", type=int, default=32, help="global batch size (default: 32)")
+    parser.add_argument("--data", default="digits", help="data group option in conf/data (default: digits)")
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2: steady state excludes the first epoch")
+    return args
+
+
+def compose_config(args: argparse.Namespace, root: Path) -> PipelineConfig:
+    """``conf/`` plus the benchmark's overrides; every output under ``root``."""
+    return to_settings(compose_conf([
+        f"data={args.data}", f"model={args.model}",
+        f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"cluster.num_workers={args.workers}",
+        "train.early_stopping.enabled=false", "train.reduce_lr.enabled=false", "train.run_name=bench",
+        f"paths.raw={root}/raw", f"paths.processed={root}/processed", f"paths.models={root}/models",
+        f"paths.reports={root}/reports", f"paths.exports={root}/exports",
+        f"train.tensorboard_dir={root}/tensorboard", f"cluster.storage_dir={root}/ray",
+    ]))
+
+
+def steady(epoch_seconds: list[float], examples_per_epoch: list[float]) -> float:
+    """Examples/s over epochs 2..N (epoch 1 includes tracing)."""
+    return sum(examples_per_epoch[1:]) / sum(epoch_seconds[1:])
+
+
+def run_plain(config: PipelineConfig) -> dict:
+    """Plain ``model.fit`` on the in-memory splits, timed per epoch."""
+    started = time.perf_counter()
+    tf = import_tensorflow()
+    quiet_tensorflow_loggers()
+    processed = Path(config.paths.processed)
+    meta = read_json(processed / "meta.json")
+    x_train, y_train = load_split(processed, "train")
+    x_val, y_val = load_split(processed, "val")
+    num_classes = len(meta["class_names"])
+
+    class EpochTimer(tf.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    tf.keras.utils.set_random_seed(config.seed)
+    model = compile_model(build_model(config.model, tuple(meta["input_shape"]), num_classes), config.model, config.train, num_classes)
+    timer = EpochTimer()
+    model.fit(x_train, y_train, batch_size=config.train.batch_size, epochs=config.train.epochs,
+              validation_data=(x_val, y_val), callbacks=[timer], verbose=0)
+    wall = time.perf_counter() - started
+    return {"wall": wall, "epoch_seconds": timer.seconds, "examples_per_epoch": [len(x_train)] * len(timer.seconds)}
+
+
+def tensorboard_epoch_stamps(tensorboard_dir: Path) -> list[float]:
+    """Wall-clock time of each epoch's ``epoch_loss`` summary (written at the end of the epoch)."""
+    tf = import_tensorflow()
+    stamps: dict[int, float] = {}
+    for path in sorted((Path(tensorboard_dir) / "train").glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            if any(value.tag == "epoch_loss" for value in event.summary.value):
+                stamps[int(event.step)] = event.wall_time
+    return [stamps[step] for step in sorted(stamps)]
+
+
+def run_library(config: PipelineConfig) -> dict:
+    """The train stage's library call, with its own per-epoch numbers from ``history.json``."""
+    request = TrainRequest(seed=config.seed, model=config.model, train=config.train, augment=config.augment,
+                           cluster=config.cluster, data_name=config.data.name)
+    models = Path(config.paths.models)
+    started = time.perf_counter()
+    run_train(request, Path(config.paths.processed), models,
+              tensorboard_root=Path(config.train.tensorboard_dir), storage_dir=Path(config.cluster.storage_dir))
+    wall = time.perf_counter() - started
+    history = read_json(models / HISTORY_FILE)
+    seconds = history["epoch_seconds"]
+    examples = [rate * s for rate, s in zip(history["examples_per_second"], seconds)]
+    result = {"wall": wall, "epoch_seconds": seconds, "examples_per_epoch": examples, "periods": None}
+    try:
+        stamps = tensorboard_epoch_stamps(Path(read_json(models / "run.json")["tensorboard_dir"]))
+    except Exception as error:  # a diagnostic extra: the main numbers stand without it
+        print(f"note: could not read the TensorBoard epoch stamps ({error})", file=sys.stderr)
+        stamps = []
+    if len(stamps) == len(seconds):
+        # period k (k >= 2) = end of epoch k - end of epoch k-1: includes the report/checkpoint of k-1
+        result["periods"] = [stamps[k] - stamps[k - 1] for k in range(1, len(stamps))]
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+    with tempfile.TemporaryDirectory(prefix="train-overhead-") as tmp:
+        root = Path(tmp)
+        config = compose_config(args, root)
+        run_ingest(config.data, Path(config.paths.raw))
+        run_preprocess(config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed))
+        print("running plain model.fit ...", flush=True)
+        plain = run_plain(config)
+        print(f"running the library path (run_train, {args.workers} Ray worker(s)) ...", flush=True)
+        library = run_library(config)
+
+    epochs = args.epochs
+    plain_rate = steady(plain["epoch_seconds"], plain["examples_per_epoch"])
+    library_rate = steady(library["epoch_seconds"], library["examples_per_epoch"])
+    rows = [("plain fit", plain["wall"], plain["epoch_seconds"], plain_rate),
+            ("library", library["wall"], library["epoch_seconds"], library_rate)]
+    periods = library["periods"]
+    if periods:
+        period_rate = sum(library["examples_per_epoch"][1:]) / sum(periods)
+        rows.append(("library, epoch to epoch", None, None, period_rate))
+
+    print()
+    print(f"train overhead: model={args.model} data={args.data} epochs={epochs} workers={args.workers} "
+          f"batch={args.batch_size} ({os.cpu_count()} CPU cores)")
+    print(f"{'path':<24} {'wall s':>8} {'epoch 1 s':>10} {f'epochs 2-{epochs} s':>14} {'steady ex/s':>12}")
+    for name, wall, seconds, rate in rows:
+        wall_text = f"{wall:8.1f}" if wall is not None else f"{'':>8}"
+        first = f"{seconds[0]:10.2f}" if seconds else f"{'':>10}"
+        rest = f"{sum(seconds[1:]):14.2f}" if seconds else f"{sum(periods):14.2f}"
+        print(f"{name:<24} {wall_text} {first} {rest} {rate:12.0f}")
+    print(f"examples per epoch: plain {plain['examples_per_epoch'][0]:.0f} (train split), "
+          f"library {library['examples_per_epoch'][0]:.0f} (steps x global batch)")
+    print(f"steady-state throughput ratio (library / plain): {library_rate / plain_rate:.2f}  (target >= 0.9)")
+    if periods:
+        print(f"steady-state throughput ratio, epoch to epoch (library / plain): {period_rate / plain_rate:.2f}")
+    fixed = library["wall"] - sum(library["epoch_seconds"])
+    print(f"fixed start-up cost of the library path: {fixed:.1f} s (Ray + worker start, checkpoint upload, shutdown); "
+          f"plain fit wall: {plain['wall']:.1f} s")
+    if periods:
+        between = sum(periods) - sum(library["epoch_seconds"][1:])
+        print(f"  of which between epochs 2-{epochs} (per-epoch Ray report + checkpoint, outside epoch_seconds): "
+              f"{between:.1f} s ({between / (epochs - 1) * 1000:.0f} ms/epoch)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The Keras flavour switch, its preflight, and the log filters."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+from pipeline.env import worker_env_vars
+from pipeline.ray_logs import is_noise
+
+
+def python(code: str, **env) -> subprocess.CompletedProcess:
+    clean = {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**clean, "PYTHONPATH": str(REPO), **env},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_workers_get_the_flavour_switch():
+    assert worker_env_vars()["TF_USE_LEGACY_KERAS"] == "1"
+
+
+def test_preflight_names_the_flavour_and_import_is_quiet():
+    result = python("import logging; logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+                    "from pipeline.env import preflight; preflight()")
+    assert result.returncode == 0, result.stderr
+    assert "Keras flavour: tf-keras 2.19.0 (legacy Keras 2, TF_USE_LEGACY_KERAS=1) on TensorFlow 2.19.0" in result.stderr
+    assert "cuDNN" not in result.stderr and "computation placer" not in result.stderr
+
+
+def test_preflight_fails_clearly_when_tensorflow_came_first():
+    # tf.keras resolves its flavour on first use: touching it before `import pipeline` pins Keras 3.
+    result = python("import tensorflow as tf\ntf.keras.layers.Dense\nfrom pipeline.env import preflight\n"
+                    "from pipeline.errors import UserError\n"
+                    "try:\n    preflight()\nexcept UserError as e:\n    print(e)\n    raise SystemExit(3)")
+    assert result.returncode == 3, result.stderr
+    assert "needs legacy Keras 2 (tf-keras)" in result.stdout
+    assert "TensorFlow was imported before pipeline set it" in result.stdout
+
+
+def test_quiet_native_stderr_hides_fd2_but_not_exceptions():
+    result = python("import os\nfrom pipeline.env import quiet_native_stderr\n"
+                    "with quiet_native_stderr():\n    os.write(2, b'native noise\\n')\n"
+                    "os.write(2, b'after\\n')\n"
+                    "with quiet_native_stderr():\n    raise ValueError('kept')")
+    assert "native noise" not in result.stderr
+    assert "after" in result.stderr and "ValueError: kept" in result.stderr
+
+
+def test_worker_noise_filter_keeps_progress_and_errors():
+    noise = [
+        "E0000 00:00:1795394998.267133   15198 cuda_dnn.cc:8579] Unable to register cuDNN factory",
+        "W0000 00:00:1795394998.352166   15198 computation_placer.cc:177] computation placer already registered.",
+        "[2026-11-23 01:07:36,310 I 32674 32674] logging.cc:303: Set ray log level from environment variable",
+        "Checkpoint successfully created at: Checkpoint(filesystem=local, path=/tmp/x)",
+        "Reporting training result 3: TrainingReport(...)",
+    ]
+    kept = ["epoch 1/15  loss 2.2240  accuracy 0.2251", "Traceback (most recent call last):",
+            "RuntimeError: Collective ops must be configured at program startup"]
+    assert all(is_noise(line) for line in noise)
+    assert not any(is_noise(line) for line in kept)
