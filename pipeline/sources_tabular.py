@@ -32,13 +32,13 @@ def read_table(path: Path, settings: DataSettings, bad: BadRecords):
         try:
             frame = pd.read_csv(path, header=header, skipinitialspace=True)
         except pd.errors.ParserError as error:
-            message = " ".join(str(error).split())
-            bad.add(str(path), f"malformed line ({message})")  # raises under on_bad_record=fail
+            if bad.policy == "fail":
+                bad.add(str(path), f"malformed line ({' '.join(str(error).split())})")  # raises
             rejected = []
             frame = pd.read_csv(path, header=header, skipinitialspace=True, engine="python",
-                                on_bad_lines=lambda fields: rejected.append(fields) and None)
-            for fields in rejected[1:]:
-                bad.add(f"{path}: row {','.join(fields)[:60]}", f"{len(fields)} fields, expected {frame.shape[1]}")
+                                on_bad_lines=lambda fields: rejected.append(fields))
+            for fields in rejected:
+                bad.add(f"{path.name} row '{','.join(fields)[:60]}'", f"malformed line: {len(fields)} fields, expected {frame.shape[1]}")
     except pd.errors.EmptyDataError:
         raise UserError(f"data: {path} is empty: expected a CSV with a label column") from None
     except (OSError, UnicodeDecodeError) as error:
