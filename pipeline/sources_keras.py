@@ -115,6 +115,8 @@ def read_idx_folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 def _mnist_like(settings: DataSettings, npz_name: str, subdir: str, files: str) -> tuple[np.ndarray, np.ndarray]:
     if settings.path:
         path = require_path(settings, f"Keras's {npz_name}", also=f" (or point it at a folder of the IDX files {files})")
+        if path.is_file() and "idx" in path.name:  # one of the IDX files: read the set in its folder
+            path = path.parent
         x, y = read_idx_folder(path) if path.is_dir() else read_keras_npz(path)
     elif npz_name == "mnist.npz":
         x, y = read_keras_npz(keras_download(npz_name, KERAS_ORIGIN + npz_name, settings))

@@ -53,6 +53,8 @@ def test_mnist_from_idx_files(tmp_path, gz):
     folder = write_idx_folder(tmp_path / "idx", 12, gz=gz)
     raw = load_source(data("mnist", path=folder))
     assert raw.x.shape == (24, 28, 28, 1) and raw.x.dtype == np.uint8 and raw.y.tolist()[:3] == [0, 1, 2]
+    one_file = next(folder.glob("t10k-images*"))
+    assert len(load_source(data("mnist", path=one_file)).y) == 24  # a file of the set: its folder is read
 
 
 def test_fashion_mnist_test_set_only_with_a_prefix_and_class_names(tmp_path):
