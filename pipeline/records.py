@@ -76,6 +76,8 @@ def require_path(settings, what: str, folder: bool = False, also: str = "") -> P
     if not settings.path:
         raise UserError(f"data: data={settings.name} needs data.path=/path/to/{what}")
     path = Path(settings.path).expanduser()
-    if not (path.is_dir() if folder else path.exists()):
+    if not path.exists():
         raise UserError(f"data: data.path={settings.path} does not exist: place {what} there{also}")
+    if folder and not path.is_dir():
+        raise UserError(f"data: data.path={settings.path} is a file: point it at {what}")
     return path

@@ -117,6 +117,16 @@ def test_nothing_usable_is_one_line(tmp_path, layout, message):
     assert "\n" not in str(caught.value) and not (tmp_path / "raw").exists()
 
 
+def test_path_must_be_an_existing_folder(tmp_path):
+    with pytest.raises(UserError, match="does not exist: place a folder with one sub-folder of images per class there"):
+        run_ingest(folder_settings(tmp_path / "nope"), tmp_path / "raw")
+    (tmp_path / "file.png").write_bytes(b"x")
+    with pytest.raises(UserError, match="is a file: point it at a folder"):
+        run_ingest(folder_settings(tmp_path / "file.png"), tmp_path / "raw")
+    with pytest.raises(UserError, match="data=image_folder needs data.path="):
+        run_ingest(folder_settings(None), tmp_path / "raw")
+
+
 def test_single_class_folder_is_refused(tmp_path):
     save(tmp_path / "images" / "only" / "a.png")
     save(tmp_path / "images" / "only" / "b.png")
