@@ -66,7 +66,7 @@ def decode(path: Path, channels: int | None, size: tuple[int, int] | None) -> np
     if path.stat().st_size == 0:
         raise ValueError("empty file")
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=("PNG", "JPEG")) as image:
             if size is not None:
                 image.draft(image.mode, (size[1], size[0]))  # JPEG: decode at reduced scale when much larger
             image.load()
