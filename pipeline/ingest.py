@@ -1,7 +1,11 @@
-"""Ingest stage: load a source, validate it, write arrays plus ``manifest.json``.
+"""Ingest stage: load a source, check every record, infer (and check) the schema, write the outputs.
 
-Output contract (``paths.raw``): ``x.npy``, ``y.npy`` and ``manifest.json`` with the source name,
-example count, per-class counts, class names, shape, dtype and SHA-256 checksums of the arrays.
+Output contract (``paths.raw``):
+- ``x.npy``: ``uint8 (n, height, width, channels)`` images or ``float32 (n, features)`` tables,
+  loadable with ``np.load(..., mmap_mode="r")``; ``y.npy``: ``int64`` class indices;
+- ``schema.json``: see :mod:`pipeline.schema`;
+- ``manifest.json``: source, example count, class names and counts, feature shape/dtype/names,
+  SHA-256 checksums, the schema, bad records skipped (by path or row) and schema anomalies.
 """
 
 from __future__ import annotations
@@ -13,14 +17,16 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, sha256_file, write_json
+from pipeline.records import BadRecords, RawData
+from pipeline.schema import enforce, find_anomalies, infer_schema, load_schema
 from pipeline.settings import DataSettings
-from pipeline.sources import RawData, load_source
+from pipeline.sources import load_source
 
 logger = logging.getLogger(__name__)
 
 
-def validate_examples(data: RawData) -> RawData:
-    """Check shapes, dtypes, label range and finiteness; return the data with a channel axis.
+def check_shapes(data: RawData) -> RawData:
+    """Whole-dataset checks (shapes, dtypes); grey images get a channel axis, tables become float32.
 
     Raises:
         UserError: one line naming the problem and how to fix it.
@@ -38,39 +44,92 @@ def validate_examples(data: RawData) -> RawData:
         raise UserError(f"data '{name}': features have dtype {x.dtype}: expected numbers")
     if not np.issubdtype(y.dtype, np.integer):
         raise UserError(f"data '{name}': labels have dtype {y.dtype}: expected integer class indices")
+    if x.ndim == 2 and x.dtype != np.float32:
+        x = x.astype(np.float32)
+    data.x, data.y = x, y.astype(np.int64)
+    return data
+
+
+def _bad_rows(data: RawData, policy: str) -> np.ndarray:
+    """Mask of usable rows: finite features and a label inside the class set (``fail``: one line at the first bad one)."""
+    x, y, name, num_classes = data.x, data.y, data.source, len(data.class_names)
+    bad = BadRecords(policy, name)
+    keep = np.ones(len(y), dtype=bool)
     if np.issubdtype(x.dtype, np.floating):
-        bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
-        if bad.any():
-            raise UserError(f"data '{name}': {int(bad.sum())} examples contain NaN or inf (first at index {int(np.argmax(bad))}): clean or drop them")
-    num_classes = len(data.class_names)
-    if y.min() < 0 or y.max() >= num_classes:
-        raise UserError(f"data '{name}': labels span {int(y.min())}..{int(y.max())}: expected 0..{num_classes - 1} for {num_classes} classes")
-    present = np.unique(y)
+        finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+        if policy == "fail" and not finite.all():
+            raise UserError(f"data '{name}': {int((~finite).sum())} examples contain NaN or inf (first at index "
+                            f"{int(np.argmax(~finite))}): clean or drop them, or set data.on_bad_record=skip")
+        for index in np.flatnonzero(~finite):
+            bad.add(f"index {index}", "NaN or inf in the features")
+        keep &= finite
+    inside = (y >= 0) & (y < num_classes)
+    if policy == "fail" and not inside.all():
+        raise UserError(f"data '{name}': labels span {int(y.min())}..{int(y.max())}: expected 0..{num_classes - 1} for "
+                        f"{num_classes} classes; fix the labels or class_names, or set data.on_bad_record=skip")
+    for index in np.flatnonzero(~inside):
+        bad.add(f"index {index}", f"label {int(y[index])} outside the label set 0..{num_classes - 1}")
+    bad.attach(data)
+    return keep & inside
+
+
+def check_records(data: RawData, policy: str) -> RawData:
+    """Drop (``skip``) or refuse (``fail``) bad records; refuse data with nothing usable or a single class.
+
+    Raises:
+        UserError: one line naming the first bad record, or saying nothing usable remains.
+    """
+    data = check_shapes(data)
+    keep = _bad_rows(data, policy)
+    if not keep.all():
+        data.x, data.y, data.written = np.asarray(data.x[keep]), data.y[keep], False
+    name = data.source
+    if len(data.y) == 0:
+        first = data.bad_records[0] if data.bad_records else {"record": "?", "reason": "?"}
+        raise UserError(f"data '{name}': no usable examples remain ({data.bad_record_count} bad records, first: "
+                        f"{first['record']}: {first['reason']}): fix the source")
+    present = np.unique(data.y)
     if len(present) < 2:
-        raise UserError(f"data '{name}': every example has label {data.class_names[int(present[0])]!r}: a classifier needs at least two classes")
-    return RawData(x=x, y=y, class_names=data.class_names, source=name)
+        raise UserError(f"data '{name}': every example has label {data.class_names[int(present[0])]!r}: a classifier needs "
+                        f"at least two classes")
+    return data
 
 
 def run_ingest(settings: DataSettings, output_dir: Path) -> dict:
-    """Load ``settings.name``, validate it and write ``x.npy``, ``y.npy``, ``manifest.json``.
+    """Load ``settings.name``, check it and write ``x.npy``, ``y.npy``, ``schema.json``, ``manifest.json``.
 
     Returns:
         The manifest written.
     """
-    data = validate_examples(load_source(settings))
-    counts = np.bincount(data.y, minlength=len(data.class_names))
+    reference = load_schema(settings.schema) if settings.schema else None
     with atomic_dir(Path(output_dir)) as tmp:
-        np.save(tmp / "x.npy", data.x)
+        data = check_records(load_source(settings, tmp, reference), settings.on_bad_record)
+        if not data.written:
+            np.save(tmp / "x.npy", data.x)
         np.save(tmp / "y.npy", data.y)
+        schema = infer_schema(data)
+        anomalies = find_anomalies(reference, schema, data.notes) if reference else []
+        if reference:
+            enforce(anomalies, settings.on_anomaly, data.source, settings.schema)
+        write_json(tmp / "schema.json", schema)
         manifest = {
             "source": data.source,
-            "num_examples": int(len(data.x)),
+            "num_examples": int(len(data.y)),
             "class_names": data.class_names,
-            "class_counts": {name: int(count) for name, count in zip(data.class_names, counts)},
+            "class_counts": schema["label"]["class_counts"],
             "feature_shape": list(data.x.shape[1:]),
             "feature_dtype": str(data.x.dtype),
+            "feature_names": [feature["name"] for feature in schema["features"]] if data.x.ndim == 2 else None,
             "checksums": {name: sha256_file(tmp / name) for name in ("x.npy", "y.npy")},
+            "schema": schema,
+            "validated_against": settings.schema,
+            "anomalies": anomalies,
+            "bad_records": {"policy": settings.on_bad_record, "count": data.bad_record_count, "records": data.bad_records},
+            **data.notes,
         }
         write_json(tmp / "manifest.json", manifest)
-    logger.info("Ingested %d examples of '%s' (%d classes, shape %s)", len(data.x), data.source, len(data.class_names), data.x.shape[1:])
+        del data  # an image folder's x is a memmap of tmp/x.npy: release it before the rename
+    logger.info("Ingested %d examples of '%s' (%d classes, shape %s, %d bad records skipped, %d anomalies)", manifest["num_examples"],
+                manifest["source"], len(manifest["class_names"]), tuple(manifest["feature_shape"]),
+                manifest["bad_records"]["count"], len(anomalies))
     return manifest

@@ -16,8 +16,16 @@ from pipeline.errors import UserError
 @dataclass
 class DataSettings:
     name: str  # source, see pipeline.sources.SOURCES
-    path: Optional[str]  # local file for file-backed sources (e.g. mnist.npz)
+    path: Optional[str]  # local file or folder for file-backed sources (mnist.npz, IDX folder, CSV, image folder)
     cache_dir: Optional[str]  # where Keras's loaders cache downloads
+    image_size: Optional[list[int]]  # image_folder: [height, width] to resize to; None keeps sizes
+    channels: Optional[int]  # image_folder: 1 | 3; None keeps the first image's
+    header: bool  # csv: first row holds column names
+    label_column: Optional[str]  # csv: name, or index when header=false; None = last column
+    missing: str  # csv: drop | mean | median | most_frequent
+    schema: Optional[str]  # stored schema.json to validate the new data against
+    on_anomaly: str  # fail | warn
+    on_bad_record: str  # fail | skip
 
 
 @dataclass
@@ -125,6 +133,9 @@ class PipelineConfig:
     paths: PathSettings
 
 
+MISSING_STRATEGIES = ("drop", "mean", "median", "most_frequent")
+ANOMALY_POLICIES = ("fail", "warn")
+BAD_RECORD_POLICIES = ("fail", "skip")
 NORMALIZERS = ("minmax", "standardize", "none")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
@@ -151,6 +162,13 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     from pipeline.sources import SOURCES
 
     _one_of("data.name", config.data.name, sorted(SOURCES))
+    data = config.data
+    _one_of("data.missing", data.missing, MISSING_STRATEGIES)
+    _one_of("data.on_anomaly", data.on_anomaly, ANOMALY_POLICIES)
+    _one_of("data.on_bad_record", data.on_bad_record, BAD_RECORD_POLICIES)
+    _require(data.channels in (None, 1, 3), "data.channels", data.channels, "1 (grey), 3 (RGB) or null (keep)")
+    _require(data.image_size is None or (len(data.image_size) == 2 and min(data.image_size) > 0), "data.image_size",
+             data.image_size, "[height, width] of positive integers or null (keep each image's size)")
     _one_of("model.name", config.model.name, sorted(MODEL_BUILDERS))
     pre, train, cluster = config.preprocess, config.train, config.cluster
     _require(0 < pre.test_fraction < 1, "preprocess.test_fraction", pre.test_fraction, "a fraction in (0, 1)")

@@ -3,6 +3,8 @@ redirected to temporary paths, and tiny datasets written by the tests themselves
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import shutil
 import subprocess
@@ -30,6 +32,17 @@ def tmp_paths(tmp_path: Path) -> list[str]:
     return [f"paths.raw={tmp_path}/raw", f"paths.processed={tmp_path}/processed", f"paths.models={tmp_path}/models",
             f"paths.reports={tmp_path}/reports", f"paths.exports={tmp_path}/exports",
             f"train.tensorboard_dir={tmp_path}/tensorboard", f"cluster.storage_dir={tmp_path}/ray"]
+
+
+@functools.lru_cache
+def _composed_data(name: str):
+    return compose(f"data={name}").data
+
+
+def data_settings(name: str, **overrides):
+    """``conf/data/<name>.yaml`` as composed (once per name: Hydra is slow), with ``data.<key>`` overrides."""
+    return dataclasses.replace(_composed_data(name), **{key: str(value) if isinstance(value, Path) else value
+                                                        for key, value in overrides.items()})
 
 
 def write_npz(path: Path, x: np.ndarray, y: np.ndarray, **extra) -> Path:

@@ -23,9 +23,9 @@ def assert_one_line_error(result, *fragments: str) -> str:
 @pytest.mark.parametrize("stage,override,fragments", [
     ("train", "train.epoch=3", ["unknown key 'train.epoch'"]),
     ("train", "model=resnet", ["unknown model 'resnet'", "cnn, mlp, pima_mlp"]),
-    ("ingest", "data=imagenet", ["unknown data 'imagenet'", "digits, mnist, npz"]),
+    ("ingest", "data=imagenet", ["unknown data 'imagenet'", "breast_cancer, cifar10, cifar100, csv, digits, fashion_mnist, image_folder, iris, mnist, npz, wine"]),
     ("train", "model.name=resnet", ["model.name='resnet'", "cnn, mlp, pima_mlp"]),
-    ("ingest", "data.name=imagenet", ["data.name='imagenet'", "digits, mnist, npz"]),
+    ("ingest", "data.name=imagenet", ["data.name='imagenet'", "breast_cancer, cifar10, cifar100, csv, digits, fashion_mnist, image_folder, iris, mnist, npz, wine"]),
     ("train", "train.epochs=0", ["train.epochs=0", "an integer > 0"]),
     ("train", "train.batch_size=-8", ["train.batch_size=-8", "an integer > 0"]),
 ])

@@ -7,17 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_npz
+from conftest import data_settings, write_npz
 from pipeline.errors import UserError
-from pipeline.ingest import run_ingest, validate_examples
+from pipeline.ingest import check_records, run_ingest
 from pipeline.io import read_json, sha256_file
 from pipeline.preprocess import apply_normalizer, fit_normalizer, load_split, run_preprocess, split_indices
+from pipeline.records import RawData
 from pipeline.settings import DataSettings, PreprocessSettings
-from pipeline.sources import RawData, load_source
+from pipeline.sources import load_source
 
 
-def data(name: str, path=None) -> DataSettings:
-    return DataSettings(name=name, path=str(path) if path else None, cache_dir=None)
+def data(name: str, path=None, **overrides) -> DataSettings:
+    return data_settings(name, path=path, **overrides)
 
 
 def test_digits_is_the_real_bundled_dataset():
@@ -66,8 +67,19 @@ def test_npz_source_and_class_names(tmp_path, tiny_images):
 ])
 def test_validation_rejects_bad_data(x, y, message):
     with pytest.raises(UserError, match=message) as caught:
-        validate_examples(RawData(x=x, y=y, class_names=["a", "b", "c"][: 2 if message != "labels span 0..7" else 3], source="t"))
+        check_records(RawData(x=x, y=y, class_names=["a", "b", "c"][: 2 if message != "labels span 0..7" else 3], source="t"), "fail")
     assert "\n" not in str(caught.value)
+
+
+def test_skip_policy_drops_and_lists_bad_rows():
+    x = np.arange(12, dtype=np.float64).reshape(6, 2)
+    x[1, 0] = np.nan
+    raw = check_records(RawData(x=x, y=np.array([0, 1, 0, 1, 5, -1]), class_names=["a", "b"], source="t"), "skip")
+    assert raw.x.dtype == np.float32 and raw.y.tolist() == [0, 0, 1] and raw.bad_record_count == 3
+    assert [item["record"] for item in raw.bad_records] == ["index 1", "index 4", "index 5"]
+    assert raw.bad_records[1]["reason"] == "label 5 outside the label set 0..1"
+    with pytest.raises(UserError, match="no usable examples remain .*first: index 0: NaN or inf"):
+        check_records(RawData(x=np.full((2, 2), np.inf), y=np.array([0, 1]), class_names=["a", "b"], source="t"), "skip")
 
 
 def test_failed_ingest_leaves_previous_output_untouched(tmp_path):
@@ -122,3 +134,18 @@ def test_preprocess_rejects_more_shards_than_examples(tmp_path, tiny_images):
     with pytest.raises(UserError, match="lower preprocess.num_shards"):
         run_preprocess(settings, 0, tmp_path / "raw", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("data.missing=zero", "data.missing='zero' is invalid: expected one of drop, mean, median, most_frequent"),
+    ("data.on_bad_record=ignore", "data.on_bad_record='ignore' is invalid: expected one of fail, skip"),
+    ("data.on_anomaly=log", "data.on_anomaly='log' is invalid: expected one of fail, warn"),
+    ("data.channels=2", "data.channels=2 is invalid"),
+    ("data.image_size=[0,5]", "data.image_size=[0, 5] is invalid"),
+    ("data.image_size=[5]", "data.image_size=[5] is invalid"),
+])
+def test_bad_data_keys_fail_naming_the_key(override, expected):
+    from conftest import compose
+
+    with pytest.raises(UserError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+        compose("data=image_folder", override)

@@ -62,7 +62,7 @@ def test_unknown_key_and_unknown_options_fail_in_one_line():
         compose("train.epoch=3")
     with pytest.raises(UserError, match="unknown model 'resnet': choose one of cnn, mlp, pima_mlp"):
         compose("model=resnet")
-    with pytest.raises(UserError, match="unknown data 'imagenet': choose one of digits, mnist, npz"):
+    with pytest.raises(UserError, match="unknown data 'imagenet': choose one of breast_cancer, cifar10, cifar100, csv, digits, fashion_mnist, image_folder, iris, mnist, npz, wine"):
         compose("data=imagenet")
 
 

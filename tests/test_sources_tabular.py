@@ -1,0 +1,104 @@
+"""csv: numeric and one-hot categorical features, missing-value strategies, string/int labels,
+headerless files with an integer label column, and bad rows named by line; sklearn's tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import data_settings, run_stage, tmp_paths
+from pipeline.errors import UserError
+from pipeline.ingest import run_ingest
+from pipeline.sources import load_source
+
+TABLE = """age,colour,size,label
+31,red,1.5,cat
+45,blue,,dog
+27,red,2.5,cat
+,green,3.0,bird
+50,blue,4.0,dog
+38,red,1.0,bird
+"""
+
+
+def write(tmp_path, text, name="t.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def csv(path, **overrides):
+    return data_settings("csv", path=path, **overrides)
+
+
+def test_numeric_and_one_hot_features_with_string_labels(tmp_path):
+    manifest = run_ingest(csv(write(tmp_path, TABLE), label_column="label"), tmp_path / "raw")
+    assert manifest["class_names"] == ["bird", "cat", "dog"] and manifest["num_examples"] == 4  # drop: 2 rows had gaps
+    assert manifest["feature_names"] == ["age", "colour=blue", "colour=green", "colour=red", "size"]
+    x = np.load(tmp_path / "raw" / "x.npy", mmap_mode="r")
+    assert x.dtype == np.float32 and x[0].tolist() == [31, 0, 0, 1, 1.5]
+    assert manifest["missing_values"] == {"strategy": "drop", "per_column": {"age": 1, "size": 1}, "rows_dropped": 2}
+    assert manifest["schema"]["columns"]["colour"]["vocabulary"] == ["blue", "green", "red"]
+
+
+@pytest.mark.parametrize("strategy,age,size", [("mean", 38.2, 2.4), ("median", 38.0, 2.5), ("most_frequent", 27.0, 1.0)])
+def test_missing_values_are_filled(tmp_path, strategy, age, size):
+    raw = load_source(csv(write(tmp_path, TABLE), missing=strategy))
+    assert raw.x.shape == (6, 5)
+    assert raw.x[3, 0] == pytest.approx(age) and raw.x[1, 4] == pytest.approx(size)
+
+
+def test_headerless_integer_labels_by_index(tmp_path):
+    rows = "\n".join(f"{i},{i * 2},{i % 3}" for i in range(9))
+    raw = load_source(csv(write(tmp_path, rows), header=False, label_column="-1"))
+    assert raw.class_names == ["0", "1", "2"] and raw.feature_names == ["column_0", "column_1"]
+    raw = load_source(csv(write(tmp_path, rows), header=False, label_column="0"))
+    assert raw.x.shape == (9, 2) and len(raw.class_names) == 9
+
+
+def test_missing_label_column_lists_the_columns(tmp_path):
+    with pytest.raises(UserError, match=r"label column 'Outcome' is not in .*columns: age, colour, size, label"):
+        load_source(csv(write(tmp_path, TABLE), label_column="Outcome"))
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "is empty"),
+    ("a,b,label\n", "has no data rows"),
+    ("a,label\n1,x\n2,x\n3,x\n", "every example has label 'x'"),
+    ("a,label\n1,0.5\n2,1.5\n", "non-integer numbers"),
+    ("a,b,label\n1,,0\n2,,1\n", "column 'b' has no values"),
+])
+def test_unusable_files_are_one_line(tmp_path, text, message):
+    with pytest.raises(UserError, match=message) as caught:
+        run_ingest(csv(write(tmp_path, text)), tmp_path / "raw")
+    assert "\n" not in str(caught.value) and not (tmp_path / "raw").exists()
+
+
+def test_bad_rows_are_skipped_and_named_by_line(tmp_path):
+    text = "a,b,label\n1,2,0\n3,inf,1\n4,5,\n6,7,1\n8,9,0,extra\n10,11,0\n"
+    manifest = run_ingest(csv(write(tmp_path, text), on_bad_record="skip"), tmp_path / "raw")
+    reasons = {item["record"]: item["reason"] for item in manifest["bad_records"]["records"]}
+    assert reasons["t.csv line 3"] == "a feature is inf" and reasons["t.csv line 4"] == "label missing"
+    assert any("malformed line" in reason for reason in reasons.values())
+    assert manifest["num_examples"] == 3 and manifest["bad_records"]["count"] == 3
+
+
+def test_bad_row_under_fail_names_the_line(tmp_path):
+    with pytest.raises(UserError, match=r"t.csv line 3: a feature is inf: .*data.on_bad_record=skip"):
+        run_ingest(csv(write(tmp_path, "a,label\n1,0\ninf,1\n2,1\n3,0\n")), tmp_path / "raw")
+
+
+@pytest.mark.parametrize("name,shape,classes", [("breast_cancer", (569, 30), 2), ("wine", (178, 13), 3), ("iris", (150, 4), 3)])
+def test_sklearn_tables(tmp_path, name, shape, classes):
+    manifest = run_ingest(data_settings(name), tmp_path / "raw")
+    assert (manifest["num_examples"], *manifest["feature_shape"]) == shape and len(manifest["class_names"]) == classes
+    assert manifest["feature_dtype"] == "float32" and len(manifest["feature_names"]) == shape[1]
+
+
+def test_stage_reports_a_missing_label_column_in_one_line(tmp_path):
+    from test_cli_errors import assert_one_line_error
+
+    path = write(tmp_path, TABLE)
+    result = run_stage("ingest", "data=csv", f"data.path={path}", "data.label_column=Outcome", *tmp_paths(tmp_path / "out"))
+    assert_one_line_error(result, "label column 'Outcome' is not in", "set data.label_column")
+    assert not (tmp_path / "out" / "raw").exists()
