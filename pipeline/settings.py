@@ -21,6 +21,7 @@ class DataSettings:
     image_size: Optional[list[int]]  # image_folder: [height, width] to resize to; None keeps sizes
     channels: Optional[int]  # image_folder: 1 | 3; None keeps the first image's
     header: bool  # csv: first row holds column names
+    column_names: Optional[list[str]]  # csv: names for every column (headerless files); None = column_0, column_1, ...
     label_column: Optional[str]  # csv: name, or index when header=false; None = last column
     missing: str  # csv: drop | mean | median | most_frequent
     schema: Optional[str]  # stored schema.json to validate the new data against

@@ -45,7 +45,13 @@ def read_table(path: Path, settings: DataSettings, bad: BadRecords):
         raise UserError(f"data: cannot read {path} as CSV ({str(error).splitlines()[0]}): save it as UTF-8 text") from None
     if frame.empty:
         raise UserError(f"data: {path} has no data rows: expected a CSV with one example per line")
-    frame.columns = [str(name) for name in frame.columns] if settings.header else [f"column_{i}" for i in range(frame.shape[1])]
+    if settings.column_names:
+        if len(settings.column_names) != frame.shape[1]:
+            raise UserError(f"data: data.column_names has {len(settings.column_names)} names but {path} has {frame.shape[1]} "
+                            f"columns: give one name per column")
+        frame.columns = [str(name) for name in settings.column_names]
+    else:
+        frame.columns = [str(name) for name in frame.columns] if settings.header else [f"column_{i}" for i in range(frame.shape[1])]
     return frame
 
 

@@ -31,10 +31,11 @@ def test_pima_experiment_ingests_preprocesses_and_learns(tmp_path):
 
     path = write_pima_like(tmp_path / "pima.csv")
     config = compose("experiment=pima", f"data.path={path}", *tmp_paths(tmp_path))
-    assert (config.data.name, config.model.name, config.data.header, config.data.label_column) == ("csv", "pima_mlp", False, "-1")
+    assert (config.data.name, config.model.name, config.data.header, config.data.label_column) == ("csv", "pima_mlp", False, "Outcome")
     manifest = run_ingest(config.data, Path(config.paths.raw))
     assert manifest["num_examples"] == 300 and manifest["feature_shape"] == [8] and manifest["class_names"] == ["0", "1"]
-    assert manifest["label_column"] == "column_8" and manifest["feature_dtype"] == "float32"
+    assert manifest["label_column"] == "Outcome" and manifest["feature_dtype"] == "float32"
+    assert manifest["feature_names"][1] == "Glucose" and manifest["schema"]["columns"]["BMI"]["kind"] == "numeric"
     run_preprocess(config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed))
     tf = import_tensorflow()
     tf.keras.utils.set_random_seed(0)

@@ -56,6 +56,14 @@ def test_headerless_integer_labels_by_index(tmp_path):
     assert raw.x.shape == (9, 2) and len(raw.class_names) == 9
 
 
+def test_column_names_name_a_headerless_file(tmp_path):
+    path = write(tmp_path, "1,2,a\n3,4,b\n5,6,a\n")
+    raw = load_source(csv(path, header=False, column_names=["x1", "x2", "kind"], label_column="kind"))
+    assert raw.feature_names == ["x1", "x2"] and raw.class_names == ["a", "b"]
+    with pytest.raises(UserError, match="data.column_names has 2 names but .* has 3 columns"):
+        load_source(csv(path, header=False, column_names=["x1", "kind"]))
+
+
 def test_missing_label_column_lists_the_columns(tmp_path):
     with pytest.raises(UserError, match=r"label column 'Outcome' is not in .*columns: age, colour, size, label"):
         load_source(csv(write(tmp_path, TABLE), label_column="Outcome"))
