@@ -1,7 +1,7 @@
 """Preprocess stage: seeded stratified split, train-only normalisation, streamed TFRecord shards.
 
-Input (``paths.raw``, written by ingest): ``x.npy`` (opened memory-mapped and read in chunks of
-about :data:`CHUNK_BYTES`, never whole), ``y.npy`` (int64 labels), ``manifest.json``, and
+Input (``paths.raw``, written by ingest): ``x.npy`` (opened memory-mapped and read in chunks whose
+float64 copy is :data:`CHUNK_BYTES`, never whole), ``y.npy`` (int64 labels), ``manifest.json``, and
 optionally ``split.npy`` (one integer per example: 0 = train pool, 1 = the source's own test
 split), used when ``preprocess.test_split=source``.
 
@@ -35,7 +35,7 @@ from pipeline.settings import PreprocessSettings
 
 logger = logging.getLogger(__name__)
 
-CHUNK_BYTES = 64 << 20  # raw bytes read from x.npy at a time
+CHUNK_BYTES = 32 << 20  # float64 working copy per chunk (~4x that with temporaries), whatever x.npy's dtype
 SOURCE_SPLIT_FILE = "split.npy"
 FORMAT = "tfrecord"
 
@@ -96,9 +96,9 @@ def choose_splits(settings: PreprocessSettings, seed: int, input_dir: Path, y: n
 
 
 def iter_chunks(x: np.ndarray, indices: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(indices, rows)`` of ``x`` in pieces of about :data:`CHUNK_BYTES` (memmaps read lazily)."""
+    """``(indices, rows)`` of ``x`` in pieces of :data:`CHUNK_BYTES` as float64 (memmaps read lazily)."""
     indices = np.arange(len(x)) if indices is None else np.asarray(indices)
-    row_bytes = max(1, int(np.prod(x.shape[1:], dtype=np.int64)) * x.dtype.itemsize)
+    row_bytes = max(1, int(np.prod(x.shape[1:], dtype=np.int64)) * 8)
     step = max(1, CHUNK_BYTES // row_bytes)
     for start in range(0, len(indices), step):
         part = indices[start:start + step]
