@@ -1,15 +1,31 @@
-"""Preprocess stage: seeded stratified split, train-only normalisation, sharded output.
+"""Preprocess stage: seeded stratified split, train-only normalisation, streamed TFRecord shards.
+
+Input (``paths.raw``, written by ingest): ``x.npy`` (opened memory-mapped and read in chunks whose
+float64 copy is :data:`CHUNK_BYTES`, never whole), ``y.npy`` (int64 labels), ``manifest.json``, and
+optionally ``split.npy`` (one integer per example: 0 = train pool, 1 = the source's own test
+split), used when ``preprocess.test_split=source``.
 
 Output contract (``paths.processed``):
-- ``{split}-{index:05d}.npz`` shards (arrays ``x`` float32, ``y`` int64) for ``train``, ``val``
-  (``num_shards`` each, so several workers read disjoint files) and ``test`` (one shard);
-- ``meta.json``: input shape, class names, shard file names and sizes, normalisation statistics.
+- ``{split}-{index:05d}-of-{count:05d}.tfrecord`` shards of ``tf.train.Example`` records, one per
+  example: ``x`` (bytes: the *normalised* features as little-endian float32, C order, shape
+  ``meta.input_shape``) and ``y`` (int64 label). ``train`` and ``val`` have ``num_shards`` shards
+  each, ``test`` one. Examples go to shards by a seeded permutation, so every shard mixes all
+  classes and shard sizes differ by at most one; no shard is empty.
+- ``meta.json``: ``format`` ("tfrecord"), ``source``, ``class_names``, ``input_shape``,
+  ``normalization`` (method, offset, scale: fitted on the train split only; per feature for
+  tables, one scalar for images), ``seed``, ``test_split``, ``splits`` (per split: shard ``file``
+  names and ``num_examples``), ``class_counts`` (train) and ``class_weights`` (balanced, per class
+  index: ``n / (classes * count)``; used when ``train.class_weight=balanced``).
+
+Normalisation is applied here, so training, evaluation and export read the same numbers.
+Augmentation is not: it runs on the fly in each worker's ``tf.data`` pipeline (pipeline.augment).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -18,6 +34,10 @@ from pipeline.io import atomic_dir, read_json, write_json
 from pipeline.settings import PreprocessSettings
 
 logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 32 << 20  # float64 working copy per chunk (~4x that with temporaries), whatever x.npy's dtype
+SOURCE_SPLIT_FILE = "split.npy"
+FORMAT = "tfrecord"
 
 
 def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
@@ -34,16 +54,82 @@ def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-def fit_normalizer(x_train: np.ndarray, method: str) -> dict:
-    """Statistics from the train split only: per feature for tables, one scalar for images."""
-    axis = 0 if x_train.ndim == 2 else None
-    x = x_train.astype(np.float64)
+def source_split_indices(y: np.ndarray, is_test: np.ndarray, val_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """The source's own test split kept apart; val is a stratified ``val_fraction`` of the train pool."""
+    from sklearn.model_selection import train_test_split
+
+    pool, test = np.flatnonzero(is_test == 0), np.flatnonzero(is_test == 1)
+    try:
+        train, val = train_test_split(pool, test_size=val_fraction, stratify=y[pool], random_state=seed)
+    except ValueError as error:
+        raise UserError(f"preprocess: cannot split the {len(pool)}-example train pool stratified ({error}): use more data or a smaller preprocess.val_fraction") from None
+    return {"train": np.sort(train), "val": np.sort(val), "test": test}
+
+
+def read_source_split(input_dir: Path, num_examples: int) -> np.ndarray:
+    """``split.npy`` checked: one 0 (train pool) or 1 (test) per example, both present.
+
+    Raises:
+        UserError: the file is missing, has the wrong length or values, or leaves a side empty.
+    """
+    path = Path(input_dir) / SOURCE_SPLIT_FILE
+    if not path.is_file():
+        raise UserError(f"preprocess: preprocess.test_split=source but {path} is missing: this source has no own test split; use preprocess.test_split=auto")
+    is_test = np.load(path)
+    if is_test.shape != (num_examples,) or not np.isin(is_test, (0, 1)).all():
+        raise UserError(f"preprocess: {path} has shape {is_test.shape} and values {np.unique(is_test)[:5].tolist()}: "
+                        f"expected one 0 (train pool) or 1 (test) per example ({num_examples}); rerun ingest")
+    num_test = int(is_test.sum())
+    if num_test in (0, num_examples):
+        raise UserError(f"preprocess: {path} marks {num_test} of {num_examples} examples as test: need both test and train-pool examples; "
+                        "use preprocess.test_split=auto")
+    return is_test
+
+
+def choose_splits(settings: PreprocessSettings, seed: int, input_dir: Path, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Split indices as ``preprocess.test_split`` asks."""
+    if settings.test_split == "source":
+        return source_split_indices(y, read_source_split(input_dir, len(y)), settings.val_fraction, seed)
+    if (Path(input_dir) / SOURCE_SPLIT_FILE).is_file():
+        logger.info("The source has its own test split; splitting all examples (set preprocess.test_split=source to keep it apart)")
+    return split_indices(y, settings.val_fraction, settings.test_fraction, seed)
+
+
+def iter_chunks(x: np.ndarray, indices: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(indices, rows)`` of ``x`` in pieces of :data:`CHUNK_BYTES` as float64 (memmaps read lazily)."""
+    indices = np.arange(len(x)) if indices is None else np.asarray(indices)
+    row_bytes = max(1, int(np.prod(x.shape[1:], dtype=np.int64)) * 8)
+    step = max(1, CHUNK_BYTES // row_bytes)
+    for start in range(0, len(indices), step):
+        part = indices[start:start + step]
+        yield part, np.asarray(x[part])
+
+
+def fit_normalizer(x: np.ndarray, method: str, indices: np.ndarray | None = None) -> dict:
+    """Statistics of ``x[indices]`` (the train split), streamed chunk by chunk.
+
+    Per feature for tables (``x.ndim == 2``), one scalar for images. Standard deviations use
+    Chan's pairwise update, so chunking does not cost precision.
+    """
+    if method == "none":
+        return {"method": "none", "offset": 0.0, "scale": 1.0}
+    axis = 0 if x.ndim == 2 else None
+    count, mean, m2, low, high = 0, 0.0, 0.0, np.inf, -np.inf
+    for _, rows in iter_chunks(x, indices):
+        chunk = rows.astype(np.float64)
+        low, high = np.minimum(low, chunk.min(axis=axis)), np.maximum(high, chunk.max(axis=axis))
+        size = chunk.shape[0] if axis == 0 else chunk.size
+        chunk_mean = chunk.mean(axis=axis)
+        chunk_m2 = ((chunk - chunk_mean) ** 2).sum(axis=axis)
+        delta, total = chunk_mean - mean, count + size
+        mean = mean + delta * size / total
+        m2 = m2 + chunk_m2 + delta ** 2 * count * size / total
+        count = total
     if method == "minmax":
-        low, high = x.min(axis=axis), x.max(axis=axis)
-        return {"method": method, "offset": np.asarray(low).tolist(), "scale": np.asarray(np.maximum(high - low, 1e-12)).tolist()}
-    if method == "standardize":
-        return {"method": method, "offset": np.asarray(x.mean(axis=axis)).tolist(), "scale": np.asarray(np.maximum(x.std(axis=axis), 1e-12)).tolist()}
-    return {"method": "none", "offset": 0.0, "scale": 1.0}
+        offset, scale = low, np.maximum(high - low, 1e-12)
+    else:
+        offset, scale = mean, np.maximum(np.sqrt(m2 / count), 1e-12)
+    return {"method": method, "offset": np.asarray(offset).tolist(), "scale": np.asarray(scale).tolist()}
 
 
 def apply_normalizer(x: np.ndarray, stats: dict) -> np.ndarray:
@@ -53,53 +139,119 @@ def apply_normalizer(x: np.ndarray, stats: dict) -> np.ndarray:
     return ((x.astype(np.float64) - offset) / scale).astype(np.float32)
 
 
-def write_shards(directory: Path, split: str, x: np.ndarray, y: np.ndarray, num_shards: int) -> list[dict]:
-    """Write ``x``/``y`` as ``num_shards`` near-equal ``.npz`` files; return their names and sizes."""
-    shards = []
-    for index, part in enumerate(np.array_split(np.arange(len(x)), num_shards)):
-        name = f"{split}-{index:05d}.npz"
-        np.savez(directory / name, x=x[part], y=y[part])
-        shards.append({"file": name, "num_examples": int(len(part))})
-    return shards
+def balanced_class_weights(y_train: np.ndarray, num_classes: int) -> list[float]:
+    """scikit-learn's ``balanced`` weights ``n / (k * count)`` over the k classes present; 1.0 for absent ones."""
+    counts = np.bincount(y_train, minlength=num_classes)
+    present = counts > 0
+    weights = np.ones(num_classes)
+    weights[present] = len(y_train) / (present.sum() * counts[present])
+    return weights.tolist()
+
+
+def shard_of_examples(num_examples: int, num_shards: int, seed: int) -> np.ndarray:
+    """Shard number of each example: a seeded permutation dealt round-robin (sizes differ by <= 1)."""
+    shard = np.empty(num_examples, dtype=np.int64)
+    shard[np.random.default_rng(seed).permutation(num_examples)] = np.arange(num_examples) % num_shards
+    return shard
+
+
+def serialize_example(features: np.ndarray, label: int) -> bytes:
+    """One ``tf.train.Example``: float32 feature bytes ``x`` and int64 label ``y``."""
+    import tensorflow as tf
+
+    feature = {
+        "x": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(features, dtype="<f4").tobytes()])),
+        "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def decode_examples(serialized, input_shape):
+    """Parse a batch of serialized examples into ``(x float32 [batch, *input_shape], y int64 [batch])`` tensors."""
+    import tensorflow as tf
+
+    parsed = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([], tf.string), "y": tf.io.FixedLenFeature([], tf.int64)})
+    x = tf.io.decode_raw(parsed["x"], tf.float32, little_endian=True)
+    return tf.reshape(x, [-1, *input_shape]), parsed["y"]
+
+
+def write_shards(directory: Path, split: str, x: np.ndarray, y: np.ndarray, indices: np.ndarray, stats: dict,
+                 num_shards: int, seed: int) -> list[dict]:
+    """Normalise ``x[indices]`` chunk by chunk into ``num_shards`` TFRecord files; return their names and sizes."""
+    import tensorflow as tf
+
+    names = [f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord" for index in range(num_shards)]
+    shard = shard_of_examples(len(indices), num_shards, seed)
+    rng = np.random.default_rng(seed + 1)
+    writers = [tf.io.TFRecordWriter(str(Path(directory) / name)) for name in names]
+    try:
+        position = 0
+        for part, rows in iter_chunks(x, indices):
+            normalized = apply_normalizer(rows, stats)
+            for offset in rng.permutation(len(part)):  # mixed order within a chunk: raw files are often sorted by class
+                writers[shard[position + offset]].write(serialize_example(normalized[offset], y[part[offset]]))
+            position += len(part)
+    finally:
+        for writer in writers:
+            writer.close()
+    counts = np.bincount(shard, minlength=num_shards)
+    return [{"file": name, "num_examples": int(count)} for name, count in zip(names, counts)]
 
 
 def run_preprocess(settings: PreprocessSettings, seed: int, input_dir: Path, output_dir: Path) -> dict:
-    """Split, normalise and shard the ingested data.
+    """Split, normalise and shard the ingested data, streaming from the memory-mapped ``x.npy``.
 
     Returns:
         The ``meta.json`` content written.
+
+    Example:
+        >>> run_preprocess(config.preprocess, config.seed, Path("data/raw"), Path("data/processed"))
     """
     input_dir = Path(input_dir)
     manifest = read_json(input_dir / "manifest.json")
-    x, y = np.load(input_dir / "x.npy"), np.load(input_dir / "y.npy")
-    splits = split_indices(y, settings.val_fraction, settings.test_fraction, seed)
+    x, y = np.load(input_dir / "x.npy", mmap_mode="r"), np.load(input_dir / "y.npy")
+    splits = choose_splits(settings, seed, input_dir, y)
     too_small = [name for name in ("train", "val") if len(splits[name]) < settings.num_shards]
     if too_small:
         raise UserError(f"preprocess: the {too_small[0]} split has {len(splits[too_small[0]])} examples for {settings.num_shards} shards: lower preprocess.num_shards")
-    stats = fit_normalizer(x[splits["train"]], settings.normalize)
+    stats = fit_normalizer(x, settings.normalize, splits["train"])
+    num_classes = len(manifest["class_names"])
     meta = {
+        "format": FORMAT,
         "source": manifest["source"],
         "class_names": manifest["class_names"],
-        "input_shape": manifest["feature_shape"],
+        "input_shape": list(x.shape[1:]),
         "normalization": stats,
         "seed": seed,
+        "test_split": settings.test_split,
+        "class_counts": np.bincount(y[splits["train"]], minlength=num_classes).tolist(),
+        "class_weights": balanced_class_weights(y[splits["train"]], num_classes),
         "splits": {},
     }
     with atomic_dir(Path(output_dir)) as tmp:
-        for name, indices in splits.items():
+        for number, (name, indices) in enumerate(splits.items()):
             shards = 1 if name == "test" else settings.num_shards
-            meta["splits"][name] = write_shards(tmp, name, apply_normalizer(x[indices], stats), y[indices], shards)
+            meta["splits"][name] = write_shards(tmp, name, x, y, indices, stats, shards, seed + 10 * number)
         write_json(tmp / "meta.json", meta)
-    logger.info("Split %d examples: train %d, val %d, test %d (normalize=%s, %d shards)", len(y),
-                len(splits["train"]), len(splits["val"]), len(splits["test"]), settings.normalize, settings.num_shards)
+    logger.info("Split %d examples: train %d, val %d, test %d (test_split=%s, normalize=%s, %d shards)", len(y),
+                len(splits["train"]), len(splits["val"]), len(splits["test"]), settings.test_split, settings.normalize, settings.num_shards)
     return meta
 
 
 def load_split(processed_dir: Path, split: str, shard_files: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Read a split (or the given shard files of it) back into memory as ``(x, y)``."""
+    """Read a split (or the given shard files of it) back into memory as ``(x float32, y int64)``.
+
+    For evaluation and export, which need the whole (test) split at once; training streams the
+    shards instead (:func:`pipeline.inputs.make_dataset`).
+    """
+    import tensorflow as tf
+
     processed_dir = Path(processed_dir)
+    meta = read_json(processed_dir / "meta.json")
     if shard_files is None:
-        shard_files = [shard["file"] for shard in read_json(processed_dir / "meta.json")["splits"][split]]
-    files = shard_files
-    parts = [np.load(processed_dir / name) for name in files]
-    return np.concatenate([part["x"] for part in parts]), np.concatenate([part["y"] for part in parts])
+        shard_files = [shard["file"] for shard in meta["splits"][split]]
+    records = tf.data.TFRecordDataset([str(processed_dir / name) for name in shard_files]).batch(4096)
+    parts = [(x.numpy(), y.numpy()) for x, y in records.map(lambda batch: decode_examples(batch, meta["input_shape"]))]
+    if not parts:
+        return np.zeros((0, *meta["input_shape"]), np.float32), np.zeros((0,), np.int64)
+    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])

@@ -35,6 +35,7 @@ class PreprocessSettings:
     test_fraction: float
     normalize: str  # minmax | standardize | none
     num_shards: int  # train/val shards; at least cluster.num_workers
+    test_split: str  # auto: stratified by test_fraction | source: the source's own test split (raw split.npy)
 
 
 @dataclass
@@ -78,6 +79,7 @@ class TrainSettings:
     checkpoint_every: int  # epochs between Ray checkpoints
     tensorboard_dir: str
     run_name: Optional[str]
+    class_weight: str  # none | balanced (n / (classes * count), from the train split)
 
 
 @dataclass
@@ -86,6 +88,8 @@ class AugmentSettings:
     rotation: float  # fraction of a full turn
     zoom: float
     translation: float  # fraction of height/width
+    contrast: float  # RandomContrast factor
+    noise: float  # GaussianNoise stddev, in normalised units (also for tables)
 
 
 @dataclass
@@ -138,6 +142,8 @@ MISSING_STRATEGIES = ("drop", "mean", "median", "most_frequent")
 ANOMALY_POLICIES = ("fail", "warn")
 BAD_RECORD_POLICIES = ("fail", "skip")
 NORMALIZERS = ("minmax", "standardize", "none")
+TEST_SPLITS = ("auto", "source")
+CLASS_WEIGHTS = ("none", "balanced")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 LOSSES = ("auto", "sparse_categorical_crossentropy", "binary_crossentropy")
@@ -190,6 +196,11 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     for metric in config.model.metrics:
         _one_of("model.metrics", metric, METRICS)
     _one_of("augment.flip", config.augment.flip, FLIP_MODES)
+    _one_of("preprocess.test_split", pre.test_split, TEST_SPLITS)
+    _one_of("train.class_weight", train.class_weight, CLASS_WEIGHTS)
+    for key in ("rotation", "zoom", "translation", "contrast", "noise"):
+        value = getattr(config.augment, key)
+        _require(0 <= value < 1, f"augment.{key}", value, "a number in [0, 1)")
     _require(cluster.num_workers >= 1, "cluster.num_workers", cluster.num_workers, "an integer >= 1")
     _require(cluster.cpus_per_worker >= 1, "cluster.cpus_per_worker", cluster.cpus_per_worker, "an integer >= 1")
     _require(train.batch_size % cluster.num_workers == 0, "train.batch_size", train.batch_size,

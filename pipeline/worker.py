@@ -65,10 +65,10 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None):
     """
     import tensorflow as tf
 
-    from pipeline.augment import build_augmenter
+    from pipeline.augment import build_augmenter, write_augmentation_grid
     from pipeline.callbacks import configured_callbacks, make_progress_callback, make_report_callback
     from pipeline.env import quiet_tensorflow_loggers
-    from pipeline.inputs import make_dataset, plan_shards
+    from pipeline.inputs import class_weight_table, make_dataset, plan_shards
     from pipeline.io import read_json
     from pipeline.models import build_model, compile_model
 
@@ -81,14 +81,19 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None):
     meta = read_json(Path(job.processed_dir) / "meta.json")
     train_plan = plan_shards(meta["splits"]["train"], world_size, job.train.batch_size)
     val_plan = plan_shards(meta["splits"]["val"], world_size, job.train.batch_size, split="val")
-    augmenter = build_augmenter(job.augment, job.seed) if len(meta["input_shape"]) == 3 else None
+    augmenter = build_augmenter(job.augment, job.seed, meta["input_shape"])
+    class_weights = class_weight_table(meta, job.train.class_weight)
+    if rank == 0:
+        write_augmentation_grid(job.augment, job.seed, job.processed_dir, train_plan.files_per_worker[0], job.tensorboard_dir)
 
     def train_fn(context):
         return make_dataset(job.processed_dir, train_plan.files_per_worker[context.input_pipeline_id], train_plan.per_replica_batch_size,
-                            shuffle_buffer=job.train.shuffle_buffer, seed=job.seed + context.input_pipeline_id, augmenter=augmenter)
+                            shuffle_buffer=job.train.shuffle_buffer, seed=job.seed + context.input_pipeline_id, augmenter=augmenter,
+                            steps=train_plan.steps_per_epoch, class_weights=class_weights)
 
     def val_fn(context):
-        return make_dataset(job.processed_dir, val_plan.files_per_worker[context.input_pipeline_id], val_plan.per_replica_batch_size)
+        return make_dataset(job.processed_dir, val_plan.files_per_worker[context.input_pipeline_id], val_plan.per_replica_batch_size,
+                            steps=val_plan.steps_per_epoch)
 
     num_classes = len(meta["class_names"])
     with strategy.scope():

@@ -116,3 +116,25 @@ def git_copy(tmp_path):
     subprocess.run([*git, "add", "-A"], cwd=target, check=True)
     subprocess.run([*git, "commit", "-qm", "copy"], cwd=target, check=True)
     return target
+
+
+def write_raw(directory: Path, x: np.ndarray, y: np.ndarray, split: np.ndarray | None = None) -> Path:
+    """What ingest writes (``x.npy``, ``y.npy``, ``manifest.json``, optional ``split.npy``), without a source."""
+    from pipeline.io import write_json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / "x.npy", x)
+    np.save(directory / "y.npy", y.astype(np.int64))
+    if split is not None:
+        np.save(directory / "split.npy", split)
+    num_classes = int(y.max()) + 1
+    write_json(directory / "manifest.json", {"source": "test", "num_examples": len(y), "class_names": [f"c{i}" for i in range(num_classes)],
+                                             "feature_shape": list(x.shape[1:]), "feature_dtype": str(x.dtype)})
+    return directory
+
+
+def id_table(num_examples: int, num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A table whose first column is the example's id (survives ``normalize=none``), labels cycling."""
+    rng = np.random.default_rng(seed)
+    x = np.column_stack([np.arange(num_examples), rng.random(num_examples)])
+    return x, np.arange(num_examples) % num_classes

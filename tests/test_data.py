@@ -117,7 +117,7 @@ def test_normalizer_is_fitted_on_train_only():
 def test_preprocess_writes_shards_workers_can_split(tmp_path, tiny_images):
     x, y = tiny_images
     run_ingest(data("npz", write_npz(tmp_path / "d.npz", x, y)), tmp_path / "raw")
-    settings = PreprocessSettings(val_fraction=0.2, test_fraction=0.2, normalize="minmax", num_shards=3)
+    settings = PreprocessSettings(val_fraction=0.2, test_fraction=0.2, normalize="minmax", num_shards=3, test_split="auto")
     meta = run_preprocess(settings, 0, tmp_path / "raw", tmp_path / "out")
     assert [len(meta["splits"][s]) for s in ("train", "val", "test")] == [3, 3, 1]
     x_train, y_train = load_split(tmp_path / "out", "train")
@@ -130,7 +130,7 @@ def test_preprocess_writes_shards_workers_can_split(tmp_path, tiny_images):
 def test_preprocess_rejects_more_shards_than_examples(tmp_path, tiny_images):
     x, y = tiny_images
     run_ingest(data("npz", write_npz(tmp_path / "d.npz", x, y)), tmp_path / "raw")
-    settings = PreprocessSettings(val_fraction=0.1, test_fraction=0.2, normalize="none", num_shards=50)
+    settings = PreprocessSettings(val_fraction=0.1, test_fraction=0.2, normalize="none", num_shards=50, test_split="auto")
     with pytest.raises(UserError, match="lower preprocess.num_shards"):
         run_preprocess(settings, 0, tmp_path / "raw", tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""Model registry, optimizers, augmentation and the sharded tf.data input."""
+"""Model registry, optimizers and losses (augmentation: test_augment.py; input: test_inputs.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import compose
-from pipeline.augment import build_augmenter, is_enabled
 from pipeline.env import import_tensorflow
 from pipeline.errors import UserError
-from pipeline.inputs import make_dataset, plan_shards
 from pipeline.models import MODEL_BUILDERS, build_model, compile_model, loss_name
-from pipeline.preprocess import write_shards
 
 tf = import_tensorflow()
 
@@ -67,39 +64,3 @@ def test_unknown_model_lists_the_registry():
     settings = dataclasses.replace(compose().model, name="vgg")
     with pytest.raises(UserError, match=", ".join(sorted(MODEL_BUILDERS))):
         build_model(settings, (8, 8, 1), 10)
-
-
-def test_augmentation_layers_are_seeded_and_change_images():
-    config = compose("augment=light")
-    assert is_enabled(config.augment) and not is_enabled(compose().augment)
-    images = np.random.default_rng(0).random((4, 8, 8, 1)).astype(np.float32)
-    first = build_augmenter(config.augment, 3)(images, training=True).numpy()
-    again = build_augmenter(config.augment, 3)(images, training=True).numpy()
-    assert first.shape == images.shape and not np.allclose(first, images)
-    assert np.allclose(first, again)
-    assert build_augmenter(compose().augment, 3) is None
-
-
-def test_shard_plan_gives_workers_disjoint_files_covering_the_split():
-    shards = [{"file": f"train-{i:05d}.npz", "num_examples": n} for i, n in enumerate([10, 10, 9, 9])]
-    plan = plan_shards(shards, num_workers=2, global_batch_size=8)
-    assert plan.files_per_worker == [["train-00000.npz", "train-00002.npz"], ["train-00001.npz", "train-00003.npz"]]
-    assert sorted(sum(plan.files_per_worker, [])) == sorted(s["file"] for s in shards)
-    assert plan.per_replica_batch_size == 4 and plan.steps_per_epoch == 5
-    with pytest.raises(UserError, match="not divisible"):
-        plan_shards(shards, 3, 8)
-    with pytest.raises(UserError, match="preprocess.num_shards >= cluster.num_workers"):
-        plan_shards(shards, 5, 10)
-    with pytest.raises(UserError, match="no train examples"):
-        plan_shards([{"file": "a", "num_examples": 3}, {"file": "b", "num_examples": 0}], 2, 2)
-
-
-def test_dataset_reads_each_shard_example_once_per_epoch(tmp_path):
-    x = np.arange(30, dtype=np.float32).reshape(30, 1)
-    shards = write_shards(tmp_path, "train", x, np.arange(30) % 3, 3)
-    plan = plan_shards(shards, num_workers=3, global_batch_size=6)
-    seen = []
-    for files in plan.files_per_worker:
-        dataset = make_dataset(tmp_path, files, plan.per_replica_batch_size, shuffle_buffer=100, seed=1, repeat=False)
-        seen.extend(float(v) for batch_x, _ in dataset for v in batch_x.numpy().ravel())
-    assert sorted(seen) == list(range(30))
