@@ -40,3 +40,21 @@ def test_unsupported_op_parsing():
     assert unsupported_op("error: 'tf.BesselI1e' op is neither a custom op nor a flex op") == "tf.BesselI1e"
     assert unsupported_op("Some ops are not supported by the native TFLite runtime ... tf.Foo {device = \"\"}") == "tf.Foo"
     assert unsupported_op("Could not translate MLIR to FlatBuffer") is None
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("export.tflite=[float32,int4]", "export.tflite='int4' is invalid: expected one of float32, dynamic_range, float16, int8"),
+    ("export.tflite=[int8,int8]", "export.tflite=['int8', 'int8'] is invalid: expected each variant at most once"),
+    ("export.tfjs_quantization=int4", "export.tfjs_quantization='int4' is invalid: expected one of none, float16, uint8"),
+    ("export.calibration_examples=0", "export.calibration_examples=0 is invalid"),
+    ("evaluate.min_accuracy=1.5", "evaluate.min_accuracy=1.5 is invalid: expected an accuracy in [0, 1]"),
+    ("evaluate.max_accuracy_regression=-0.1", "evaluate.max_accuracy_regression=-0.1 is invalid"),
+])
+def test_export_and_gate_settings_are_validated(override, expected):
+    import re
+
+    from conftest import compose
+
+    with pytest.raises(UserError, match=re.escape(expected)):
+        compose(override)
+    assert compose("export.tflite=[]", "export.max_accuracy_drop=-1").export.tflite == []
