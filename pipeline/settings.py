@@ -104,15 +104,23 @@ class ClusterSettings:
 @dataclass
 class EvaluateSettings:
     batch_size: int
+    min_accuracy: float  # gate: the model is blessed only at or above this test accuracy
+    max_loss: Optional[float]  # gate: None = no loss threshold
+    baseline: Optional[str]  # gate: a metrics.json path or git:<rev>; None = no relative check
+    max_accuracy_regression: float  # gate: allowed accuracy loss vs the baseline
 
 
 @dataclass
 class ExportSettings:
     saved_model: bool
-    tflite: bool
+    tflite: list[str]  # TFLite variants, see pipeline.export_tflite.TFLITE_VARIANTS; [] = none
     tfjs: bool
-    tolerance: float  # max abs difference from the trained model
-    num_check_inputs: int
+    tfjs_quantization: str  # none | float16 | uint8 weight storage
+    tolerance: float  # max abs difference of float artifacts from the trained model
+    max_accuracy_drop: float  # max test-accuracy loss of any artifact vs the trained model
+    allow_select_tf_ops: bool  # let TFLite fall back to TensorFlow ops it cannot convert
+    calibration_examples: int  # train examples calibrating the int8 variant
+    latency_repeats: int  # batch-1 runs whose median is the reported latency
 
 
 @dataclass
@@ -157,6 +165,27 @@ def _require(ok: bool, key: str, received: object, expected: str) -> None:
 
 def _one_of(key: str, value: str, valid: tuple[str, ...] | list[str]) -> None:
     _require(value in valid, key, value, f"one of {', '.join(valid)}")
+
+
+def _validate_export_and_gate(config: PipelineConfig) -> None:
+    from pipeline.export_tflite import TFLITE_VARIANTS
+    from pipeline.export_tfjs import TFJS_QUANTIZATIONS
+
+    export, evaluate = config.export, config.evaluate
+    for variant in export.tflite:
+        _one_of("export.tflite", variant, TFLITE_VARIANTS)
+    _require(len(set(export.tflite)) == len(export.tflite), "export.tflite", list(export.tflite), "each variant at most once")
+    _one_of("export.tfjs_quantization", export.tfjs_quantization, TFJS_QUANTIZATIONS)
+    _require(export.tolerance > 0, "export.tolerance", export.tolerance, "a number > 0")
+    _require(export.max_accuracy_drop <= 1, "export.max_accuracy_drop", export.max_accuracy_drop, "an accuracy fraction <= 1")
+    _require(export.calibration_examples >= 1, "export.calibration_examples", export.calibration_examples, "an integer >= 1")
+    _require(export.latency_repeats >= 0, "export.latency_repeats", export.latency_repeats, "an integer >= 0")
+    _require(evaluate.batch_size > 0, "evaluate.batch_size", evaluate.batch_size, "an integer > 0")
+    _require(0 <= evaluate.min_accuracy <= 1, "evaluate.min_accuracy", evaluate.min_accuracy, "an accuracy in [0, 1]")
+    _require(evaluate.max_loss is None or evaluate.max_loss > 0, "evaluate.max_loss", evaluate.max_loss, "a number > 0 or null")
+    _require(evaluate.max_accuracy_regression >= 0, "evaluate.max_accuracy_regression", evaluate.max_accuracy_regression, "a number >= 0")
+    _require(evaluate.baseline is None or bool(evaluate.baseline.strip()), "evaluate.baseline", evaluate.baseline,
+             "a metrics.json path, git:<rev>, or null")
 
 
 def validate(config: PipelineConfig) -> PipelineConfig:
@@ -207,7 +236,5 @@ def validate(config: PipelineConfig) -> PipelineConfig:
              f"a global batch divisible by cluster.num_workers={cluster.num_workers}")
     _require(pre.num_shards >= cluster.num_workers, "preprocess.num_shards", pre.num_shards,
              f"at least cluster.num_workers={cluster.num_workers} shards so every worker reads data")
-    _require(config.export.tolerance > 0, "export.tolerance", config.export.tolerance, "a number > 0")
-    _require(config.export.num_check_inputs >= 1, "export.num_check_inputs", config.export.num_check_inputs, "an integer >= 1")
-    _require(config.evaluate.batch_size > 0, "evaluate.batch_size", config.evaluate.batch_size, "an integer > 0")
+    _validate_export_and_gate(config)
     return config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
@@ -76,6 +77,17 @@ def run_tfjs_graph_model(
     Raises:
         RuntimeError: If the runner is unusable, fails or times out.
     """
+    return run_tfjs_graph_model_timed(model_dir, inputs, 0, timeout)[0]
+
+
+def run_tfjs_graph_model_timed(
+    model_dir: Path, inputs: np.ndarray, latency_repeats: int, timeout: float = DEFAULT_TIMEOUT_S
+) -> tuple[np.ndarray, float | None]:
+    """:func:`run_tfjs_graph_model`, plus the median seconds of ``latency_repeats`` batch-1 runs.
+
+    The timing happens inside Node (after a warm-up), so it excludes Node's start-up and
+    the model load. With ``latency_repeats=0`` the latency is None.
+    """
     status = tfjs_runner_status()
     if status is not None:
         raise RuntimeError(f"TF.js runner unusable: {status}")
@@ -84,7 +96,7 @@ def run_tfjs_graph_model(
         input_path = Path(tmp) / "input.npy"
         output_path = Path(tmp) / "output.npy"
         np.save(input_path, np.ascontiguousarray(inputs, dtype="<f4"))
-        command = ["node", str(RUNNER_SCRIPT), str(model_dir), str(input_path), str(output_path)]
+        command = ["node", str(RUNNER_SCRIPT), str(model_dir), str(input_path), str(output_path), str(int(latency_repeats))]
         logger.debug("Running %s", " ".join(command))
         try:
             result = subprocess.run(
@@ -98,4 +110,5 @@ def run_tfjs_graph_model(
             lines = [line for line in result.stderr.splitlines() if line.strip()]
             reason = lines[-1] if lines else f"exit code {result.returncode}"
             raise RuntimeError(f"TF.js runner failed on {model_dir}: {reason}")
-        return np.load(output_path)
+        latency = json.loads(result.stdout.strip().splitlines()[-1])["latency_seconds_median"] if latency_repeats else None
+        return np.load(output_path), latency

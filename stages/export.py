@@ -1,16 +1,21 @@
-"""DVC stage `export`: SavedModel, TFLite and TF.js from ``paths.models`` -> ``paths.exports``, each verified."""
+"""DVC stage `export`: SavedModel, TFLite variants and TF.js from ``paths.models`` -> ``paths.exports``, each verified.
+
+Runs only on a model the gate blessed (``paths.reports``/blessing.json).
+"""
 
 from pathlib import Path
 
 from stages._common import stage_main
 from pipeline.env import preflight
 from pipeline.export import run_export
+from pipeline.gate import BLESSING_FILE
 from pipeline.settings import PipelineConfig
 
 
 def export(config: PipelineConfig) -> None:
     preflight()
-    run_export(config.export, Path(config.paths.processed), Path(config.paths.models), Path(config.paths.exports))
+    paths = config.paths
+    run_export(config.export, Path(paths.processed), Path(paths.models), Path(paths.exports), Path(paths.reports) / BLESSING_FILE)
 
 
 main = stage_main(export)

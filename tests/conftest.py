@@ -138,3 +138,19 @@ def id_table(num_examples: int, num_classes: int, seed: int = 0) -> tuple[np.nda
     rng = np.random.default_rng(seed)
     x = np.column_stack([np.arange(num_examples), rng.random(num_examples)])
     return x, np.arange(num_examples) % num_classes
+
+
+@pytest.fixture(scope="session")
+def exported_mlp(trained_mlp):
+    """``trained_mlp`` exported once per session (SavedModel, float32 + int8 TFLite, TF.js when Node
+    is usable): ``(config, exports_dir, report)``."""
+    import dataclasses
+
+    from pipeline.export import run_export
+    from pipeline.tfjs_node import tfjs_runner_status
+
+    config, root, _ = trained_mlp
+    settings = dataclasses.replace(config.export, tflite=["float32", "int8"], tfjs=tfjs_runner_status() is None, latency_repeats=3)
+    out = root / "exports"
+    report = run_export(settings, Path(config.paths.processed), Path(config.paths.models), out, None)
+    return config, out, report

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,42 +58,114 @@ def test_evaluate_without_a_model_is_one_line(digits_pipeline, tmp_path):
     assert not (tmp_path / "reports" / "metrics.json").exists()
 
 
-@pytest.mark.skipif(RUNNER_STATUS is not None, reason=f"TF.js Node runner unusable: {RUNNER_STATUS}")
-def test_export_artifacts_match_the_trained_model(trained_mlp):
+def test_exports_match_the_trained_model_on_raw_inputs(exported_mlp):
+    config, out, report = exported_mlp
+    expected = {"saved_model", "tflite_float32", "tflite_int8"} | ({"tfjs"} if RUNNER_STATUS is None else set())
+    assert set(report["artifacts"]) == expected
+    assert report["num_test_examples"] == 360 and report["keras_accuracy"] > 0.9
+    for name, check in report["artifacts"].items():
+        assert check["exact"] == (name != "tflite_int8"), name
+        if check["exact"]:  # float weights: the same function as Keras fed the normalised inputs
+            assert check["max_abs_diff"] <= config.export.tolerance, name
+        assert check["accuracy_drop"] <= config.export.max_accuracy_drop, name
+        assert check["size_bytes"] > 0 and check["latency_ms_batch1"] > 0, name
+    assert json.loads((out / "report.json").read_text()) == report
+    table = (out / "report.md").read_text()
+    assert table.count("| tflite_") == 2 and "latency (ms, batch 1)" in table
+    metadata = json.loads((out / "tflite" / "metadata.json").read_text())
+    assert metadata["class_names"] == [str(d) for d in range(10)] and metadata["pixel_to_raw"] == pytest.approx(16 / 255)
+    assert sorted(p.name for p in (out / "tflite").iterdir()) == ["float32.tflite", "int8.tflite", "metadata.json"]
+
+
+def test_saved_model_takes_raw_inputs_and_returns_class_names(exported_mlp, digits_pipeline):
     import tensorflow as tf
 
-    config, root, model = trained_mlp
-    out = root / "exports"
-    report = run_export(config.export, Path(config.paths.processed), Path(config.paths.models), out)
-    assert set(report["artifacts"]) == {"saved_model", "tflite", "tfjs"}
-    for name, check in report["artifacts"].items():
-        assert check["max_abs_diff"] <= 1e-4, name
-        assert check["argmax_agreement"] == 1.0 and check["size_bytes"] > 0
-    assert report["num_check_inputs"] >= 100
-    assert (out / "tfjs" / "model.json").is_file() and (out / "model.tflite").stat().st_size > 0
-    assert json.loads((out / "report.json").read_text())["tolerance"] == config.export.tolerance
-    # The SavedModel is usable as TF Serving would: named signature, named input and output.
-    signature = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
-    assert list(signature.structured_input_signature[1]) == ["inputs"]
-    assert list(signature.structured_outputs) == ["probabilities"]
+    from pipeline.export_saved_model import raw_inputs
+    from pipeline.preprocess import load_split
+
+    config, out, _ = exported_mlp
+    meta = json.loads((Path(config.paths.processed) / "meta.json").read_text())
+    x, _ = load_split(Path(config.paths.processed), "test")
+    raw = raw_inputs(x[:5], meta["normalization"])
+    assert raw.max() > 1.5, "digits' raw pixels run 0..16: the normalisation happens inside the SavedModel"
+    loaded = tf.saved_model.load(str(out / "saved_model"))
+    outputs = loaded.signatures["serving_default"](inputs=tf.constant(raw))
+    assert set(outputs) == {"probabilities", "class_names", "predicted_class"}
+    probabilities = outputs["probabilities"].numpy()
+    assert outputs["class_names"].numpy()[0].astype(str).tolist() == [str(d) for d in range(10)]
+    assert outputs["predicted_class"].numpy().astype(str).tolist() == [str(i) for i in probabilities.argmax(1)]
+    # uint8 images of any size: resized in the graph, pixel 255 mapped onto the raw maximum (16).
+    pixels = np.round(raw / 16 * 255).astype(np.uint8)
+    same_size = loaded.signatures["serving_images"](images=tf.constant(pixels))["probabilities"].numpy()
+    assert np.abs(same_size - probabilities).max() < 0.02
+    bigger = np.repeat(np.repeat(pixels, 4, axis=1), 4, axis=2)  # 32x32
+    resized = loaded.signatures["serving_images"](images=tf.constant(bigger))["probabilities"].numpy()
+    assert resized.shape == (5, 10) and (resized.argmax(1) == probabilities.argmax(1)).mean() >= 0.8
+
+
+def test_saved_model_cli_lists_the_signatures(exported_mlp):
+    _, out, _ = exported_mlp
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    shown = subprocess.run([str(cli), "show", "--all", "--dir", str(out / "saved_model")], capture_output=True, text=True,
+                           timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for expected in ("signature_def['serving_default']", "signature_def['serving_images']", "outputs['class_names']",
+                     "dtype: DT_STRING", "inputs['images']", "dtype: DT_UINT8", "outputs['probabilities']"):
+        assert expected in shown.stdout, expected
 
 
 def test_export_above_tolerance_fails_and_writes_nothing(trained_mlp, tmp_path):
     config, _, _ = trained_mlp
-    strict = dataclasses.replace(config.export, tolerance=1e-12, tfjs=False)
+    strict = dataclasses.replace(config.export, tolerance=1e-12, tflite=["float32"], tfjs=False, latency_repeats=0)
     out = tmp_path / "exports"
     with pytest.raises(UserError, match=r"differs from the trained model by .* \(> export.tolerance=1e-12\)") as caught:
-        run_export(strict, Path(config.paths.processed), Path(config.paths.models), out)
+        run_export(strict, Path(config.paths.processed), Path(config.paths.models), out, None)
     assert "\n" not in str(caught.value)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_int8_accuracy_gate_fails_the_export(trained_mlp, tmp_path):
+    config, _, _ = trained_mlp
+    impossible = dataclasses.replace(config.export, saved_model=False, tflite=["int8"], tfjs=False, max_accuracy_drop=-1.0,
+                                     latency_repeats=0)
+    out = tmp_path / "exports"
+    with pytest.raises(UserError, match=r"the tflite_int8 export's test accuracy .* \(> export.max_accuracy_drop=-1\)"):
+        run_export(impossible, Path(config.paths.processed), Path(config.paths.models), out, None)
     assert not out.exists() or not any(out.iterdir())
 
 
 def test_export_with_a_format_off_removes_its_stale_artifact(trained_mlp, tmp_path):
     config, _, _ = trained_mlp
     out = tmp_path / "exports"
-    (out / "tfjs").mkdir(parents=True)
-    (out / "tfjs" / "model.json").write_text("{}")
-    only_tflite = dataclasses.replace(config.export, saved_model=False, tfjs=False)
-    report = run_export(only_tflite, Path(config.paths.processed), Path(config.paths.models), out)
-    assert list(report["artifacts"]) == ["tflite"]
-    assert sorted(p.name for p in out.iterdir()) == ["model.tflite", "report.json"]
+    for stale in ("tfjs/model.json", "saved_model/saved_model.pb", "model.tflite"):
+        (out / stale).parent.mkdir(parents=True, exist_ok=True)
+        (out / stale).write_text("{}")
+    only_tflite = dataclasses.replace(config.export, saved_model=False, tflite=["float32"], tfjs=False, latency_repeats=0)
+    report = run_export(only_tflite, Path(config.paths.processed), Path(config.paths.models), out, None)
+    assert list(report["artifacts"]) == ["tflite_float32"] and report["artifacts"]["tflite_float32"]["latency_ms_batch1"] is None
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "tflite"]
+
+
+def test_export_refuses_an_unblessed_model(trained_mlp, tmp_path):
+    config, _, _ = trained_mlp
+    blessing = tmp_path / "blessing.json"
+    with pytest.raises(UserError, match="no model blessing at .*run the gate stage first"):
+        run_export(config.export, Path(config.paths.processed), Path(config.paths.models), tmp_path / "exports", blessing)
+    blessing.write_text(json.dumps({"blessed": False, "reason": "not blessed: accuracy 0.1000 fails >= evaluate.min_accuracy (0.5000)"}))
+    with pytest.raises(UserError, match=r"refusing an unblessed model \(not blessed: accuracy 0.1000"):
+        run_export(config.export, Path(config.paths.processed), Path(config.paths.models), tmp_path / "exports", blessing)
+    assert not (tmp_path / "exports").exists()
+
+
+@pytest.mark.skipif(RUNNER_STATUS is not None, reason=f"TF.js Node runner unusable: {RUNNER_STATUS}")
+def test_tfjs_float16_weights_keep_accuracy_in_node(trained_mlp, tmp_path):
+    config, _, _ = trained_mlp
+    half = dataclasses.replace(config.export, saved_model=False, tflite=[], tfjs_quantization="float16", latency_repeats=2)
+    report = run_export(half, Path(config.paths.processed), Path(config.paths.models), tmp_path / "exports", None)
+    check = report["artifacts"]["tfjs_float16"]
+    assert not check["exact"] and check["accuracy_drop"] <= config.export.max_accuracy_drop
+    assert 0 < check["max_abs_diff"] < 0.05 and check["latency_ms_batch1"] > 0
+    model_json = json.loads((tmp_path / "exports" / "tfjs" / "model.json").read_text())
+    assert model_json["userDefinedMetadata"]["labels"] == [str(d) for d in range(10)]
+    quantized = [weight for group in model_json["weightsManifest"] for weight in group["weights"] if "quantization" in weight]
+    assert quantized and {weight["quantization"]["dtype"] for weight in quantized} == {"float16"}

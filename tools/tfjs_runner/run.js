@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 // Runs a TF.js graph model export on the CPU backend, to check a conversion.
 //
-// Usage: node run.js <model_dir> <input.npy> <output.npy>
+// Usage: node run.js <model_dir> <input.npy> <output.npy> [latency_repeats]
+//
+// With latency_repeats > 0 the first input row is also run that many times at
+// batch 1 (after one warm-up run) and the median wall time per run is printed
+// on stdout as JSON: {"latency_seconds_median": ...}.
 //
 // <model_dir> holds model.json and its weight shards, as written by
 // `tensorflowjs_converter --output_format=tfjs_graph_model`. The input must be
@@ -122,11 +126,44 @@ function writeNpy(file, shape, values) {
   fs.writeFileSync(file, Buffer.concat([prefix, Buffer.from(header, 'latin1'), data]));
 }
 
+// execute() refuses models with control-flow or dynamic-shape ops and asks
+// for executeAsync(); executeAsync() on a plain model warns on stderr.
+async function run(model, input) {
+  try {
+    return model.execute(input);
+  } catch (err) {
+    if (!/executeAsync/.test(err.message)) throw err;
+    return model.executeAsync(input);
+  }
+}
+
+// Median seconds of `repeats` batch-1 runs on the first row, after a warm-up.
+async function medianLatency(model, input, repeats) {
+  const one = input.slice([0], [1]);
+  const times = [];
+  for (let i = 0; i <= repeats; i++) {
+    const started = process.hrtime.bigint();
+    const output = await run(model, one);
+    await output.data();
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    if (i > 0) times.push(seconds);  // run 0 is the warm-up
+    output.dispose();
+  }
+  one.dispose();
+  times.sort((a, b) => a - b);
+  const middle = Math.floor(times.length / 2);
+  return times.length % 2 ? times[middle] : (times[middle - 1] + times[middle]) / 2;
+}
+
 async function main(argv) {
-  if (argv.length !== 3) {
-    throw new Error('usage: node run.js <model_dir> <input.npy> <output.npy>');
+  if (argv.length !== 3 && argv.length !== 4) {
+    throw new Error('usage: node run.js <model_dir> <input.npy> <output.npy> [latency_repeats]');
   }
   const [modelDir, inputPath, outputPath] = argv;
+  const latencyRepeats = argv.length === 4 ? Number(argv[3]) : 0;
+  if (!Number.isInteger(latencyRepeats) || latencyRepeats < 0) {
+    throw new Error(`latency_repeats must be an integer >= 0, got ${argv[3]}`);
+  }
   if (!fs.existsSync(modelDir) || !fs.statSync(modelDir).isDirectory()) {
     throw new Error(`model directory not found: ${modelDir}`);
   }
@@ -139,17 +176,13 @@ async function main(argv) {
   }
   const {shape, values} = readNpy(inputPath);
   const input = tf.tensor(values, shape, 'float32');
-  // execute() refuses models with control-flow or dynamic-shape ops and asks
-  // for executeAsync(); executeAsync() on a plain model warns on stderr.
-  let output;
-  try {
-    output = model.execute(input);
-  } catch (err) {
-    if (!/executeAsync/.test(err.message)) throw err;
-    output = await model.executeAsync(input);
-  }
+  const output = await run(model, input);
   const result = await output.data();
   writeNpy(outputPath, output.shape, Float32Array.from(result));
+  if (latencyRepeats > 0) {
+    const median = await medianLatency(model, input, latencyRepeats);
+    process.stdout.write(JSON.stringify({latency_seconds_median: median}) + '\n');
+  }
   tf.dispose([input, output]);
   model.dispose();
 }

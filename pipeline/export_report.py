@@ -1,0 +1,113 @@
+"""Measure every export on the whole test split: parity, accuracy, batch-1 latency, size on disk.
+
+``exports/report.json`` (DVC metrics) holds the numbers; ``exports/report.md`` the same as a short
+markdown table for CI summaries (e.g. ``cat exports/report.md >> $GITHUB_STEP_SUMMARY``).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.evaluate import class_probabilities
+from pipeline.io import directory_size
+
+logger = logging.getLogger(__name__)
+
+# (x, latency_repeats) -> (outputs for x, median seconds of a batch-1 run or None)
+Runner = Callable[[np.ndarray, int], tuple[np.ndarray, "float | None"]]
+
+
+@dataclass
+class Artifact:
+    """One export: where it lives inside ``exports/``, whether it must match Keras within the
+    tolerance (float weights) or only keep its accuracy (quantized), and how to run it."""
+
+    name: str
+    relative_path: str
+    exact: bool
+    run: Runner
+
+
+def timed_runner(predict: Callable[[np.ndarray], np.ndarray]) -> Runner:
+    """A :data:`Runner` for an in-process predictor: median wall time of repeated batch-1 calls."""
+
+    def run(x: np.ndarray, latency_repeats: int) -> tuple[np.ndarray, float | None]:
+        outputs = predict(x)
+        if not latency_repeats:
+            return outputs, None
+        one = x[:1]
+        predict(one)  # warm-up: first call traces / allocates
+        times = []
+        for _ in range(latency_repeats):
+            started = time.perf_counter()
+            predict(one)
+            times.append(time.perf_counter() - started)
+        return outputs, statistics.median(times)
+
+    return run
+
+
+def measure_artifact(artifact: Artifact, workdir: Path, raw_x: np.ndarray, y: np.ndarray, reference: np.ndarray,
+                     latency_repeats: int) -> dict:
+    """Run ``artifact`` on the raw test inputs and compare with the Keras probabilities ``reference``."""
+    outputs, latency = artifact.run(raw_x, latency_repeats)
+    probabilities = class_probabilities(np.asarray(outputs, dtype=np.float64).reshape(len(raw_x), -1))
+    path = workdir / artifact.relative_path
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == y))
+    keras_accuracy = float(np.mean(reference.argmax(axis=1) == y))
+    check = {
+        "path": artifact.relative_path,
+        "size_bytes": directory_size(path) if path.is_dir() else path.stat().st_size,
+        "exact": artifact.exact,
+        "max_abs_diff": float(np.max(np.abs(probabilities - reference))),
+        "argmax_agreement": float(np.mean(probabilities.argmax(axis=1) == reference.argmax(axis=1))),
+        "accuracy": accuracy,
+        "accuracy_drop": keras_accuracy - accuracy,
+        "latency_ms_batch1": None if latency is None else round(latency * 1000.0, 4),
+    }
+    logger.info("Checked %-21s max abs diff %.2e, accuracy %.4f (drop %+.4f), %s ms/example, %s bytes", artifact.name,
+                check["max_abs_diff"], accuracy, check["accuracy_drop"], check["latency_ms_batch1"], f"{check['size_bytes']:,}")
+    return check
+
+
+def report_failures(report: dict) -> str | None:
+    """The worst broken promise of ``report``, as one line, or None when every artifact passed."""
+    tolerance, max_drop = report["tolerance"], report["max_accuracy_drop"]
+    artifacts = report["artifacts"]
+    diffs = {name: check["max_abs_diff"] for name, check in artifacts.items() if check["exact"] and not check["max_abs_diff"] <= tolerance}
+    if diffs:
+        worst = max(diffs, key=diffs.get)
+        return (f"export: the {worst} export differs from the trained model by {diffs[worst]:.3g} (> export.tolerance={tolerance:g}); "
+                "nothing was exported: check the conversion or raise export.tolerance")
+    drops = {name: check["accuracy_drop"] for name, check in artifacts.items() if not check["accuracy_drop"] <= max_drop}
+    if drops:
+        worst = max(drops, key=drops.get)
+        return (f"export: the {worst} export's test accuracy {artifacts[worst]['accuracy']:.4f} is {drops[worst]:.4f} below the "
+                f"trained model's {report['keras_accuracy']:.4f} (> export.max_accuracy_drop={max_drop:g}); nothing was exported: "
+                "drop that variant from export.tflite / export.tfjs_quantization or raise export.max_accuracy_drop")
+    return None
+
+
+def _size(size_bytes: int) -> str:
+    return f"{size_bytes / 1024:.1f} KiB" if size_bytes < 1024 * 1024 else f"{size_bytes / 1024 / 1024:.2f} MiB"
+
+
+def markdown_report(report: dict) -> str:
+    """A short markdown table of ``report`` for CI job summaries."""
+    lines = [f"### Exports ({report['num_test_examples']} test examples, trained model accuracy {report['keras_accuracy']:.4f})", "",
+             "| artifact | size | max abs diff | accuracy | drop | latency (ms, batch 1) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, check in report["artifacts"].items():
+        latency = "-" if check["latency_ms_batch1"] is None else f"{check['latency_ms_batch1']:.3f}"
+        lines.append(f"| {name} (`{check['path']}`) | {_size(check['size_bytes'])} | {check['max_abs_diff']:.2e} | "
+                     f"{check['accuracy']:.4f} | {check['accuracy_drop']:+.4f} | {latency} |")
+    lines += ["", f"Float artifacts must match within {report['tolerance']:g}; every artifact may lose at most "
+              f"{report['max_accuracy_drop']:g} accuracy."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,107 @@
+"""The SavedModel export: raw inputs in, class probabilities and class names out.
+
+The preprocessing the model was trained behind (``meta.json``'s normalisation, fitted on train)
+lives inside the graph, so a client sends raw values and never re-implements it. Signatures:
+
+* ``serving_default``: ``inputs`` float32 ``[batch, *input_shape]`` raw feature values (the units
+  of the ingested data, e.g. 0..16 for sklearn digits, 0..255 for MNIST) ->
+  ``probabilities`` float32 ``[batch, num_classes]``, ``class_names`` string ``[batch, num_classes]``
+  (the label of every column) and ``predicted_class`` string ``[batch]``.
+* ``serving_images`` (image models only): ``images`` uint8 ``[batch, height, width, channels]`` of
+  any height/width, resized (bilinear, antialiased) to the model's size; pixel 255 maps onto the
+  largest raw value seen in training, so 0..255 PNGs work for a model trained on 0..16 digits.
+  Same outputs as ``serving_default``.
+* ``probabilities``: ``serving_default`` with the ``probabilities`` output only; the TFLite and
+  TF.js converters start from it (one numeric output, no string tensors).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+SIGNATURE = "serving_default"
+IMAGES_SIGNATURE = "serving_images"
+PROBABILITIES_SIGNATURE = "probabilities"
+INPUT_NAME = "inputs"
+IMAGES_INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+MAX_PIXEL = 255.0
+
+
+def raw_inputs(x: np.ndarray, normalization: dict) -> np.ndarray:
+    """Undo ``meta.json``'s normalisation: the raw values a client would send."""
+    offset = np.asarray(normalization["offset"], dtype=np.float64)
+    scale = np.asarray(normalization["scale"], dtype=np.float64)
+    return (np.asarray(x, dtype=np.float64) * scale + offset).astype(np.float32)
+
+
+def is_image_shape(input_shape: list[int]) -> bool:
+    return len(input_shape) == 3
+
+
+def _serving_module(model, meta: dict, pixel_to_raw: float):
+    from pipeline.env import import_tensorflow
+
+    tf = import_tensorflow()
+    input_shape = [int(size) for size in meta["input_shape"]]
+    offset = tf.constant(np.asarray(meta["normalization"]["offset"], dtype=np.float32))
+    scale = tf.constant(np.asarray(meta["normalization"]["scale"], dtype=np.float32))
+    names = tf.constant([str(name) for name in meta["class_names"]])
+    module = tf.Module()
+    module.model = model
+
+    def probabilities(raw):
+        outputs = module.model((raw - offset) / scale, training=False)
+        if outputs.shape[-1] == 1:  # a sigmoid unit: one column per class, as evaluate reports it
+            outputs = tf.concat([1.0 - outputs, outputs], axis=-1)
+        return outputs
+
+    def labelled(raw):
+        probs = probabilities(raw)
+        return {OUTPUT_NAME: probs,
+                "class_names": tf.tile(names[tf.newaxis], [tf.shape(probs)[0], 1]),
+                "predicted_class": tf.gather(names, tf.argmax(probs, axis=-1))}
+
+    raw_spec = tf.TensorSpec([None, *input_shape], tf.float32, name=INPUT_NAME)
+    module.serve = tf.function(labelled, input_signature=[raw_spec])
+    module.serve_probabilities = tf.function(lambda inputs: {OUTPUT_NAME: probabilities(inputs)}, input_signature=[raw_spec])
+    signatures = {SIGNATURE: module.serve, PROBABILITIES_SIGNATURE: module.serve_probabilities}
+    if is_image_shape(input_shape):
+        height, width, channels = input_shape
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, channels], tf.uint8, name=IMAGES_INPUT_NAME)])
+        def serve_images(images):
+            resized = tf.image.resize(tf.cast(images, tf.float32), [height, width], antialias=True)
+            return labelled(resized * pixel_to_raw)
+
+        module.serve_images = serve_images
+        signatures[IMAGES_SIGNATURE] = serve_images
+    return module, signatures
+
+
+def write_saved_model(model, meta: dict, pixel_to_raw: float, directory: Path) -> None:
+    """Save ``model`` behind its preprocessing with the signatures this module documents.
+
+    Args:
+        model: The trained Keras model (fed normalised inputs).
+        meta: ``data/processed/meta.json`` (``input_shape``, ``class_names``, ``normalization``).
+        pixel_to_raw: Factor from a 0..255 pixel to the raw units (used by ``serving_images``).
+        directory: Where the SavedModel is written.
+    """
+    from pipeline.env import import_tensorflow
+
+    tf = import_tensorflow()
+    module, signatures = _serving_module(model, meta, pixel_to_raw)
+    tf.saved_model.save(module, str(directory), signatures=signatures)
+
+
+def saved_model_predictor(directory: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """Load the SavedModel back (as TF Serving would) and call ``serving_default`` on raw inputs."""
+    from pipeline.env import import_tensorflow
+
+    tf = import_tensorflow()
+    signature = tf.saved_model.load(str(directory)).signatures[SIGNATURE]
+    return lambda x: signature(**{INPUT_NAME: tf.constant(x, tf.float32)})[OUTPUT_NAME].numpy()

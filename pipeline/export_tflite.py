@@ -1,0 +1,119 @@
+"""TFLite variants converted from the SavedModel's ``probabilities`` signature, and their interpreter.
+
+Variants (``export.tflite``): ``float32`` (plain conversion), ``dynamic_range`` (int8 weights,
+float activations), ``float16`` (float16 weights) and ``int8`` (full integer quantization of
+weights and activations, calibrated on a representative sample of the train split; the input and
+output stay float32 so every variant takes the same raw inputs). Conversion goes through the
+SavedModel because Keras 3 broke ``TFLiteConverter.from_keras_model``.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.env import quiet_native_stderr
+from pipeline.errors import UserError
+from pipeline.export_saved_model import PROBABILITIES_SIGNATURE
+
+TFLITE_VARIANTS = ("float32", "dynamic_range", "float16", "int8")
+FLOAT_VARIANTS = ("float32",)  # the ones held to export.tolerance; quantized ones to the accuracy gate
+TFLITE_DIR = "tflite"
+TFLITE_METADATA = f"{TFLITE_DIR}/metadata.json"  # class names and pixel_to_raw, for clients such as predict
+
+
+def tflite_relative_path(variant: str) -> str:
+    return f"{TFLITE_DIR}/{variant}.tflite"
+
+
+def _converter(saved_model_dir: Path, variant: str, representative: np.ndarray | None, allow_select_tf_ops: bool):
+    from pipeline.env import import_tensorflow
+
+    tf = import_tensorflow()
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[PROBABILITIES_SIGNATURE])
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if variant == "int8" else tf.lite.OpsSet.TFLITE_BUILTINS]
+    if allow_select_tf_ops:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = ops
+    if variant != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if variant == "int8":
+        converter.representative_dataset = lambda: ([example[np.newaxis]] for example in representative)
+    return converter
+
+
+def unsupported_op(message: str) -> str | None:
+    """The first TensorFlow op a converter error names as unsupported, if any."""
+    if not any(sign in message for sign in ("not supported", "failed to legalize", "neither a custom op nor a flex op")):
+        return None
+    found = re.search(r"'(tf\.\w+)'", message) or re.search(r"\b(tf\.\w+)\b", message)
+    return found.group(1) if found else None
+
+
+def write_tflite(saved_model_dir: Path, path: Path, variant: str, representative: np.ndarray | None = None,
+                 allow_select_tf_ops: bool = False) -> None:
+    """Convert the SavedModel to one TFLite variant.
+
+    Args:
+        saved_model_dir: A SavedModel written by :func:`pipeline.export_saved_model.write_saved_model`.
+        path: The ``.tflite`` file to write.
+        variant: One of :data:`TFLITE_VARIANTS`.
+        representative: Raw train inputs to calibrate ``int8`` activations on.
+        allow_select_tf_ops: Let ops TFLite lacks run as TensorFlow ops (the Flex delegate).
+
+    Raises:
+        UserError: an op TFLite cannot convert (naming it and ``export.allow_select_tf_ops``), or
+            any other conversion failure.
+    """
+    converter = _converter(saved_model_dir, variant, representative, allow_select_tf_ops)
+    try:
+        with quiet_native_stderr():
+            flatbuffer = converter.convert()
+    except Exception as error:  # the converter raises ConverterError and plain Exceptions alike
+        message = str(error).strip()
+        op = unsupported_op(message)
+        if op and not allow_select_tf_ops:
+            raise UserError(f"export: TFLite ({variant}) cannot convert the op {op}: set export.allow_select_tf_ops=true "
+                            "to run it as a TensorFlow op (Flex delegate), or drop the variant from export.tflite") from None
+        first = message.splitlines()[0] if message else type(error).__name__
+        raise UserError(f"export: TFLite ({variant}) conversion failed: {first}: drop '{variant}' from export.tflite "
+                        "to skip it") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(flatbuffer)
+
+
+def load_interpreter(path: Path):
+    """A ready ``tf.lite.Interpreter`` for ``path`` (raises ValueError on a file that is not TFLite)."""
+    from pipeline.env import import_tensorflow
+
+    tf = import_tensorflow()
+    with quiet_native_stderr(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")  # LiteRT is not in TF 2.19's set
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()  # the XNNPACK delegate announces itself here
+    return interpreter
+
+
+def tflite_predictor(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """Run the flatbuffer with the TFLite interpreter, resizing its batch dimension when it changes."""
+    interpreter = load_interpreter(path)
+    (input_detail,) = interpreter.get_input_details()
+    (output_detail,) = interpreter.get_output_details()
+    current_shape = [list(input_detail["shape"])]
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        if list(x.shape) != current_shape[0]:
+            interpreter.resize_tensor_input(input_detail["index"], list(x.shape))
+            interpreter.allocate_tensors()
+            current_shape[0] = list(x.shape)
+        interpreter.set_tensor(input_detail["index"], np.ascontiguousarray(x, dtype=np.float32))
+        interpreter.invoke()
+        return interpreter.get_tensor(output_detail["index"]).copy()
+
+    return predict

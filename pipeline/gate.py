@@ -1,0 +1,123 @@
+"""The model gate: bless the evaluated model (or not) before anything is exported.
+
+Absolute thresholds (``evaluate.min_accuracy``, ``evaluate.max_loss``) and, when
+``evaluate.baseline`` is set, a threshold relative to a baseline's metrics
+(``evaluate.max_accuracy_regression``): the baseline is a ``metrics.json`` path or ``git:<rev>``,
+read with ``git show <rev>:./metrics.json`` beside the current metrics (so ``git:HEAD`` compares
+with the last committed run; a revision that has no metrics yet is a first run and passes).
+
+``reports/blessing.json`` is written either way with a human-readable reason; the export refuses
+a model whose blessing says no, and the gate itself fails so ``dvc repro`` exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from pathlib import Path
+
+from pipeline.errors import UserError
+from pipeline.io import read_json, write_json
+from pipeline.settings import EvaluateSettings
+
+logger = logging.getLogger(__name__)
+
+BLESSING_FILE = "blessing.json"
+GIT_PREFIX = "git:"
+
+
+def load_baseline(baseline: str, metrics_path: Path) -> tuple[dict | None, str]:
+    """Baseline metrics and where they came from; ``(None, why)`` when a git revision has none yet.
+
+    Raises:
+        UserError: a baseline file that is missing or not JSON, or a git revision that does not exist.
+    """
+    if baseline.startswith(GIT_PREFIX):
+        revision = baseline[len(GIT_PREFIX):]
+        spec = f"{revision}:./{metrics_path.name}"
+        result = subprocess.run(["git", "show", spec], cwd=metrics_path.parent, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            error = " ".join(result.stderr.split())
+            if "exists on disk, but not in" in error or "does not exist in" in error:
+                return None, f"no baseline: {metrics_path.name} is not committed at {revision}"
+            raise UserError(f"gate: cannot read the baseline {baseline} ({error or 'git failed'}): set evaluate.baseline to "
+                            "git:<an existing revision>, a metrics.json path, or null")
+        text, source = result.stdout, f"{metrics_path.name} at git {revision}"
+    else:
+        path = Path(baseline)
+        if not path.is_file():
+            raise UserError(f"gate: baseline metrics {path} not found: set evaluate.baseline to an existing metrics.json, "
+                            "git:<revision>, or null")
+        text, source = path.read_text(), str(path)
+    try:
+        metrics = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(f"gate: baseline {source} is not JSON ({error}): point evaluate.baseline at a metrics.json") from None
+    if not isinstance(metrics, dict) or "accuracy" not in metrics:
+        raise UserError(f"gate: baseline {source} has no 'accuracy': point evaluate.baseline at a reports/metrics.json")
+    return metrics, source
+
+
+def gate_checks(metrics: dict, settings: EvaluateSettings, baseline: dict | None) -> list[dict]:
+    """Each threshold as ``{name, value, threshold, passed}`` (``value``/``threshold`` are numbers)."""
+    checks = [{"name": "accuracy >= evaluate.min_accuracy", "value": metrics["accuracy"], "threshold": settings.min_accuracy,
+               "passed": metrics["accuracy"] >= settings.min_accuracy}]
+    if settings.max_loss is not None:
+        checks.append({"name": "loss <= evaluate.max_loss", "value": metrics["loss"], "threshold": settings.max_loss,
+                       "passed": metrics["loss"] <= settings.max_loss})
+    if baseline is not None:
+        floor = float(baseline["accuracy"]) - settings.max_accuracy_regression
+        checks.append({"name": "accuracy >= baseline accuracy - evaluate.max_accuracy_regression", "value": metrics["accuracy"],
+                       "threshold": floor, "passed": metrics["accuracy"] >= floor})
+    return checks
+
+
+def _reason(checks: list[dict], baseline_source: str) -> str:
+    failed = [check for check in checks if not check["passed"]]
+    shown = failed or checks
+    parts = [f"{check['name'].split(' ')[0]} {check['value']:.4f} {'fails' if failed else 'passes'} "
+             f"{check['name'].split(' ', 1)[1]} ({check['threshold']:.4f})" for check in shown]
+    return ("not blessed: " if failed else "blessed: ") + "; ".join(parts) + f" [baseline: {baseline_source}]"
+
+
+def run_gate(settings: EvaluateSettings, metrics_path: Path, blessing_path: Path) -> dict:
+    """Decide whether the model at ``metrics_path`` is fit to export; write ``blessing_path`` either way.
+
+    Returns:
+        The blessing written: ``{"blessed", "reason", "checks", "metrics", "baseline"}``.
+
+    Raises:
+        UserError: missing metrics, an unreadable baseline, or (after writing the file) a model
+            that is not blessed, with the reason.
+    """
+    metrics_path, blessing_path = Path(metrics_path), Path(blessing_path)
+    if not metrics_path.is_file():
+        raise UserError(f"gate: no metrics at {metrics_path}: run the evaluate stage first (dvc repro evaluate)")
+    metrics = read_json(metrics_path)
+    baseline, source = (None, "none (evaluate.baseline is null)") if settings.baseline is None else load_baseline(settings.baseline, metrics_path)
+    checks = gate_checks(metrics, settings, baseline)
+    blessed = all(check["passed"] for check in checks)
+    blessing = {"blessed": blessed, "reason": _reason(checks, source), "checks": checks,
+                "metrics": {key: metrics[key] for key in ("accuracy", "loss") if key in metrics}, "baseline": source}
+    blessing_path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(blessing_path, blessing)
+    logger.info("Gate: %s -> %s", blessing["reason"], blessing_path)
+    if not blessed:
+        raise UserError(f"gate: model {blessing['reason']}: improve the model or relax the evaluate.* thresholds (see {blessing_path})")
+    return blessing
+
+
+def require_blessing(blessing_path: Path) -> dict:
+    """The blessing at ``blessing_path`` if it blesses the model.
+
+    Raises:
+        UserError: no blessing yet, or one that says no (with its reason).
+    """
+    if not blessing_path.is_file():
+        raise UserError(f"export: no model blessing at {blessing_path}: run the gate stage first (dvc repro gate)")
+    blessing = read_json(blessing_path)
+    if not blessing.get("blessed"):
+        raise UserError(f"export: refusing an unblessed model ({blessing.get('reason', 'no reason recorded')}): "
+                        "fix the model or the evaluate.* thresholds and rerun the gate")
+    return blessing

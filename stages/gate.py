@@ -1,0 +1,21 @@
+"""DVC stage `gate`: bless (or not) the evaluated model: ``paths.reports``/metrics.json -> blessing.json.
+
+Exits non-zero with one line when the model is not blessed, so `dvc repro` stops before export.
+"""
+
+from pathlib import Path
+
+from stages._common import stage_main
+from pipeline.gate import BLESSING_FILE, run_gate
+from pipeline.settings import PipelineConfig
+
+
+def gate(config: PipelineConfig) -> bool:
+    reports = Path(config.paths.reports)
+    return run_gate(config.evaluate, reports / "metrics.json", reports / BLESSING_FILE)["blessed"]
+
+
+main = stage_main(gate)
+
+if __name__ == "__main__":
+    main()
