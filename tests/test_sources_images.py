@@ -44,6 +44,18 @@ def test_grey_and_rgb_of_any_size_become_one_shape(tmp_path):
     assert (tmp_path / "raw" / "schema.json").is_file()
 
 
+def test_jpeg_orientation_tag_is_applied(tmp_path):
+    root = tmp_path / "images"
+    for label in ("a", "b"):
+        save(root / label / "plain.png", size=(6, 4))
+        (root / label).mkdir(exist_ok=True)
+        exif = Image.Exif()
+        exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+        Image.fromarray(np.zeros((6, 4, 3), dtype=np.uint8)).save(root / label / "camera.jpg", exif=exif)
+    manifest = run_ingest(folder_settings(root, image_size=None), tmp_path / "raw")
+    assert manifest["feature_shape"] == [4, 6, 3] and manifest["num_examples"] == 4  # the 4x6 JPEG displays as 6 wide
+
+
 def test_channels_1_converts_rgb_to_grey(tmp_path):
     root = make_folder(tmp_path / "images", per_class=2)
     save(root / "cat" / "alpha.png", mode="RGBA")
