@@ -22,7 +22,7 @@ class DataSettings:
     channels: Optional[int]  # image_folder: 1 | 3; None keeps the first image's
     header: bool  # csv: first row holds column names
     column_names: Optional[list[str]]  # csv: names for every column (headerless files); None = column_0, column_1, ...
-    label_column: Optional[str]  # csv: name, or index when header=false; None = last column
+    label_column: Optional[str]  # csv: name, or index (-1 = last); None = last column
     missing: str  # csv: drop | mean | median | most_frequent
     schema: Optional[str]  # stored schema.json to validate the new data against
     on_anomaly: str  # fail | warn

@@ -61,7 +61,7 @@ def list_images(root: Path, bad: BadRecords) -> tuple[list[tuple[Path, int]], li
 
 def decode(path: Path, channels: int | None, size: tuple[int, int] | None) -> np.ndarray:
     """One image as ``uint8 (height, width, channels)``; ``ValueError`` says why it is unusable."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if path.stat().st_size == 0:
         raise ValueError("empty file")
@@ -70,6 +70,8 @@ def decode(path: Path, channels: int | None, size: tuple[int, int] | None) -> np
             if size is not None:
                 image.draft(image.mode, (size[1], size[0]))  # JPEG: decode at reduced scale when much larger
             image.load()
+            if image.format == "JPEG":
+                ImageOps.exif_transpose(image, in_place=True)  # cameras store portrait photos sideways plus a tag
             if channels is not None:
                 image = image.convert(MODES[channels])
             elif image.mode not in ("L", "RGB"):

@@ -100,6 +100,33 @@ def encode_labels(values, reference: Optional[dict], bad: BadRecords, line_of) -
     return y, names, y >= 0
 
 
+def _numeric(values) -> bool:
+    """A numeric column, or a text column whose values are at least 90% numbers (the rest are typos: bad records)."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(values):
+        return False
+    if pd.api.types.is_numeric_dtype(values):
+        return True
+    present = values.dropna()
+    return bool(pd.to_numeric(present, errors="coerce").notna().mean() >= 0.9)
+
+
+def coerce_numbers(frame, columns: dict, bad: BadRecords, keep: np.ndarray, line_of):
+    """Numeric columns as numbers; a cell that is not a number is a bad record (its row is dropped)."""
+    import pandas as pd
+
+    for name, spec in columns.items():
+        if spec["kind"] != "numeric" or name not in frame.columns or pd.api.types.is_numeric_dtype(frame[name]):
+            continue
+        parsed = pd.to_numeric(frame[name], errors="coerce")
+        for row in np.flatnonzero((frame[name].notna() & parsed.isna()).to_numpy() & keep):
+            bad.add(line_of(row), f"column '{name}' holds '{frame[name].iloc[row]}', not a number")
+            keep[row] = False
+        frame[name] = parsed
+    return frame
+
+
 def describe_columns(frame, settings: DataSettings, reference: Optional[dict]) -> dict:
     """Each feature column's kind (numeric | categorical), vocabulary and fill value.
 
@@ -115,7 +142,8 @@ def describe_columns(frame, settings: DataSettings, reference: Optional[dict]) -
         values = frame[name]
         if values.isna().all():
             raise UserError(f"data: column '{name}' has no values: remove it from the CSV")
-        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        if _numeric(values):
+            values = pd.to_numeric(values, errors="coerce")
             fill = {"mean": values.mean(), "median": values.median(), "most_frequent": values.mode().iloc[0]}.get(settings.missing)
             columns[name] = {"kind": "numeric", "fill": None if fill is None else float(fill)}
         else:
@@ -162,12 +190,13 @@ def load_csv(settings: DataSettings, staging_dir=None, reference: Optional[dict]
     frame = read_table(path, settings, bad)
     target = label_column(frame, settings, path)
     first_line = 2 if settings.header else 1
-    y, class_names, keep = encode_labels(frame.pop(target), reference, bad, lambda row: f"{path.name} line {row + first_line}")
+    line_of = lambda row: f"{path.name} line {row + first_line}"  # noqa: E731  (names a record in messages)
+    y, class_names, keep = encode_labels(frame.pop(target), reference, bad, line_of)
     if frame.shape[1] == 0:
         raise UserError(f"data: {path} has only the label column '{target}': add feature columns")
     infinite = np.isinf(frame.select_dtypes("number").to_numpy(dtype=np.float64)).any(axis=1)
     for row in np.flatnonzero(infinite & keep):
-        bad.add(f"{path.name} line {row + first_line}", "a feature is inf")
+        bad.add(line_of(row), "a feature is inf")
     keep &= ~infinite
     columns = describe_columns(frame, settings, reference)
     notes = {"label_column": target}
@@ -175,6 +204,7 @@ def load_csv(settings: DataSettings, staging_dir=None, reference: Optional[dict]
         notes["missing_columns"] = [name for name in columns if name not in frame.columns]
         notes["unexpected_columns"] = [name for name in frame.columns if name not in columns]
         frame = frame.reindex(columns=list(columns))
+    frame = coerce_numbers(frame, columns, bad, keep, line_of)
     before = int(keep.sum())
     frame, missing = handle_missing(frame, columns, settings.missing, keep)
     x, feature_names, unseen = encode_features(frame, columns)

@@ -91,6 +91,13 @@ def test_bad_rows_are_skipped_and_named_by_line(tmp_path):
     assert manifest["num_examples"] == 3 and manifest["bad_records"]["count"] == 3
 
 
+def test_a_word_in_a_numeric_column_is_a_bad_record(tmp_path):
+    rows = "\n".join(f"{value},{i % 2}" for i, value in enumerate([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, "n/a?", 12]))
+    raw = load_source(csv(write(tmp_path, "glucose,label\n" + rows), on_bad_record="skip"))
+    assert raw.feature_names == ["glucose"] and raw.x.shape == (11, 1)  # still numeric, not one-hot
+    assert raw.bad_records == [{"record": "t.csv line 12", "reason": "column 'glucose' holds 'n/a?', not a number"}]
+
+
 def test_bad_row_under_fail_names_the_line(tmp_path):
     with pytest.raises(UserError, match=r"t.csv line 3: a feature is inf: .*data.on_bad_record=skip"):
         run_ingest(csv(write(tmp_path, "a,label\n1,0\ninf,1\n2,1\n3,0\n")), tmp_path / "raw")
