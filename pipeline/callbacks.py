@@ -40,6 +40,19 @@ def configured_callbacks(train: TrainSettings, tensorboard_dir: Path | None) -> 
     return callbacks
 
 
+def write_run_summaries(tensorboard_dir: Path, config: dict, num_workers: int) -> None:
+    """The run's resolved config as TensorBoard text (tag ``config``), in ``tensorboard_dir``."""
+    import json
+
+    import tensorflow as tf
+
+    text = "```json\n" + json.dumps({**config, "num_workers": num_workers}, indent=2, sort_keys=True) + "\n```"
+    writer = tf.summary.create_file_writer(str(tensorboard_dir))
+    with writer.as_default():
+        tf.summary.text("config", text, step=0)
+    writer.close()
+
+
 def make_progress_callback(total_epochs: int, examples_per_epoch: int, log: bool):
     """One line per epoch with metrics and examples/s; records epoch durations in ``logs``."""
 
