@@ -24,6 +24,7 @@ from pipeline.worker import HISTORY_FILE, MODEL_FILE, TrainJob, job_to_dict, tra
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # ray.train.v2._internal.constants.CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
+RUN_STATE_FILE = "pipeline_run.json"
 
 
 @dataclass
@@ -73,8 +74,9 @@ def _storage_fs(storage: str):
     return pyarrow.fs.LocalFileSystem(), str(Path(storage).resolve())
 
 
-def resumable_epoch(storage: str, run_name: str) -> int:
-    """The epoch of the last checkpoint Ray Train recorded for ``run_name`` (0: none).
+def resumable_run(storage: str, run_name: str) -> tuple[int, str | None]:
+    """The epoch of the last checkpoint Ray Train recorded for ``run_name`` (0: none) and the
+    TensorBoard directory that run writes to (``None`` if unknown).
 
     Ray Train V2 restores a run from ``<storage>/<name>/checkpoint_manager_snapshot.json``
     when a trainer with the same ``storage_path`` and ``RunConfig.name`` starts; the workers then
@@ -85,8 +87,21 @@ def resumable_epoch(storage: str, run_name: str) -> int:
         with fs.open_input_stream(f"{root}/{run_name}/{SNAPSHOT_FILE}") as stream:
             latest = json.loads(stream.read()).get("latest_checkpoint_result")
     except (FileNotFoundError, OSError, ValueError):
-        return 0
-    return int(latest["metrics"].get("epoch", 0)) if latest else 0
+        return 0, None
+    try:
+        with fs.open_input_stream(f"{root}/{run_name}/{RUN_STATE_FILE}") as stream:
+            tensorboard_dir = json.loads(stream.read())["tensorboard_dir"]
+    except (FileNotFoundError, OSError, ValueError, KeyError):
+        tensorboard_dir = None
+    return (int(latest["metrics"].get("epoch", 0)) if latest else 0), tensorboard_dir
+
+
+def _record_run_state(storage: str, run_name: str, state: dict) -> None:
+    """What a resumed run must reuse (its TensorBoard directory), next to Ray's own run state."""
+    fs, root = _storage_fs(storage)
+    fs.create_dir(f"{root}/{run_name}", recursive=True)
+    with fs.open_output_stream(f"{root}/{run_name}/{RUN_STATE_FILE}") as stream:
+        stream.write(json.dumps(state).encode())
 
 
 def _set_aside(fs, path: str) -> None:
@@ -148,8 +163,10 @@ def run_train(request: TrainRequest, processed_dir: Path, output_dir: Path, tens
     storage = str(storage_dir) if "://" in str(storage_dir) else str(Path(storage_dir).resolve())
     run_name = default_run_name(request, meta)
     fs, storage_root = _storage_fs(storage)
-    resume_epoch = resumable_epoch(storage, run_name) if request.train.resume else 0
-    tensorboard_dir = Path(tensorboard_root).resolve() / run_name
+    resume_epoch, resume_tensorboard = resumable_run(storage, run_name) if request.train.resume else (0, None)
+    # A fresh run gets its own TensorBoard directory; a resumed one continues in its old one.
+    tensorboard_dir = Path(resume_tensorboard if resume_epoch and resume_tensorboard else
+                           Path(tensorboard_root).resolve() / f"{run_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     job = TrainJob(processed_dir=str(Path(processed_dir).resolve()), tensorboard_dir=str(tensorboard_dir), seed=request.seed,
                    model=request.model, train=scaled_train_settings(request.train, request.cluster.num_workers), augment=request.augment,
                    mixed_precision=request.cluster.mixed_precision, xla=request.cluster.xla)
@@ -162,7 +179,7 @@ def run_train(request: TrainRequest, processed_dir: Path, output_dir: Path, tens
             logger.info("Resuming run %s from its checkpoint of epoch %d (train.resume=false starts over)", run_name, resume_epoch)
         else:
             _set_aside(fs, f"{storage_root}/{run_name}")  # a stale or unwanted run of this name
-            _set_aside(*_storage_fs(str(tensorboard_dir)))
+            _record_run_state(storage, run_name, {"tensorboard_dir": str(tensorboard_dir)})
         logger.info("Training %s for %d epochs on %d Ray worker(s), global batch %d (%d per worker), learning rate %g; TensorBoard: %s",
                     request.model.name, request.train.epochs, request.cluster.num_workers, request.train.batch_size,
                     request.train.batch_size // request.cluster.num_workers, job.train.learning_rate, tensorboard_dir)

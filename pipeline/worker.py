@@ -148,7 +148,7 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None, resume_dir
     if report is not None:
         callbacks.append(make_report_callback(lambda model_, logs, epoch: report(model_, logs, epoch, history)))
     if tensorboard_dir is not None and initial_epoch == 0:
-        write_run_summaries(tensorboard_dir, job_to_dict(job), world_size)
+        write_run_summaries(tensorboard_dir, job_to_dict(job), world_size, model)
     creator = tf.keras.utils.experimental.DatasetCreator
     model.fit(
         creator(train_fn), epochs=job.train.epochs, initial_epoch=initial_epoch, steps_per_epoch=train_plan.steps_per_epoch,

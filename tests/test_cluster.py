@@ -188,7 +188,7 @@ def uninterrupted(two_node_cluster, digits_pipeline, tmp_path_factory):
     """The 2-worker run on the two-node cluster, undisturbed: ``(output, accuracy)``."""
     processed = digits_pipeline[0].paths.processed
     root = tmp_path_factory.mktemp("uninterrupted")
-    done = run_stage("train", *cluster_overrides(two_node_cluster, root, processed), timeout=300)
+    done = run_stage("train", *cluster_overrides(two_node_cluster, root, processed), timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout + done.stderr, evaluate_accuracy(root, processed)
 
@@ -224,7 +224,7 @@ def test_a_killed_worker_is_replaced_and_training_resumes(two_node_cluster, digi
             killed = pids.get(1, pids[0])
             os.kill(killed, signal.SIGKILL)
     output = "".join(lines)
-    assert stage.wait(timeout=300) == 0 and killed is not None, output[-3000:]
+    assert stage.wait(timeout=600) == 0 and killed is not None, output[-3000:]
     assert len(WORKER_LINE.findall(output)) >= 3, "a new worker group started after the kill"
     assert "Resuming from the checkpoint of epoch" in output
     history = json.loads((tmp_path / "models" / "history.json").read_text())
@@ -246,7 +246,7 @@ def test_rerun_after_the_driver_was_killed_continues(two_node_cluster, digits_pi
                 break
     stage.wait(timeout=30)
     assert first_epochs and not (tmp_path / "models").exists()
-    second = run_stage("train", *overrides, timeout=300)
+    second = run_stage("train", *overrides, timeout=600)
     output = second.stdout + second.stderr
     assert second.returncode == 0, output[-3000:]
     assert "Resuming run mlp-digits-" in output
