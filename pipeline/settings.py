@@ -93,7 +93,7 @@ class ClusterSettings:
     connect_timeout: float  # seconds to reach cluster.address before giving up
     placement_strategy: str  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
     resources_per_worker: dict[str, float]  # extra (custom) Ray resources per worker
-    mixed_precision: bool  # mixed_float16 compute (GPU)
+    mixed_precision: bool  # mixed_float16 compute (fast on GPUs; runs, slowly, on CPUs)
     xla: bool  # XLA auto-clustering
 
 
@@ -195,8 +195,6 @@ def validate(config: PipelineConfig) -> PipelineConfig:
              cluster.resources_per_worker, "positive amounts of custom Ray resources")
     _require(not {"CPU", "GPU"} & set(cluster.resources_per_worker), "cluster.resources_per_worker", cluster.resources_per_worker,
              "custom resources only (CPU and GPU come from cluster.cpus_per_worker and cluster.use_gpu)")
-    _require(not (cluster.mixed_precision and not cluster.use_gpu), "cluster.mixed_precision", cluster.mixed_precision,
-             "false without cluster.use_gpu (float16 is slower than float32 on CPU)")
     _require(config.export.tolerance > 0, "export.tolerance", config.export.tolerance, "a number > 0")
     _require(config.export.num_check_inputs >= 1, "export.num_check_inputs", config.export.num_check_inputs, "an integer >= 1")
     _require(config.evaluate.batch_size > 0, "evaluate.batch_size", config.evaluate.batch_size, "an integer > 0")

@@ -78,7 +78,6 @@ def test_capacity_check_names_what_is_missing(overrides, resources, nodes, messa
 @pytest.mark.parametrize("override,message", [
     ("cluster.placement_strategy=EVERYWHERE", "one of PACK, SPREAD, STRICT_PACK, STRICT_SPREAD"),
     ("+cluster.resources_per_worker.CPU=2", "custom resources only"),
-    ("cluster.mixed_precision=true", "cluster.mixed_precision=True is invalid"),
     ("train.keep_checkpoints=0", "train.keep_checkpoints=0 is invalid"),
     ("cluster.connect_timeout=0", "cluster.connect_timeout=0"),
 ])
@@ -106,6 +105,26 @@ def test_run_name_is_stable_per_config_and_data():
     assert name != default_run_name(request_for(config), {**meta, "extra": 1})
     assert name.startswith("mlp-digits-")
     assert default_run_name(request_for(compose("train.run_name=mine")), meta) == "mine"
+
+
+@pytest.mark.slow
+def test_mixed_precision_and_xla_train_with_float32_outputs(digits_pipeline, tmp_path):
+    """The gpu preset's flags, exercised on CPU in a fresh process (MWMS must be its first TF call)."""
+    from pipeline.worker import TrainJob, job_to_dict
+
+    config = compose("experiment=smoke", "train.epochs=2", "cluster=gpu")
+    job = TrainJob(processed_dir=digits_pipeline[0].paths.processed, tensorboard_dir=str(tmp_path / "tb"), seed=0, model=config.model,
+                   train=config.train, augment=config.augment, mixed_precision=config.cluster.mixed_precision, xla=config.cluster.xla)
+    script = ("import json, sys; import pipeline; from pipeline.worker import fit_model, job_from_dict; "
+              "model, history = fit_model(job_from_dict(json.loads(sys.argv[1])), 0, 1); "
+              "print(json.dumps({'output': model.outputs[0].dtype.name, 'compute': model.layers[1].compute_dtype, "
+              "'epochs': history['epochs'], 'accuracy': history['accuracy'][-1]}))")
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(job_to_dict(job))], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["output"] == "float32" and result["compute"] == "float16" and result["epochs"] == [1, 2]
+    assert result["accuracy"] > 0.3
 
 
 # --- a two-node Ray cluster on this machine -----------------------------------------------------
