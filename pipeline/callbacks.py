@@ -40,6 +40,29 @@ def configured_callbacks(train: TrainSettings, tensorboard_dir: Path | None) -> 
     return callbacks
 
 
+def write_run_summaries(tensorboard_dir: Path, config: dict, num_workers: int, model) -> None:
+    """The run's resolved config as TensorBoard text (tag ``config``) and the model's forward graph.
+
+    Keras's TensorBoard callback writes no graph under ``MultiWorkerMirroredStrategy`` with a
+    ``DatasetCreator`` input (measured), so the inference graph is traced here once, from a clone
+    outside the strategy: tracing the distributed model itself on rank 0 alone stalled the other
+    workers' collectives.
+    """
+    import json
+
+    import tensorflow as tf
+
+    text = "```json\n" + json.dumps({**config, "num_workers": num_workers}, indent=2, sort_keys=True) + "\n```"
+    writer = tf.summary.create_file_writer(str(tensorboard_dir))
+    clone = tf.keras.models.clone_model(model)
+    forward = tf.function(lambda inputs: clone(inputs, training=False))
+    graph = forward.get_concrete_function(tf.TensorSpec([None, *model.input_shape[1:]], model.inputs[0].dtype)).graph
+    with writer.as_default():
+        tf.summary.text("config", text, step=0)
+        tf.summary.graph(graph)
+    writer.close()
+
+
 def make_progress_callback(total_epochs: int, examples_per_epoch: int, log: bool):
     """One line per epoch with metrics and examples/s; records epoch durations in ``logs``."""
 

@@ -24,6 +24,9 @@ NOISE = re.compile(
     r"|\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [EWI] \d+ \d+\] .*(exporter|gcs_server|Set ray log level)"
     r"|.*\[repeated \d+x across cluster\]"
     r"|.*saving_api\.save_model\("
+    r"|A run snapshot was found in storage folder"   # our own "Resuming run ..." line says it once
+    r"|This snapshot contains a list of checkpoints"
+    r"|If you meant to start a brand new training job"
     r")"
 )
 

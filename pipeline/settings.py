@@ -80,6 +80,10 @@ class TrainSettings:
     tensorboard_dir: str
     run_name: Optional[str]
     class_weight: str  # none | balanced (n / (classes * count), from the train split)
+    keep_checkpoints: int  # Ray checkpoints kept in cluster.storage_dir
+    max_failures: int  # worker-group restarts from the last checkpoint within a run
+    resume: bool  # a rerun of the same config continues from its last checkpoint
+    scale_lr_with_workers: bool  # learning rate x num_workers (linear scaling rule)
 
 
 @dataclass
@@ -99,6 +103,11 @@ class ClusterSettings:
     cpus_per_worker: int
     use_gpu: bool
     storage_dir: str  # Ray results and checkpoints (logs only; DVC owns models/)
+    connect_timeout: float  # seconds to reach cluster.address before giving up
+    placement_strategy: str  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
+    resources_per_worker: dict[str, float]  # extra (custom) Ray resources per worker
+    mixed_precision: bool  # mixed_float16 compute (fast on GPUs; runs, slowly, on CPUs)
+    xla: bool  # XLA auto-clustering
 
 
 @dataclass
@@ -156,6 +165,7 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 LOSSES = ("auto", "sparse_categorical_crossentropy", "binary_crossentropy")
 METRICS = ("accuracy", "auc", "precision", "recall")
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 def _require(ok: bool, key: str, received: object, expected: str) -> None:
@@ -236,5 +246,13 @@ def validate(config: PipelineConfig) -> PipelineConfig:
              f"a global batch divisible by cluster.num_workers={cluster.num_workers}")
     _require(pre.num_shards >= cluster.num_workers, "preprocess.num_shards", pre.num_shards,
              f"at least cluster.num_workers={cluster.num_workers} shards so every worker reads data")
+    _require(train.keep_checkpoints >= 1, "train.keep_checkpoints", train.keep_checkpoints, "an integer >= 1")
+    _require(train.max_failures >= -1, "train.max_failures", train.max_failures, "an integer >= 0 (-1: retry forever)")
+    _require(cluster.connect_timeout > 0, "cluster.connect_timeout", cluster.connect_timeout, "a number of seconds > 0")
+    _one_of("cluster.placement_strategy", cluster.placement_strategy, PLACEMENT_STRATEGIES)
+    _require(all(amount > 0 for amount in cluster.resources_per_worker.values()), "cluster.resources_per_worker",
+             cluster.resources_per_worker, "positive amounts of custom Ray resources")
+    _require(not {"CPU", "GPU"} & set(cluster.resources_per_worker), "cluster.resources_per_worker", cluster.resources_per_worker,
+             "custom resources only (CPU and GPU come from cluster.cpus_per_worker and cluster.use_gpu)")
     _validate_export_and_gate(config)
     return config

@@ -6,8 +6,10 @@ metrics, learning rate, examples/s) and ``run.json`` (run name, TensorBoard dire
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -20,6 +22,9 @@ from pipeline.settings import AugmentSettings, ClusterSettings, ModelSettings, T
 from pipeline.worker import HISTORY_FILE, MODEL_FILE, TrainJob, job_to_dict, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
+
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # ray.train.v2._internal.constants.CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
+RUN_STATE_FILE = "pipeline_run.json"
 
 
 @dataclass
@@ -34,50 +39,96 @@ class TrainRequest:
     data_name: str
 
 
-def default_run_name(request: TrainRequest) -> str:
-    """``<model>-<data>-<UTC time>``, unless ``train.run_name`` is set."""
-    return request.train.run_name or f"{request.model.name}-{request.data_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+def _config_digest(request: TrainRequest, meta: dict) -> str:
+    """8 hex digits over what determines the trained model (not where or on how many workers it runs)."""
+    train = dataclasses.asdict(request.train)
+    for key in ("tensorboard_dir", "run_name", "keep_checkpoints", "max_failures", "resume"):
+        train.pop(key)
+    identity = {"seed": request.seed, "data": request.data_name, "meta": meta, "train": train,
+                "model": dataclasses.asdict(request.model), "augment": dataclasses.asdict(request.augment)}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def _start_ray(cluster: ClusterSettings):
-    """Connect to ``cluster.address`` (or RAY_ADDRESS), else start a local Ray sized for the run."""
-    import ray
+def default_run_name(request: TrainRequest, meta: dict) -> str:
+    """``<model>-<data>-<config digest>``, unless ``train.run_name`` is set.
 
-    from pipeline.env import is_verbose, quiet_native_stderr, worker_env_vars
-    from pipeline.ray_logs import install_worker_log_filter
-
-    address = cluster.address or os.environ.get("RAY_ADDRESS")
-    common = dict(runtime_env={"env_vars": worker_env_vars()}, log_to_driver=True, include_dashboard=False,
-                  logging_level=logging.INFO if is_verbose() else logging.ERROR, configure_logging=True)
-    if address:
-        try:
-            with quiet_native_stderr():  # the C++ core announces its log level on fd 2
-                ray.init(address=address, **common)
-        except (ConnectionError, RuntimeError) as error:
-            raise UserError(f"cluster: cannot connect to Ray at cluster.address={address} ({error}): start the cluster or fix the address") from None
-    else:
-        cpus = cluster.num_workers * cluster.cpus_per_worker + 1  # +1 for the Train controller
-        with quiet_native_stderr():
-            ray.init(num_cpus=cpus, num_gpus=0, **common)
-    if not is_verbose():
-        install_worker_log_filter()
+    Stable across reruns of the same config and data, so a rerun finds the previous run's Ray
+    checkpoints (same ``storage_path`` and ``RunConfig.name``) and its TensorBoard directory.
+    """
+    return request.train.run_name or f"{request.model.name}-{request.data_name}-{_config_digest(request, meta)}"
 
 
-def _fit_on_ray(request: TrainRequest, job: TrainJob, storage_dir: Path, run_name: str):
+def scaled_train_settings(train: TrainSettings, num_workers: int) -> TrainSettings:
+    """``train`` with the learning rate multiplied by ``num_workers`` if ``train.scale_lr_with_workers``."""
+    if not train.scale_lr_with_workers:
+        return train
+    return dataclasses.replace(train, learning_rate=train.learning_rate * num_workers)
+
+
+def _storage_fs(storage: str):
+    """``(pyarrow filesystem, path)`` for a local directory or a URI such as ``s3://bucket/runs``."""
+    import pyarrow.fs
+
+    if "://" in storage:
+        return pyarrow.fs.FileSystem.from_uri(storage)
+    return pyarrow.fs.LocalFileSystem(), str(Path(storage).resolve())
+
+
+def resumable_run(storage: str, run_name: str) -> tuple[int, str | None]:
+    """The epoch of the last checkpoint Ray Train recorded for ``run_name`` (0: none) and the
+    TensorBoard directory that run writes to (``None`` if unknown).
+
+    Ray Train V2 restores a run from ``<storage>/<name>/checkpoint_manager_snapshot.json``
+    when a trainer with the same ``storage_path`` and ``RunConfig.name`` starts; the workers then
+    get that checkpoint from ``ray.train.get_checkpoint()``.
+    """
+    fs, root = _storage_fs(storage)
+    try:
+        with fs.open_input_stream(f"{root}/{run_name}/{SNAPSHOT_FILE}") as stream:
+            latest = json.loads(stream.read()).get("latest_checkpoint_result")
+    except (FileNotFoundError, OSError, ValueError):
+        return 0, None
+    try:
+        with fs.open_input_stream(f"{root}/{run_name}/{RUN_STATE_FILE}") as stream:
+            tensorboard_dir = json.loads(stream.read())["tensorboard_dir"]
+    except (FileNotFoundError, OSError, ValueError, KeyError):
+        tensorboard_dir = None
+    return (int(latest["metrics"].get("epoch", 0)) if latest else 0), tensorboard_dir
+
+
+def _record_run_state(storage: str, run_name: str, state: dict) -> None:
+    """What a resumed run must reuse (its TensorBoard directory), next to Ray's own run state."""
+    fs, root = _storage_fs(storage)
+    fs.create_dir(f"{root}/{run_name}", recursive=True)
+    with fs.open_output_stream(f"{root}/{run_name}/{RUN_STATE_FILE}") as stream:
+        stream.write(json.dumps(state).encode())
+
+
+def _set_aside(fs, path: str) -> None:
+    """Rename ``path`` to ``path.<UTC time>`` if it exists (keeps old logs, frees the name)."""
+    import pyarrow.fs
+
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        fs.move(path, f"{path}.{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+
+
+def _fit_on_ray(request: TrainRequest, job: TrainJob, storage: str, run_name: str):
     import ray.train
     from ray.train.tensorflow import TensorflowTrainer
 
     from pipeline.env import worker_env_vars
 
+    cluster = request.cluster
     trainer = TensorflowTrainer(
         train_loop_per_worker,
         train_loop_config=job_to_dict(job),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=request.cluster.num_workers, use_gpu=request.cluster.use_gpu,
-            resources_per_worker={"CPU": request.cluster.cpus_per_worker}),
+            num_workers=cluster.num_workers, use_gpu=cluster.use_gpu, placement_strategy=cluster.placement_strategy,
+            resources_per_worker={"CPU": cluster.cpus_per_worker, **cluster.resources_per_worker}),
         run_config=ray.train.RunConfig(
-            name=run_name, storage_path=str(storage_dir.resolve()),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            name=run_name, storage_path=storage,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=request.train.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=request.train.max_failures),
             worker_runtime_env={"env_vars": worker_env_vars()}),
     )
     return trainer.fit()
@@ -94,26 +145,45 @@ def check_train_inputs(request: TrainRequest, processed_dir: Path) -> dict:
     return meta
 
 
-def run_train(request: TrainRequest, processed_dir: Path, output_dir: Path, tensorboard_root: Path, storage_dir: Path) -> dict:
+def run_train(request: TrainRequest, processed_dir: Path, output_dir: Path, tensorboard_root: Path, storage_dir: str | Path) -> dict:
     """Train on Ray Train and write the final model and history to ``output_dir``.
+
+    A run whose driver died continues from its last checkpoint when rerun with the same config
+    and ``storage_dir`` (unless ``train.resume`` is false); a finished run's Ray directory is set
+    aside so the next run of the same config starts afresh.
 
     Returns:
         The final epoch's metrics (from ``history.json``).
     """
     import ray
 
-    check_train_inputs(request, processed_dir)
-    run_name = default_run_name(request)
-    tensorboard_dir = Path(tensorboard_root).resolve() / run_name
+    from pipeline.cluster import check_cluster_capacity, start_ray
+
+    meta = check_train_inputs(request, processed_dir)
+    storage = str(storage_dir) if "://" in str(storage_dir) else str(Path(storage_dir).resolve())
+    run_name = default_run_name(request, meta)
+    fs, storage_root = _storage_fs(storage)
+    resume_epoch, resume_tensorboard = resumable_run(storage, run_name) if request.train.resume else (0, None)
+    # A fresh run gets its own TensorBoard directory; a resumed one continues in its old one.
+    tensorboard_dir = Path(resume_tensorboard if resume_epoch and resume_tensorboard else
+                           Path(tensorboard_root).resolve() / f"{run_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     job = TrainJob(processed_dir=str(Path(processed_dir).resolve()), tensorboard_dir=str(tensorboard_dir), seed=request.seed,
-                   model=request.model, train=request.train, augment=request.augment)
-    logger.info("Training %s for %d epochs on %d Ray worker(s), global batch %d; TensorBoard: %s",
-                request.model.name, request.train.epochs, request.cluster.num_workers, request.train.batch_size, tensorboard_dir)
+                   model=request.model, train=scaled_train_settings(request.train, request.cluster.num_workers), augment=request.augment,
+                   mixed_precision=request.cluster.mixed_precision, xla=request.cluster.xla)
     started_here = not ray.is_initialized()
     if started_here:
-        _start_ray(request.cluster)
+        start_ray(request.cluster)
     try:
-        result = _fit_on_ray(request, job, Path(storage_dir), run_name)
+        check_cluster_capacity(request.cluster)
+        if resume_epoch:
+            logger.info("Resuming run %s from its checkpoint of epoch %d (train.resume=false starts over)", run_name, resume_epoch)
+        else:
+            _set_aside(fs, f"{storage_root}/{run_name}")  # a stale or unwanted run of this name
+            _record_run_state(storage, run_name, {"tensorboard_dir": str(tensorboard_dir)})
+        logger.info("Training %s for %d epochs on %d Ray worker(s), global batch %d (%d per worker), learning rate %g; TensorBoard: %s",
+                    request.model.name, request.train.epochs, request.cluster.num_workers, request.train.batch_size,
+                    request.train.batch_size // request.cluster.num_workers, job.train.learning_rate, tensorboard_dir)
+        result = _fit_on_ray(request, job, storage, run_name)
     finally:
         if started_here:
             ray.shutdown()
@@ -122,7 +192,9 @@ def run_train(request: TrainRequest, processed_dir: Path, output_dir: Path, tens
     with atomic_dir(Path(output_dir)) as tmp, result.checkpoint.as_directory() as checkpoint_dir:
         for name in (MODEL_FILE, HISTORY_FILE):
             shutil.copy2(Path(checkpoint_dir) / name, tmp / name)
-        write_json(tmp / "run.json", {"run_name": run_name, "tensorboard_dir": str(tensorboard_dir), "num_workers": request.cluster.num_workers})
+        write_json(tmp / "run.json", {"run_name": run_name, "tensorboard_dir": str(tensorboard_dir),
+                                      "num_workers": request.cluster.num_workers, "resumed_from_epoch": resume_epoch})
+    _set_aside(fs, f"{storage_root}/{run_name}")  # finished: the next run of this config starts afresh
     history = read_json(Path(output_dir) / HISTORY_FILE)
     final = {key: values[-1] for key, values in history.items() if values}
     logger.info("Trained %d epochs: %s", len(history["epochs"]), ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith(("loss", "accuracy"))))

@@ -32,8 +32,10 @@ class TrainJob:
     tensorboard_dir: str
     seed: int
     model: ModelSettings
-    train: TrainSettings
+    train: TrainSettings  # learning_rate already scaled for the number of workers, if asked
     augment: AugmentSettings
+    mixed_precision: bool
+    xla: bool
 
 
 def job_to_dict(job: TrainJob) -> dict:
@@ -54,23 +56,60 @@ def job_from_dict(data: dict) -> TrainJob:
     return _from_dict(TrainJob, data)
 
 
-def fit_model(job: TrainJob, rank: int, world_size: int, report=None):
+def _restore_model(resume_dir: Path, strategy):
+    """The checkpointed model (weights and optimizer state) and its history, built under ``strategy``."""
+    import tensorflow as tf
+
+    with strategy.scope():
+        model = tf.keras.models.load_model(str(Path(resume_dir) / MODEL_FILE))
+    history = json.loads((Path(resume_dir) / HISTORY_FILE).read_text())
+    return model, history
+
+
+def _build_model(job: TrainJob, meta: dict, strategy):
+    import tensorflow as tf
+
+    from pipeline.models import build_model, compile_model
+
+    num_classes = len(meta["class_names"])
+    with strategy.scope():
+        model = build_model(job.model, tuple(meta["input_shape"]), num_classes)
+        if job.mixed_precision:  # float16 compute, float32 outputs (a float16 softmax loses precision)
+            model = tf.keras.Model(model.inputs, tf.keras.layers.Activation("linear", dtype="float32")(model.outputs[0]))
+        return compile_model(model, job.model, job.train, num_classes)
+
+
+def _history_recorder(history: dict):
+    """Append every epoch's logs to ``history`` (kept across resumes, saved in every checkpoint)."""
+    from pipeline.callbacks import _keras_callback_base
+
+    class HistoryRecorder(_keras_callback_base()):
+        def on_epoch_end(self, epoch, logs=None):
+            history.setdefault("epochs", []).append(epoch + 1)
+            for key, value in (logs or {}).items():
+                history.setdefault(key, []).append(float(value))
+
+    return HistoryRecorder()
+
+
+def fit_model(job: TrainJob, rank: int, world_size: int, report=None, resume_dir: Path | None = None):
     """Build, compile and fit the model for worker ``rank`` of ``world_size``.
 
     Args:
-        report: ``report(model, logs, epoch)`` called after every epoch (Ray reporting); optional.
+        report: ``report(model, logs, epoch, history)`` called after every epoch (Ray reporting); optional.
+        resume_dir: a checkpoint written by :func:`save_model`: training continues after its last
+            epoch with its weights, optimizer state and history (and TensorBoard steps).
 
     Returns:
-        ``(model, history_dict)``.
+        ``(model, history_dict)`` with every epoch, including those before a resume.
     """
     import tensorflow as tf
 
     from pipeline.augment import build_augmenter, write_augmentation_grid
-    from pipeline.callbacks import configured_callbacks, make_progress_callback, make_report_callback
+    from pipeline.callbacks import configured_callbacks, make_progress_callback, make_report_callback, write_run_summaries
     from pipeline.env import quiet_tensorflow_loggers
     from pipeline.inputs import class_weight_table, make_dataset, plan_shards
     from pipeline.io import read_json
-    from pipeline.models import build_model, compile_model
 
     quiet_tensorflow_loggers()
     # First TF call of the process: MWMS configures collective ops, which must happen before
@@ -78,6 +117,10 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     tf.keras.utils.set_random_seed(job.seed)
     tf.config.experimental.enable_op_determinism()
+    if job.mixed_precision:
+        tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    if job.xla:
+        tf.config.optimizer.set_jit("autoclustering")
     meta = read_json(Path(job.processed_dir) / "meta.json")
     train_plan = plan_shards(meta["splits"]["train"], world_size, job.train.batch_size)
     val_plan = plan_shards(meta["splits"]["val"], world_size, job.train.batch_size, split="val")
@@ -95,21 +138,29 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None):
         return make_dataset(job.processed_dir, val_plan.files_per_worker[context.input_pipeline_id], val_plan.per_replica_batch_size,
                             steps=val_plan.steps_per_epoch)
 
-    num_classes = len(meta["class_names"])
-    with strategy.scope():
-        model = compile_model(build_model(job.model, tuple(meta["input_shape"]), num_classes), job.model, job.train, num_classes)
+    if resume_dir is not None:
+        model, history = _restore_model(resume_dir, strategy)
+    else:
+        model, history = _build_model(job, meta, strategy), {"epochs": []}
+    initial_epoch = history["epochs"][-1] if history.get("epochs") else 0
+    if initial_epoch and rank == 0:
+        logger.info("Resuming from the checkpoint of epoch %d/%d", initial_epoch, job.train.epochs)
     examples_per_epoch = train_plan.steps_per_epoch * job.train.batch_size
-    callbacks = configured_callbacks(job.train, Path(job.tensorboard_dir) if rank == 0 else None)
-    callbacks.append(make_progress_callback(job.train.epochs, examples_per_epoch, log=rank == 0))
+    tensorboard_dir = Path(job.tensorboard_dir) if rank == 0 else None
+    # Progress first: it adds examples/s and the learning rate to the logs TensorBoard and the history see.
+    callbacks = [make_progress_callback(job.train.epochs, examples_per_epoch, log=rank == 0),
+                 *configured_callbacks(job.train, tensorboard_dir), _history_recorder(history)]
     if report is not None:
-        callbacks.append(make_report_callback(report))
+        callbacks.append(make_report_callback(lambda model_, logs, epoch: report(model_, logs, epoch, history)))
+    if tensorboard_dir is not None and initial_epoch == 0:
+        write_run_summaries(tensorboard_dir, job_to_dict(job), world_size, model)
     creator = tf.keras.utils.experimental.DatasetCreator
-    history = model.fit(
-        creator(train_fn), epochs=job.train.epochs, steps_per_epoch=train_plan.steps_per_epoch,
+    model.fit(
+        creator(train_fn), epochs=job.train.epochs, initial_epoch=initial_epoch, steps_per_epoch=train_plan.steps_per_epoch,
         validation_data=creator(val_fn), validation_steps=val_plan.steps_per_epoch,
         callbacks=callbacks, verbose=0,
     )
-    return model, {"epochs": [epoch + 1 for epoch in history.epoch], **{key: [float(v) for v in values] for key, values in history.history.items()}}
+    return model, history
 
 
 def save_model(model, history: dict, directory: Path) -> Path:
@@ -147,20 +198,31 @@ def _report_to_ray(model, metrics: dict, rank: int, with_checkpoint: bool, histo
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point: fit with per-epoch reports and checkpoints, then report the final model."""
+    """Ray Train entry point: fit (from the last checkpoint, if any) with per-epoch reports and checkpoints,
+    then report the final model."""
     from pipeline.env import configure_process_env
 
     configure_process_env()
+    import os
+
+    import ray
     import ray.train
 
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     job = job_from_dict(config)
+    # Which node and process each worker runs on (the driver's log shows it; tests kill by this pid).
+    logger.info("worker %d/%d on node %s pid %d", rank, world_size, ray.get_runtime_context().get_node_id(), os.getpid())
 
-    def report(model, logs, epoch):
+    def report(model, logs, epoch, history):
         checkpoint_now = (epoch + 1) % job.train.checkpoint_every == 0
-        _report_to_ray(model, {**logs, "epoch": epoch + 1}, rank, checkpoint_now)
+        _report_to_ray(model, {**logs, "epoch": epoch + 1}, rank, checkpoint_now, history=history)
 
-    model, history = fit_model(job, rank, world_size, report=report)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        model, history = fit_model(job, rank, world_size, report=report)
+    else:
+        with checkpoint.as_directory() as resume_dir:
+            model, history = fit_model(job, rank, world_size, report=report, resume_dir=Path(resume_dir))
     final = {key: values[-1] for key, values in history.items() if values}
     _report_to_ray(model, {**final, "final": 1}, rank, with_checkpoint=True, history=history, wait=True)

@@ -13,7 +13,7 @@ def train(config: PipelineConfig) -> float:
     request = TrainRequest(seed=config.seed, model=config.model, train=config.train, augment=config.augment,
                            cluster=config.cluster, data_name=config.data.name)
     final = run_train(request, Path(config.paths.processed), Path(config.paths.models),
-                      tensorboard_root=Path(config.train.tensorboard_dir), storage_dir=Path(config.cluster.storage_dir))
+                      tensorboard_root=Path(config.train.tensorboard_dir), storage_dir=config.cluster.storage_dir)
     return final.get("val_loss", final["loss"])
 
 
