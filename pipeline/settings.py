@@ -112,6 +112,14 @@ class PathSettings:
 
 
 @dataclass
+class SweepSettings:
+    name: str  # multirun trials write under <dir>/<name>/<trial number>/
+    dir: str
+    objective: str  # final-epoch metric a sweep trial returns, see pipeline.sweep.available_objectives
+    direction: str  # minimize | maximize
+
+
+@dataclass
 class PipelineConfig:
     seed: int
     data: DataSettings
@@ -123,6 +131,7 @@ class PipelineConfig:
     evaluate: EvaluateSettings
     export: ExportSettings
     paths: PathSettings
+    sweep: SweepSettings
 
 
 NORMALIZERS = ("minmax", "standardize", "none")
@@ -180,4 +189,11 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     _require(config.export.tolerance > 0, "export.tolerance", config.export.tolerance, "a number > 0")
     _require(config.export.num_check_inputs >= 1, "export.num_check_inputs", config.export.num_check_inputs, "an integer >= 1")
     _require(config.evaluate.batch_size > 0, "evaluate.batch_size", config.evaluate.batch_size, "an integer > 0")
+    from pipeline.sweep import DIRECTIONS, available_objectives
+
+    sweep = config.sweep
+    _require(bool(sweep.name) and "/" not in sweep.name and sweep.name not in (".", ".."), "sweep.name", sweep.name,
+             "a plain directory name (no '/')")
+    _one_of("sweep.direction", sweep.direction, DIRECTIONS)
+    _one_of("sweep.objective", sweep.objective, available_objectives(config.model.metrics))
     return config
