@@ -53,10 +53,10 @@ def first_trial_number(sweep_dir: Path) -> int:
     return max(numbers) + 1 if numbers else 0
 
 
-def start_sweep(sweep_dir: Path) -> int:
-    """Record where this sweep run's trial numbers start (trials of earlier runs are kept)."""
+def start_sweep(sweep_dir: Path, direction: str = "minimize") -> int:
+    """Record where this sweep run's trial numbers start (trials of earlier runs are kept) and its direction."""
     first = first_trial_number(sweep_dir)
-    write_json(Path(sweep_dir) / STATE_FILE, {"first_trial": first})
+    write_json(Path(sweep_dir) / STATE_FILE, {"first_trial": first, "direction": direction})
     return first
 
 
@@ -164,8 +164,9 @@ def queue_commands(sweep_dir: Path, top: int | None = None, target: str | None =
     records = load_trials(sweep_dir)
     if not records:
         raise UserError(f"{sweep_dir} holds no trials (*/{TRIAL_FILE}): pass the folder of a finished sweep, e.g. sweeps/<sweep.name>")
-    direction = read_json(sweep_dir / "best.json")["direction"] if (sweep_dir / "best.json").is_file() else None
-    completed = [record for record in sort_trials(records, direction or "minimize") if record["status"] == "completed"]
+    state = sweep_dir / STATE_FILE
+    direction = read_json(state).get("direction", "minimize") if state.is_file() else "minimize"
+    completed = [record for record in sort_trials(records, direction) if record["status"] == "completed"]
     if not completed:
         raise UserError(f"{sweep_dir}: none of its {len(records)} trials completed; nothing to queue")
     commands = []

@@ -99,7 +99,7 @@ class SweepCallback(Callback):
             check_sweep(config, to_settings)
         except UserError as error:
             report_user_error(error)  # one line, exit 2, before any trial starts
-        start_sweep(sweep_dir(config))
+        start_sweep(sweep_dir(config), config.sweep.direction)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         write_summary(sweep_dir(config), config.sweep.objective, config.sweep.direction)

@@ -56,7 +56,9 @@ def test_queue_commands_turn_completed_trials_into_named_dvc_experiments_best_fi
     fake_trial(sweep, 0, "completed", 0.9, ["train.learning_rate=0.1", "paths.models=/x"])
     fake_trial(sweep, 1, "failed", None, ["train.learning_rate=-1"])
     fake_trial(sweep, 2, "completed", 0.3, ["train.learning_rate=0.01", "model.hidden_units=[64,64]"])
-    write_summary(sweep, "val_loss", "minimize")
+    start_sweep(sweep, "maximize")
+    assert [command[5] for command in queue_commands(sweep)] == ["lr-trial-0", "lr-trial-2"]
+    start_sweep(sweep, "minimize")
     assert queue_commands(sweep, target="evaluate") == [
         ["dvc", "exp", "run", "--queue", "-n", "lr-trial-2", "-S", "model=mlp", "-S", "train.learning_rate=0.01",
          "-S", "model.hidden_units=[64,64]", "evaluate"],
