@@ -142,6 +142,14 @@ class PathSettings:
 
 
 @dataclass
+class SweepSettings:
+    name: str  # multirun trials write under <dir>/<name>/<trial number>/
+    dir: str
+    objective: str  # final-epoch metric a sweep trial returns, see pipeline.sweep.available_objectives
+    direction: str  # minimize | maximize
+
+
+@dataclass
 class PipelineConfig:
     seed: int
     data: DataSettings
@@ -153,6 +161,7 @@ class PipelineConfig:
     evaluate: EvaluateSettings
     export: ExportSettings
     paths: PathSettings
+    sweep: SweepSettings
 
 
 MISSING_STRATEGIES = ("drop", "mean", "median", "most_frequent")
@@ -255,4 +264,11 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     _require(not {"CPU", "GPU"} & set(cluster.resources_per_worker), "cluster.resources_per_worker", cluster.resources_per_worker,
              "custom resources only (CPU and GPU come from cluster.cpus_per_worker and cluster.use_gpu)")
     _validate_export_and_gate(config)
+    from pipeline.sweep import DIRECTIONS, available_objectives
+
+    sweep = config.sweep
+    _require(bool(sweep.name) and "/" not in sweep.name and sweep.name not in (".", ".."), "sweep.name", sweep.name,
+             "a plain directory name (no '/')")
+    _one_of("sweep.direction", sweep.direction, DIRECTIONS)
+    _one_of("sweep.objective", sweep.objective, available_objectives(config.model.metrics))
     return config

@@ -203,15 +203,21 @@ def _log_config(config: PipelineConfig) -> None:
                 config.train.epochs, config.train.batch_size, config.cluster.num_workers)
 
 
-def stage_main(task: Callable[[PipelineConfig], object]) -> Callable[[], None]:
+def stage_main(task: Callable[[PipelineConfig], object], sweep_trials: bool = False) -> Callable[[], None]:
     """Wrap ``task(config)`` as a Hydra app over ``conf/`` with one-line user errors.
 
-    ``-v`` anywhere on the command line turns on full library logs.
+    ``-v`` anywhere on the command line turns on full library logs. With ``sweep_trials`` (the train
+    stage: ``task`` returns its final metrics), every job of a multirun is a sweep trial
+    (:func:`stages._sweep.run_trial`).
     """
     import hydra
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def hydra_entry(cfg) -> object:
+        from stages._sweep import in_multirun, run_trial
+
+        if sweep_trials and in_multirun():  # -m: own outputs per trial, failures recorded, the objective returned
+            return run_trial(task, cfg, to_settings)
         try:
             config = to_settings(cfg)
             _log_config(config)
