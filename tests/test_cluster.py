@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -181,6 +182,7 @@ def two_node_cluster():
     finally:
         for process in reversed(processes):
             _kill_session(process)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def cluster_overrides(address: str, root: Path, processed: str, *extra: str) -> list[str]:
