@@ -26,6 +26,9 @@ QUIET_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "3",  # drop TF C++ start-up noise (CUDA factory registration, oneDNN)
     "GRPC_VERBOSITY": "ERROR",
     "RAY_DEDUP_LOGS": "1",
+    # Ray's dedup drops a line whose digit-free words match another worker's line; keep each
+    # worker's "worker 1/2 on node ... pid ..." announcement (pipeline/worker.py) visible.
+    "RAY_DEDUP_LOGS_ALLOW_REGEX": r"worker \d+/\d+ on node ",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     # ray[train] is Ray's minimal install: no dashboard agent, so every Ray process logs a C++

@@ -104,6 +104,19 @@ def _record_run_state(storage: str, run_name: str, state: dict) -> None:
         stream.write(json.dumps(state).encode())
 
 
+def plan_run(request: TrainRequest, meta: dict, storage: str, tensorboard_root: Path) -> tuple[str, int, Path]:
+    """``(run name, epoch to resume after (0: start afresh), TensorBoard directory)``.
+
+    A fresh run gets its own TensorBoard directory ``<run name>-<UTC time>``; a resumed run
+    continues in the one its first attempt recorded, so the epoch steps carry on.
+    """
+    run_name = default_run_name(request, meta)
+    resume_epoch, resume_tensorboard = resumable_run(storage, run_name) if request.train.resume else (0, None)
+    if resume_epoch and resume_tensorboard:
+        return run_name, resume_epoch, Path(resume_tensorboard)
+    return run_name, resume_epoch, Path(tensorboard_root).resolve() / f"{run_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+
+
 def _set_aside(fs, path: str) -> None:
     """Rename ``path`` to ``path.<UTC time>`` if it exists (keeps old logs, frees the name)."""
     import pyarrow.fs
@@ -161,12 +174,8 @@ def run_train(request: TrainRequest, processed_dir: Path, output_dir: Path, tens
 
     meta = check_train_inputs(request, processed_dir)
     storage = str(storage_dir) if "://" in str(storage_dir) else str(Path(storage_dir).resolve())
-    run_name = default_run_name(request, meta)
+    run_name, resume_epoch, tensorboard_dir = plan_run(request, meta, storage, Path(tensorboard_root))
     fs, storage_root = _storage_fs(storage)
-    resume_epoch, resume_tensorboard = resumable_run(storage, run_name) if request.train.resume else (0, None)
-    # A fresh run gets its own TensorBoard directory; a resumed one continues in its old one.
-    tensorboard_dir = Path(resume_tensorboard if resume_epoch and resume_tensorboard else
-                           Path(tensorboard_root).resolve() / f"{run_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     job = TrainJob(processed_dir=str(Path(processed_dir).resolve()), tensorboard_dir=str(tensorboard_dir), seed=request.seed,
                    model=request.model, train=scaled_train_settings(request.train, request.cluster.num_workers), augment=request.augment,
                    mixed_precision=request.cluster.mixed_precision, xla=request.cluster.xla)
