@@ -111,7 +111,7 @@ def test_worker_logs_the_grid_and_trains_with_balanced_class_weights(images, tmp
     directory, meta = images
     config = compose("model=mlp", "augment=light", "train.class_weight=balanced", "train.epochs=2", "train.batch_size=8")
     job = TrainJob(processed_dir=str(directory), tensorboard_dir=str(tmp_path / "tb"), seed=0,
-                   model=config.model, train=config.train, augment=config.augment)
+                   model=config.model, train=config.train, augment=config.augment, mixed_precision=False, xla=False)
     (tmp_path / "job.json").write_text(json.dumps(job_to_dict(job)))
     script = ("import json, sys, pipeline, pipeline.inputs as inputs\n"
               "from pipeline.worker import fit_model, job_from_dict\n"
