@@ -134,7 +134,8 @@ def test_grid_sweep_gives_each_trial_its_outputs_and_records_a_failed_one(digits
     for number in (0, 1):
         assert (sweep / str(number) / "models" / "model.keras").is_file()
         run = json.loads((sweep / str(number) / "models" / "run.json").read_text())
-        assert Path(run["tensorboard_dir"]) == tmp_path / "tensorboard" / "grid" / f"trial-{number}"
+        tensorboard_dir = Path(run["tensorboard_dir"])  # <run name>-<start time>: a rerun never mixes into it
+        assert tensorboard_dir.parent == tmp_path / "tensorboard" / "grid" and tensorboard_dir.name.startswith(f"trial-{number}-")
         hparams, finals = read_hparams(Path(run["tensorboard_dir"]))
         assert hparams["train.learning_rate"] == pytest.approx([1e-2, 1e-3][number]) and hparams["model.name"] == "mlp"
         assert finals["final/val_loss"] == pytest.approx(records[number]["objective"], rel=1e-5)
@@ -159,7 +160,8 @@ def test_optuna_trials_run_concurrently_on_ray_and_a_rerun_resumes_the_stored_st
     ran = trials(tmp_path / "sweeps" / "tpe")
     assert max(record["started"] for record in ran.values()) < min(record["finished"] for record in ran.values())  # overlapped
     for record in ran.values():  # each trial had its own Ray Train run and outputs
-        assert (tmp_path / "ray" / "tpe" / f"trial-{record['trial']}").is_dir()
+        # a finished Ray Train run is set aside as <run name>.<time> (pipeline.train), so a rerun starts afresh
+        assert list((tmp_path / "ray" / "tpe").glob(f"trial-{record['trial']}.*")), sorted((tmp_path / "ray" / "tpe").iterdir())
         assert (tmp_path / "sweeps" / "tpe" / str(record["trial"]) / "models" / "model.keras").is_file()
     database = tmp_path / "sweeps" / "tpe" / "optuna.db"
     query = "SELECT number, state FROM trials ORDER BY number"
