@@ -101,19 +101,24 @@ def load_interpreter(path: Path):
 
 
 def tflite_predictor(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """Run the flatbuffer with the TFLite interpreter, resizing its batch dimension when it changes."""
+    """Run the flatbuffer with the TFLite interpreter one example at a time.
+
+    Batch 1 is how on-device clients run it; resizing the batch dimension of a dynamic-range
+    quantized CNN (hybrid conv kernels) crashed the interpreter with SIGSEGV under TF 2.19.
+    """
     interpreter = load_interpreter(path)
     (input_detail,) = interpreter.get_input_details()
     (output_detail,) = interpreter.get_output_details()
-    current_shape = [list(input_detail["shape"])]
+    if int(input_detail["shape"][0]) != 1:
+        interpreter.resize_tensor_input(input_detail["index"], [1, *input_detail["shape"][1:]])
+        interpreter.allocate_tensors()
 
     def predict(x: np.ndarray) -> np.ndarray:
-        if list(x.shape) != current_shape[0]:
-            interpreter.resize_tensor_input(input_detail["index"], list(x.shape))
-            interpreter.allocate_tensors()
-            current_shape[0] = list(x.shape)
-        interpreter.set_tensor(input_detail["index"], np.ascontiguousarray(x, dtype=np.float32))
-        interpreter.invoke()
-        return interpreter.get_tensor(output_detail["index"]).copy()
+        outputs = []
+        for example in np.ascontiguousarray(x, dtype=np.float32):
+            interpreter.set_tensor(input_detail["index"], example[np.newaxis])
+            interpreter.invoke()
+            outputs.append(interpreter.get_tensor(output_detail["index"])[0].copy())
+        return np.stack(outputs) if outputs else np.zeros((0, *output_detail["shape"][1:]), np.float32)
 
     return predict

@@ -58,3 +58,24 @@ def test_export_and_gate_settings_are_validated(override, expected):
     with pytest.raises(UserError, match=re.escape(expected)):
         compose(override)
     assert compose("export.tflite=[]", "export.max_accuracy_drop=-1").export.tflite == []
+
+
+def test_quantized_cnn_variants_run_on_a_batch(tmp_path):
+    """The shipped CNN's dynamic-range kernels crashed the interpreter (SIGSEGV) when its batch was resized to
+    the test split's size; the predictor runs batch 1, as devices do."""
+    import tensorflow as tf
+
+    from conftest import compose
+    from pipeline.export_saved_model import write_saved_model
+    from pipeline.models import build_model
+
+    tf.keras.utils.set_random_seed(0)
+    model = build_model(compose("model=cnn").model, (8, 8, 1), 10)
+    meta = {"input_shape": [8, 8, 1], "class_names": list("abcdefghij"), "normalization": {"method": "minmax", "offset": 0.0, "scale": 16.0}}
+    write_saved_model(model, meta, 16 / 255, tmp_path / "saved_model")
+    raw = np.random.default_rng(0).uniform(0, 16, size=(360, 8, 8, 1)).astype(np.float32)
+    expected = model.predict(raw / 16, verbose=0)
+    for variant in ("dynamic_range", "int8"):
+        write_tflite(tmp_path / "saved_model", tmp_path / f"{variant}.tflite", variant, representative=raw[:50])
+        outputs = tflite_predictor(tmp_path / f"{variant}.tflite")(raw)
+        assert outputs.shape == (360, 10) and np.abs(outputs - expected).max() < 0.1, variant
