@@ -2,8 +2,8 @@
 
 * ``saved_model/``: raw inputs in, probabilities and class names out, preprocessing inside
   (:mod:`pipeline.export_saved_model`); for TF Serving.
-* ``tflite/<variant>.tflite``: one file per ``export.tflite`` variant (float32, dynamic_range,
-  float16, int8; :mod:`pipeline.export_tflite`), run with the TFLite interpreter.
+* ``model.tflite`` (float32) and ``tflite/<variant>.tflite`` (dynamic_range, float16, int8): one
+  file per ``export.tflite`` variant (:mod:`pipeline.export_tflite`), run with the TFLite interpreter.
 * ``tfjs/``: the official converter's graph model (:mod:`pipeline.export_tfjs`), run in Node.js.
 
 Only a blessed model is exported (``reports/blessing.json``, :mod:`pipeline.gate`). Every artifact
@@ -26,7 +26,7 @@ from pipeline.errors import UserError
 from pipeline.evaluate import class_probabilities, load_trained_model
 from pipeline.export_report import Artifact, markdown_report, measure_artifact, report_failures, timed_runner
 from pipeline.export_saved_model import MAX_PIXEL, is_image_shape, raw_inputs, saved_model_predictor, write_saved_model
-from pipeline.export_tflite import FLOAT_VARIANTS, TFLITE_DIR, TFLITE_METADATA, tflite_predictor, tflite_relative_path, write_tflite
+from pipeline.export_tflite import DEFAULT_TFLITE, FLOAT_VARIANTS, TFLITE_DIR, TFLITE_METADATA, tflite_predictor, tflite_relative_path, write_tflite
 from pipeline.export_tfjs import tfjs_runner, write_tfjs
 from pipeline.gate import require_blessing
 from pipeline.io import read_json, remove_path, replace_path, write_json
@@ -35,7 +35,7 @@ from pipeline.settings import ExportSettings
 
 logger = logging.getLogger(__name__)
 
-ALL_ARTIFACTS = ("saved_model", TFLITE_DIR, "tfjs", "model.tflite")  # model.tflite: the pre-variant layout, removed
+ALL_ARTIFACTS = ("saved_model", TFLITE_DIR, "tfjs", DEFAULT_TFLITE)
 REPORT_FILES = ("report.md", "report.json")  # report.json last: it marks a complete export
 
 
@@ -125,7 +125,8 @@ def run_export(settings: ExportSettings, processed_dir: Path, models_dir: Path, 
         failure = report_failures(report)
         if failure:
             raise UserError(failure)
-        _install(workdir, output_dir, report, {artifact.relative_path.split("/")[0] for artifact in artifacts})
+        kept = {artifact.relative_path.split("/")[0] for artifact in artifacts} | ({TFLITE_DIR} if settings.tflite else set())
+        _install(workdir, output_dir, report, kept)
     logger.info("Exported %s to %s (float artifacts within %g, accuracy drop at most %g)", ", ".join(report["artifacts"]),
                 output_dir, settings.tolerance, settings.max_accuracy_drop)
     return report

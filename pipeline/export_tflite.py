@@ -26,8 +26,12 @@ TFLITE_DIR = "tflite"
 TFLITE_METADATA = f"{TFLITE_DIR}/metadata.json"  # class names and pixel_to_raw, for clients such as predict
 
 
+DEFAULT_TFLITE = "model.tflite"  # the float32 variant keeps the name clients and docs rely on
+
+
 def tflite_relative_path(variant: str) -> str:
-    return f"{TFLITE_DIR}/{variant}.tflite"
+    """``model.tflite`` for float32 (the default), ``tflite/<variant>.tflite`` for quantized variants."""
+    return DEFAULT_TFLITE if variant == "float32" else f"{TFLITE_DIR}/{variant}.tflite"
 
 
 def _converter(saved_model_dir: Path, variant: str, representative: np.ndarray | None, allow_select_tf_ops: bool):

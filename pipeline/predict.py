@@ -72,7 +72,9 @@ def _load_tflite(path: Path) -> Predictor:
         raise UserError(f"predict: {path} is not a valid TFLite model ({first}): re-export it (dvc repro export)") from None
     input_shape = [int(size) for size in interpreter.get_input_details()[0]["shape"][1:]]
     num_classes = int(interpreter.get_output_details()[0]["shape"][-1])
-    metadata_path = path.with_name("metadata.json")
+    # beside the file (tflite/<variant>.tflite), or in tflite/ next to the default exports/model.tflite
+    metadata_path = next((candidate for candidate in (path.with_name("metadata.json"), path.parent / "tflite" / "metadata.json")
+                          if candidate.is_file()), path.with_name("metadata.json"))
     metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
     class_names = metadata.get("class_names") or [str(index) for index in range(num_classes)]
     return Predictor(path, input_shape, class_names, float(metadata.get("pixel_to_raw", 1.0)), predict)
@@ -86,7 +88,7 @@ def load_predictor(model_path: Path) -> Predictor:
     """
     model_path = Path(model_path)
     if not model_path.exists():
-        raise UserError(f"predict: model {model_path} not found: pass exports/saved_model or exports/tflite/<variant>.tflite")
+        raise UserError(f"predict: model {model_path} not found: pass exports/saved_model, exports/model.tflite or exports/tflite/<variant>.tflite")
     if model_path.is_dir():
         if not (model_path / "saved_model.pb").is_file():
             raise UserError(f"predict: {model_path} has no saved_model.pb: pass the exports/saved_model directory or a .tflite file")

@@ -74,7 +74,8 @@ def test_exports_match_the_trained_model_on_raw_inputs(exported_mlp):
     assert table.count("| tflite_") == 2 and "latency (ms, batch 1)" in table
     metadata = json.loads((out / "tflite" / "metadata.json").read_text())
     assert metadata["class_names"] == [str(d) for d in range(10)] and metadata["pixel_to_raw"] == pytest.approx(16 / 255)
-    assert sorted(p.name for p in (out / "tflite").iterdir()) == ["float32.tflite", "int8.tflite", "metadata.json"]
+    assert (out / "model.tflite").is_file()  # float32: the name issue 2's docs and clients rely on
+    assert sorted(p.name for p in (out / "tflite").iterdir()) == ["int8.tflite", "metadata.json"]
 
 
 def test_saved_model_takes_raw_inputs_and_returns_class_names(exported_mlp, digits_pipeline):
@@ -137,13 +138,13 @@ def test_int8_accuracy_gate_fails_the_export(trained_mlp, tmp_path):
 def test_export_with_a_format_off_removes_its_stale_artifact(trained_mlp, tmp_path):
     config, _, _ = trained_mlp
     out = tmp_path / "exports"
-    for stale in ("tfjs/model.json", "saved_model/saved_model.pb", "model.tflite"):
+    for stale in ("tfjs/model.json", "saved_model/saved_model.pb", "tflite/int8.tflite"):
         (out / stale).parent.mkdir(parents=True, exist_ok=True)
         (out / stale).write_text("{}")
     only_tflite = dataclasses.replace(config.export, saved_model=False, tflite=["float32"], tfjs=False, latency_repeats=0)
     report = run_export(only_tflite, Path(config.paths.processed), Path(config.paths.models), out, None)
     assert list(report["artifacts"]) == ["tflite_float32"] and report["artifacts"]["tflite_float32"]["latency_ms_batch1"] is None
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "tflite"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.tflite", "report.json", "report.md", "tflite"]
 
 
 def test_export_refuses_an_unblessed_model(trained_mlp, tmp_path):

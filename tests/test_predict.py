@@ -52,7 +52,7 @@ def test_saved_model_on_every_input_kind_of_a_folder(digits_inputs, capsys):
 
 def test_tflite_agrees_and_prints_top_k_lines(digits_inputs, capsys):
     out, folder, classes = digits_inputs
-    main([str(out / "tflite" / "float32.tflite"), str(folder / "a.png"), str(folder / "batch.npy"), "-k", "3"])
+    main([str(out / "model.tflite"), str(folder / "a.png"), str(folder / "batch.npy"), "-k", "3"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 5 and lines[0].startswith(f"{folder / 'a.png'}: {classes[0]} (")
     assert [line.split(": ")[1].split(" ")[0] for line in lines[1:]] == classes
