@@ -27,6 +27,19 @@ def dvc(repo: Path, *args: str, timeout: float = 900) -> subprocess.CompletedPro
     return result
 
 
+def experiments_by_name(repo: Path) -> dict[str, tuple[dict, dict]]:
+    """``dvc exp show``'s experiments as ``{name: (params.yaml content, reports/metrics.json content)}``."""
+    found = {}
+    for baseline in json.loads(dvc(repo, "exp", "show", "--json").stdout):
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs", []):
+                data = rev.get("data") or {}
+                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+                metrics = data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})
+                found[rev.get("name") or exp.get("name")] = (params, metrics)
+    return found
+
+
 def ran(result: subprocess.CompletedProcess) -> set[str]:
     return set(re.findall(r"Running stage '(\w+)'", result.stdout))
 
@@ -69,15 +82,7 @@ def test_repro_reruns_exactly_what_a_change_touches_and_experiments_work(smoke_r
 
     dvc(repo, "exp", "run", "-n", "one-epoch", "-S", "train.epochs=1")
     dvc(repo, "exp", "run", "-n", "cnn", "-S", "model=cnn")
-    experiments = json.loads(dvc(repo, "exp", "show", "--json").stdout)
-    found = {}
-    for baseline in experiments:
-        for exp in baseline.get("experiments") or []:
-            for rev in exp.get("revs", []):
-                data = rev.get("data") or {}
-                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
-                metrics = data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})
-                found[rev.get("name") or exp.get("name")] = (params, metrics)
+    found = experiments_by_name(repo)
     assert found["one-epoch"][0]["train"]["epochs"] == 1 and "accuracy" in found["one-epoch"][1]
     assert found["cnn"][0]["model"]["name"] == "cnn" and "accuracy" in found["cnn"][1]
 

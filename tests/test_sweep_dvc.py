@@ -3,7 +3,6 @@ and listed with their metrics by `dvc exp show`, in a temporary git copy of the 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.sweep import write_trial
-from test_dvc_e2e import dvc
+from test_dvc_e2e import dvc, experiments_by_name
 
 pytestmark = pytest.mark.slow
 
@@ -51,14 +50,7 @@ def test_sweep_trials_become_queued_dvc_experiments_with_metrics(git_copy):
     finally:
         dvc(repo, "queue", "stop")
     assert status.count("Success") == 2, status
-    found = {}
-    for baseline in json.loads(dvc(repo, "exp", "show", "--json").stdout):
-        for exp in baseline.get("experiments") or []:
-            for rev in exp.get("revs", []):
-                data = rev.get("data") or {}
-                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
-                metrics = data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})
-                found[rev.get("name") or exp.get("name")] = (params, metrics)
+    found = experiments_by_name(repo)
     for number, learning_rate in ((0, 0.01), (1, 0.001)):
         params, metrics = found[f"lr-trial-{number}"]
         assert params["train"]["learning_rate"] == learning_rate and params["model"]["name"] == "mlp"
