@@ -135,5 +135,6 @@ def compile_model(model, model_settings: ModelSettings, train: TrainSettings, nu
         optimizer=make_optimizer(train, learning_rate),
         loss=loss_name(model_settings, num_classes),
         metrics=make_metrics(model_settings, num_classes),
+        steps_per_execution=train.steps_per_execution,
     )
     return model

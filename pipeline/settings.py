@@ -84,6 +84,7 @@ class TrainSettings:
     max_failures: int  # worker-group restarts from the last checkpoint within a run
     resume: bool  # a rerun of the same config continues from its last checkpoint
     scale_lr_with_workers: bool  # learning rate x num_workers (linear scaling rule)
+    steps_per_execution: int  # batches per compiled call (Keras compile(steps_per_execution=...))
 
 
 @dataclass
@@ -255,6 +256,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
              f"a global batch divisible by cluster.num_workers={cluster.num_workers}")
     _require(pre.num_shards >= cluster.num_workers, "preprocess.num_shards", pre.num_shards,
              f"at least cluster.num_workers={cluster.num_workers} shards so every worker reads data")
+    _require(train.steps_per_execution >= 1, "train.steps_per_execution", train.steps_per_execution, "an integer >= 1")
     _require(train.keep_checkpoints >= 1, "train.keep_checkpoints", train.keep_checkpoints, "an integer >= 1")
     _require(train.max_failures >= -1, "train.max_failures", train.max_failures, "an integer >= 0 (-1: retry forever)")
     _require(cluster.connect_timeout > 0, "cluster.connect_timeout", cluster.connect_timeout, "a number of seconds > 0")

@@ -113,8 +113,10 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None, resume_dir
 
     quiet_tensorflow_loggers()
     # First TF call of the process: MWMS configures collective ops, which must happen before
-    # anything (a Keras layer, e.g. the augmenter) initialises the eager context.
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    # anything (a Keras layer, e.g. the augmenter) initialises the eager context. A lone worker has
+    # nothing to all-reduce: MWMS's distributed iterator and collectives cost it ~40% of the
+    # throughput of a small model (bench/train_overhead.py), so it trains under the default strategy.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if world_size > 1 else tf.distribute.get_strategy()
     tf.keras.utils.set_random_seed(job.seed)
     tf.config.experimental.enable_op_determinism()
     if job.mixed_precision:
