@@ -3,6 +3,9 @@
 Output contract (``paths.raw``):
 - ``x.npy``: ``uint8 (n, height, width, channels)`` images or ``float32 (n, features)`` tables,
   loadable with ``np.load(..., mmap_mode="r")``; ``y.npy``: ``int64`` class indices;
+- ``split.npy`` (sources with their own test split: Keras's datasets, an ``.npz`` with
+  ``x_test``/``y_test``): ``int8`` per example, 1 = the source's test split (kept apart by
+  ``preprocess.test_split=source``);
 - ``schema.json``: see :mod:`pipeline.schema`;
 - ``manifest.json``: source, example count, class names and counts, feature shape/dtype/names,
   SHA-256 checksums, the schema, bad records skipped (by path or row) and schema anomalies.
@@ -17,6 +20,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, sha256_file, write_json
+from pipeline.preprocess import SOURCE_SPLIT_FILE
 from pipeline.records import BadRecords, RawData
 from pipeline.schema import enforce, find_anomalies, infer_schema, load_schema
 from pipeline.settings import DataSettings
@@ -83,6 +87,8 @@ def check_records(data: RawData, policy: str) -> RawData:
     keep = _bad_rows(data, policy)
     if not keep.all():
         data.x, data.y, data.written = np.asarray(data.x[keep]), data.y[keep], False
+        if data.is_test is not None:
+            data.is_test = data.is_test[keep]
     name = data.source
     if len(data.y) == 0:
         first = data.bad_records[0] if data.bad_records else {"record": "?", "reason": "?"}
@@ -107,6 +113,10 @@ def run_ingest(settings: DataSettings, output_dir: Path) -> dict:
         if not data.written:
             np.save(tmp / "x.npy", data.x)
         np.save(tmp / "y.npy", data.y)
+        written = ["x.npy", "y.npy"]
+        if data.is_test is not None:
+            np.save(tmp / SOURCE_SPLIT_FILE, np.asarray(data.is_test, dtype=np.int8))
+            written.append(SOURCE_SPLIT_FILE)
         schema = infer_schema(data)
         anomalies = find_anomalies(reference, schema, data.notes) if reference else []
         if reference:
@@ -120,7 +130,8 @@ def run_ingest(settings: DataSettings, output_dir: Path) -> dict:
             "feature_shape": list(data.x.shape[1:]),
             "feature_dtype": str(data.x.dtype),
             "feature_names": [feature["name"] for feature in schema["features"]] if data.x.ndim == 2 else None,
-            "checksums": {name: sha256_file(tmp / name) for name in ("x.npy", "y.npy")},
+            "source_test_examples": None if data.is_test is None else int(np.sum(data.is_test)),
+            "checksums": {name: sha256_file(tmp / name) for name in written},
             "schema": schema,
             "validated_against": settings.schema,
             "anomalies": anomalies,

@@ -40,6 +40,7 @@ class RawData:
     value_range: Optional[tuple[float, float]] = None
     notes: dict = field(default_factory=dict)  # source-specific facts for the manifest (e.g. missing values)
     written: bool = False
+    is_test: Optional[np.ndarray] = None  # 1 per example of the source's own test split, 0 for its train pool
 
 
 class BadRecords:

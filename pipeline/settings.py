@@ -27,6 +27,7 @@ class DataSettings:
     schema: Optional[str]  # stored schema.json to validate the new data against
     on_anomaly: str  # fail | warn
     on_bad_record: str  # fail | skip
+    label_mode: str  # cifar100: fine (100 classes) | coarse (20 superclasses)
 
 
 @dataclass
@@ -222,6 +223,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     _one_of("data.missing", data.missing, MISSING_STRATEGIES)
     _one_of("data.on_anomaly", data.on_anomaly, ANOMALY_POLICIES)
     _one_of("data.on_bad_record", data.on_bad_record, BAD_RECORD_POLICIES)
+    _one_of("data.label_mode", data.label_mode, ("fine", "coarse"))
     _require(data.channels in (None, 1, 3), "data.channels", data.channels, "1 (grey), 3 (RGB) or null (keep)")
     _require(data.image_size is None or (len(data.image_size) == 2 and min(data.image_size) > 0), "data.image_size",
              data.image_size, "[height, width] of positive integers or null (keep each image's size)")

@@ -44,7 +44,8 @@ def load_digits(settings: DataSettings, staging_dir=None, reference=None) -> Raw
 def load_npz(settings: DataSettings, staging_dir=None, reference=None) -> RawData:
     """Your own arrays: ``data.path`` is an ``.npz`` with ``x`` (features or images) and ``y`` (integer labels).
 
-    Optional ``class_names`` array; otherwise classes are named ``0..max(y)``.
+    Optional ``class_names`` array; otherwise classes are named ``0..max(y)``. Optional ``x_test``
+    and ``y_test``: your own test split, appended and kept apart by ``preprocess.test_split=source``.
     """
     path = require_path(settings, "file.npz (arrays x and y)")
     try:
@@ -52,14 +53,22 @@ def load_npz(settings: DataSettings, staging_dir=None, reference=None) -> RawDat
             missing = {"x", "y"} - set(archive.files)
             if missing:
                 raise UserError(f"data: {path} lacks arrays {sorted(missing)}: save it with np.savez(path, x=features, y=labels)")
-            x, y = archive["x"], archive["y"]
+            x, y, is_test = archive["x"], archive["y"], None
+            test_arrays = {"x_test", "y_test"} & set(archive.files)
+            if len(test_arrays) == 1:
+                raise UserError(f"data: {path} has {test_arrays.pop()} without its pair: save both x_test and y_test, or neither")
+            if test_arrays:
+                from pipeline.sources_keras import split_mask
+
+                is_test = split_mask(len(y), len(archive["y_test"]))
+                x, y = np.concatenate([x, archive["x_test"]]), np.concatenate([y, archive["y_test"]])
             names = [str(name) for name in archive["class_names"]] if "class_names" in archive.files else None
     except (OSError, ValueError) as error:
         raise UserError(f"data: cannot read {path} as .npz ({str(error).splitlines()[0]}): save it with np.savez(path, x=..., y=...)") from None
     if names is None:
         top = int(y.max()) if y.size and np.issubdtype(y.dtype, np.integer) else 0
         names = [str(index) for index in range(top + 1)]
-    return RawData(x=x, y=y, class_names=names, source="npz")
+    return RawData(x=x, y=y, class_names=names, source="npz", is_test=is_test)
 
 
 def _registry() -> dict[str, Loader]:

@@ -31,6 +31,8 @@ CIFAR = {  # name -> (archive, folder inside it, train files, test file, label k
     "cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
                 b"labels", "batches.meta", b"label_names"),
     "cifar100": ("cifar-100-python.tar.gz", "cifar-100-python", ["train"], "test", b"fine_labels", "meta", b"fine_label_names"),
+    "cifar100-coarse": ("cifar-100-python.tar.gz", "cifar-100-python", ["train"], "test", b"coarse_labels", "meta",
+                        b"coarse_label_names"),
 }
 
 
@@ -59,8 +61,8 @@ def fetch(filename: str, origin: str, cache_dir: Path, subdir: str) -> Path:
     return Path(tf.keras.utils.get_file(filename, origin=origin, cache_dir=str(cache_dir), cache_subdir=subdir))
 
 
-def read_keras_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read Keras's ``.npz`` layout (x_train, y_train, x_test, y_test) into one pool."""
+def read_keras_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read Keras's ``.npz`` layout (x_train, y_train, x_test, y_test) into one pool, and its test mask."""
     layout = "arrays x_train, y_train, x_test, y_test"
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -69,9 +71,15 @@ def read_keras_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 raise UserError(f"data: {path} lacks arrays {sorted(missing)}: expected Keras's .npz layout ({layout})")
             x = np.concatenate([archive["x_train"], archive["x_test"]])
             y = np.concatenate([archive["y_train"], archive["y_test"]]).reshape(-1)
+            is_test = split_mask(len(archive["y_train"]), len(archive["y_test"]))
     except (OSError, ValueError) as error:
         raise UserError(f"data: cannot read {path} as .npz ({str(error).splitlines()[0]}): provide Keras's .npz ({layout})") from None
-    return x, y
+    return x, y, is_test
+
+
+def split_mask(num_train: int, num_test: int) -> np.ndarray:
+    """``split.npy``'s content for a train part followed by a test part: 0 then 1."""
+    return np.concatenate([np.zeros(num_train, np.int8), np.ones(num_test, np.int8)])
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -92,9 +100,9 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
 
-def read_idx_folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The train and/or t10k IDX pairs found in ``folder`` (any prefix, ``.gz`` or not), pooled."""
-    xs, ys = [], []
+def read_idx_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The train and/or t10k IDX pairs found in ``folder`` (any prefix, ``.gz`` or not), pooled, and the t10k mask."""
+    xs, ys, masks = [], [], []
     for split in ("train", "t10k"):
         images = sorted(folder.glob(f"*{split}-images*idx3-ubyte*"))
         labels = sorted(folder.glob(f"*{split}-labels*idx1-ubyte*"))
@@ -106,36 +114,36 @@ def read_idx_folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:
             x, y = read_idx(images[0]), read_idx(labels[0])
             if len(x) != len(y):
                 raise UserError(f"data: {images[0].name} has {len(x)} images but {labels[0].name} {len(y)} labels: use a matching pair")
-            xs.append(x), ys.append(y)
+            xs.append(x), ys.append(y), masks.append(np.full(len(y), split == "t10k", np.int8))
     if not xs:
         raise UserError(f"data: no IDX files in {folder}: place {', '.join(IDX_FILES)} (gzipped or not) there")
-    return np.concatenate(xs), np.concatenate(ys)
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(masks)
 
 
-def _mnist_like(settings: DataSettings, npz_name: str, subdir: str, files: str) -> tuple[np.ndarray, np.ndarray]:
+def _mnist_like(settings: DataSettings, npz_name: str, subdir: str, files: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if settings.path:
         path = require_path(settings, f"Keras's {npz_name}", also=f" (or point it at a folder of the IDX files {files})")
         if path.is_file() and "idx" in path.name:  # one of the IDX files: read the set in its folder
             path = path.parent
-        x, y = read_idx_folder(path) if path.is_dir() else read_keras_npz(path)
+        x, y, is_test = read_idx_folder(path) if path.is_dir() else read_keras_npz(path)
     elif npz_name == "mnist.npz":
-        x, y = read_keras_npz(keras_download(npz_name, KERAS_ORIGIN + npz_name, settings))
+        x, y, is_test = read_keras_npz(keras_download(npz_name, KERAS_ORIGIN + npz_name, settings))
     else:
         folder = [keras_download(name, KERAS_ORIGIN + name, settings, f"datasets/{subdir}") for name in IDX_FILES][0].parent
-        x, y = read_idx_folder(folder)
-    return (x[..., np.newaxis] if x.ndim == 3 else x), y.astype(np.int64)
+        x, y, is_test = read_idx_folder(folder)
+    return (x[..., np.newaxis] if x.ndim == 3 else x), y.astype(np.int64), is_test
 
 
 def load_mnist(settings: DataSettings, staging_dir=None, reference=None) -> RawData:
     """MNIST: ``data.path`` is Keras's ``mnist.npz`` or a folder of IDX files; else Keras's cache/download."""
-    x, y = _mnist_like(settings, "mnist.npz", "", "train-images-idx3-ubyte.gz ...")
-    return RawData(x=x, y=y, class_names=[str(c) for c in range(10)], source="mnist")
+    x, y, is_test = _mnist_like(settings, "mnist.npz", "", "train-images-idx3-ubyte.gz ...")
+    return RawData(x=x, y=y, class_names=[str(c) for c in range(10)], source="mnist", is_test=is_test)
 
 
 def load_fashion_mnist(settings: DataSettings, staging_dir=None, reference=None) -> RawData:
     """Fashion-MNIST: ``data.path`` is a folder of IDX files (or an ``.npz``); else Keras's cache/download."""
-    x, y = _mnist_like(settings, "fashion_mnist.npz", "fashion-mnist", "train-images-idx3-ubyte.gz ...")
-    return RawData(x=x, y=y, class_names=list(FASHION_CLASSES), source="fashion_mnist")
+    x, y, is_test = _mnist_like(settings, "fashion_mnist.npz", "fashion-mnist", "train-images-idx3-ubyte.gz ...")
+    return RawData(x=x, y=y, class_names=list(FASHION_CLASSES), source="fashion_mnist", is_test=is_test)
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -173,32 +181,34 @@ def _unpickle(name: str, raw: bytes, source: Path) -> dict:
         raise UserError(f"data: {source}: {name} is not a CIFAR python batch ({type(error).__name__}: {error}): download it again") from None
 
 
-def _load_cifar(settings: DataSettings, name: str, default_classes: list[str]) -> RawData:
-    archive_name, folder, train_files, test_file, label_key, meta_file, names_key = CIFAR[name]
+def _load_cifar(settings: DataSettings, name: str, default_classes: list[str], variant: str | None = None) -> RawData:
+    archive_name, folder, train_files, test_file, label_key, meta_file, names_key = CIFAR[variant or name]
     if settings.path:
         path = require_path(settings, archive_name, also=f" (or its extracted {folder}/ folder, or an .npz with x_train, y_train, x_test, y_test)")
     else:
         path = keras_download(archive_name, f"https://www.cs.toronto.edu/~kriz/{archive_name}", settings)
     if path.is_file() and path.suffix == ".npz":
-        x, y = read_keras_npz(path)
-        return RawData(x=x, y=y.astype(np.int64), class_names=list(default_classes), source=name)
+        x, y, is_test = read_keras_npz(path)
+        return RawData(x=x, y=y.astype(np.int64), class_names=list(default_classes), source=name, is_test=is_test)
     members = _cifar_members(path, [*train_files, test_file, meta_file])
     batches = [file for file in [*train_files, test_file] if file in members]
     if not batches:
         raise UserError(f"data: {path} holds none of CIFAR's batch files ({', '.join([*train_files, test_file])}): "
                         f"point data.path at {archive_name} or its extracted {folder}/ folder")
-    xs, ys = [], []
+    xs, ys, masks = [], [], []
     for file in batches:
         batch = _unpickle(file, members[file], path)
         if b"data" not in batch or label_key not in batch:
             raise UserError(f"data: {path}: {file} lacks 'data' or '{label_key.decode()}': expected a {name} python batch")
         xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        masks.append(np.full(len(ys[-1]), file == test_file, np.int8))
     classes = list(default_classes)
     if meta_file in members:
         classes = [item.decode() for item in _unpickle(meta_file, members[meta_file], path).get(names_key, [])] or classes
     logger.info("Read %s batches %s from %s", name, ", ".join(batches), path)
-    return RawData(x=np.ascontiguousarray(np.concatenate(xs)), y=np.concatenate(ys), class_names=classes, source=name)
+    return RawData(x=np.ascontiguousarray(np.concatenate(xs)), y=np.concatenate(ys), class_names=classes, source=name,
+                   is_test=np.concatenate(masks))
 
 
 def load_cifar10(settings: DataSettings, staging_dir=None, reference=None) -> RawData:
@@ -207,5 +217,8 @@ def load_cifar10(settings: DataSettings, staging_dir=None, reference=None) -> Ra
 
 
 def load_cifar100(settings: DataSettings, staging_dir=None, reference=None) -> RawData:
-    """CIFAR-100: 32x32 RGB, the 100 fine classes (names from ``meta``)."""
+    """CIFAR-100: 32x32 RGB, the 100 fine classes or (``data.label_mode=coarse``) the 20 superclasses
+    (names from ``meta``). A Keras-style ``.npz`` holds one labelling: the one it was saved with."""
+    if settings.label_mode == "coarse":
+        return _load_cifar(settings, "cifar100", [str(index) for index in range(20)], variant="cifar100-coarse")
     return _load_cifar(settings, "cifar100", [str(index) for index in range(100)])

@@ -144,3 +144,50 @@ def test_cifar_batches_that_are_not_plain_arrays_are_refused(tmp_path):
         load_source(data("cifar10", path=folder))
     with pytest.raises(UserError, match="holds none of CIFAR's batch files"):
         load_source(data("cifar10", path=(tmp_path / "empty").mkdir() or tmp_path / "empty"))
+
+
+def test_the_sources_own_test_split_is_written_and_kept_apart_by_preprocess(tmp_path):
+    """Keras's train/test (here MNIST's t10k IDX files) -> raw/split.npy -> preprocess.test_split=source."""
+    from conftest import compose, tmp_paths
+    from pipeline.preprocess import run_preprocess
+
+    folder = write_idx_folder(tmp_path / "idx", 40, splits=("train",))
+    write_idx_folder(folder, 20, splits=("t10k",))
+    config = compose("data=mnist", f"data.path={folder}", "preprocess.test_split=source", "preprocess.val_fraction=0.25",
+                     *tmp_paths(tmp_path))
+    manifest = run_ingest(config.data, tmp_path / "raw")
+    split = np.load(tmp_path / "raw" / "split.npy")
+    assert split.tolist() == [0] * 40 + [1] * 20 and manifest["source_test_examples"] == 20
+    assert "split.npy" in manifest["checksums"]
+    meta = run_preprocess(config.preprocess, config.seed, tmp_path / "raw", tmp_path / "processed")
+    sizes = {name: sum(shard["num_examples"] for shard in shards) for name, shards in meta["splits"].items()}
+    assert sizes["test"] == 20 and sizes["train"] + sizes["val"] == 40
+
+
+def test_bad_records_are_dropped_from_the_split_too(tmp_path):
+    from conftest import write_npz
+
+    x = RNG.normal(size=(10, 3)).astype(np.float32)
+    x[2, 1] = np.nan  # a bad record in the train part: split.npy must stay aligned with x and y
+    path = write_npz(tmp_path / "d.npz", x, np.arange(10) % 2, x_test=RNG.normal(size=(4, 3)), y_test=np.array([0, 1, 0, 1]))
+    manifest = run_ingest(data("npz", path=path, on_bad_record="skip"), tmp_path / "raw")
+    assert np.load(tmp_path / "raw" / "split.npy").tolist() == [0] * 9 + [1] * 4 and manifest["num_examples"] == 13
+    write_npz(tmp_path / "half.npz", x, np.arange(10) % 2, x_test=x)
+    with pytest.raises(UserError, match="has x_test without its pair"):
+        load_source(data("npz", path=tmp_path / "half.npz"))
+
+
+def test_cifar100_coarse_labels_and_names(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    for name, count in (("train", 6), ("test", 3)):
+        batch = {b"data": RNG.integers(0, 255, (count, 3072), dtype=np.uint8), b"fine_labels": list(range(count)),
+                 b"coarse_labels": [index % 20 for index in range(count, 2 * count)]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": [f"f{i}".encode() for i in range(100)],
+                                                b"coarse_label_names": [f"c{i}".encode() for i in range(20)]}))
+    coarse = load_source(data("cifar100", path=folder, label_mode="coarse"))
+    assert len(coarse.class_names) == 20 and coarse.class_names[7] == "c7"
+    assert coarse.y.tolist() == [6, 7, 8, 9, 10, 11, 3, 4, 5] and coarse.is_test.tolist() == [0] * 6 + [1] * 3
+    fine = load_source(data("cifar100", path=folder))
+    assert len(fine.class_names) == 100 and fine.y.tolist() == [0, 1, 2, 3, 4, 5, 0, 1, 2]
