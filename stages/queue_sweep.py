@@ -48,7 +48,8 @@ def main() -> None:
             report_user_error(UserError(f"`{' '.join(command)}` failed: {' '.join(result.stderr.split())[:300]}"))
         logger.info("Queued %s", command[command.index("-n") + 1])
     if not args.dry_run:
-        logger.info("Queued %d experiments: run them with `dvc queue start`, watch `dvc queue status`, compare `dvc exp show`", len(commands))
+        logger.info("Queued %d experiment%s: run them with `dvc queue start`, watch `dvc queue status`, compare `dvc exp show`", len(commands),
+                    "" if len(commands) == 1 else "s")
 
 
 if __name__ == "__main__":
