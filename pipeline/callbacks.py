@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -19,6 +20,70 @@ def _keras_callback_base():
     return tf.keras.callbacks.Callback
 
 
+CALLBACK_STATE_FILE = "callbacks.json"
+BEST_WEIGHTS_FILE = "best_weights.npz"
+# The counters Keras resets in on_train_begin, per callback; EarlyStopping's best weights go to BEST_WEIGHTS_FILE.
+STATE_FIELDS = {"EarlyStopping": ("wait", "best", "best_epoch"), "ReduceLROnPlateau": ("wait", "best", "cooldown_counter")}
+
+
+def _resumable(base):
+    """``base`` (EarlyStopping or ReduceLROnPlateau) whose ``resume_state``, if set, survives ``on_train_begin``.
+
+    Keras resets the patience counters whenever ``fit`` starts, so without this a resumed run
+    would wait ``patience`` more epochs than an uninterrupted one.
+    """
+
+    class Resumable(base):
+        resume_state: dict | None = None
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            for name, value in (self.resume_state or {}).items():
+                setattr(self, name, value)
+
+    Resumable.__name__ = Resumable.__qualname__ = base.__name__
+    return Resumable
+
+
+def _stateful(callbacks) -> dict:
+    """``{class name: callback}`` for the callbacks whose counters a checkpoint keeps."""
+    return {type(callback).__name__: callback for callback in callbacks if type(callback).__name__ in STATE_FIELDS}
+
+
+def save_callback_state(callbacks, directory: Path) -> None:
+    """Write the patience counters (and EarlyStopping's best weights) of ``callbacks`` into ``directory``."""
+    import numpy as np
+
+    state = {name: {field: float(getattr(callback, field)) if field == "best" else int(getattr(callback, field))
+                    for field in STATE_FIELDS[name]}
+             for name, callback in _stateful(callbacks).items()}
+    (Path(directory) / CALLBACK_STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # inf is written as Infinity
+    best_weights = getattr(_stateful(callbacks).get("EarlyStopping"), "best_weights", None)
+    if best_weights is not None:
+        np.savez(Path(directory) / BEST_WEIGHTS_FILE, *best_weights)
+
+
+def restore_callback_state(callbacks, directory: Path) -> None:
+    """Hand ``callbacks`` the counters a checkpoint recorded; they apply them when ``fit`` starts.
+
+    A checkpoint without :data:`CALLBACK_STATE_FILE` (written before it existed) restores nothing.
+    """
+    import numpy as np
+
+    path = Path(directory) / CALLBACK_STATE_FILE
+    if not path.is_file():
+        return
+    state = json.loads(path.read_text())
+    weights_path = Path(directory) / BEST_WEIGHTS_FILE
+    for name, callback in _stateful(callbacks).items():
+        if name not in state:
+            continue  # the callback was disabled when the checkpoint was written
+        callback.resume_state = dict(state[name])
+        if name == "EarlyStopping" and weights_path.is_file():
+            with np.load(weights_path) as arrays:
+                callback.resume_state["best_weights"] = [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
+
+
 def configured_callbacks(train: TrainSettings, tensorboard_dir: Path | None) -> list:
     """EarlyStopping, ReduceLROnPlateau and TensorBoard as ``train`` asks.
 
@@ -30,10 +95,10 @@ def configured_callbacks(train: TrainSettings, tensorboard_dir: Path | None) -> 
 
     callbacks = []
     if train.early_stopping.enabled:
-        callbacks.append(tf.keras.callbacks.EarlyStopping(
+        callbacks.append(_resumable(tf.keras.callbacks.EarlyStopping)(
             monitor=train.early_stopping.monitor, patience=train.early_stopping.patience, restore_best_weights=True))
     if train.reduce_lr.enabled:
-        callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(
+        callbacks.append(_resumable(tf.keras.callbacks.ReduceLROnPlateau)(
             monitor=train.reduce_lr.monitor, factor=train.reduce_lr.factor, patience=train.reduce_lr.patience))
     log_dir = str(tensorboard_dir) if tensorboard_dir is not None else tempfile.mkdtemp(prefix="tb-discard-")
     callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=tensorboard_dir is not None, profile_batch=0))

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # ray.train.v2._internal.constants.CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 RUN_STATE_FILE = "pipeline_run.json"
+SET_ASIDE_KEPT = 3  # finished or replaced runs kept in cluster.storage_dir (their logs); older ones are deleted
+SET_ASIDE_SUFFIX = re.compile(r"\.(\d{8}-\d{6})$")
 
 
 @dataclass
@@ -118,11 +121,34 @@ def plan_run(request: TrainRequest, meta: dict, storage: str, tensorboard_root: 
 
 
 def _set_aside(fs, path: str) -> None:
-    """Rename ``path`` to ``path.<UTC time>`` if it exists (keeps old logs, frees the name)."""
+    """Rename ``path`` to ``path.<UTC time>`` if it exists (keeps old logs, frees the name), then
+    delete all but the :data:`SET_ASIDE_KEPT` newest set-aside runs next to it."""
     import pyarrow.fs
 
     if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
         fs.move(path, f"{path}.{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    prune_set_aside(fs, path.rpartition("/")[0])
+
+
+def prune_set_aside(fs, root: str, keep: int = SET_ASIDE_KEPT) -> list[str]:
+    """Delete all but the ``keep`` newest set-aside run directories (``<run name>.<UTC time>``) under
+    ``root``, whatever their run name; runs in progress (no time suffix) are never touched.
+
+    Returns:
+        The deleted paths.
+    """
+    import pyarrow.fs
+
+    entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    aside = [(match.group(1), entry.path) for entry in entries
+             if entry.type == pyarrow.fs.FileType.Directory and (match := SET_ASIDE_SUFFIX.search(entry.base_name))]
+    deleted = [path for _, path in sorted(aside, reverse=True)[keep:]]
+    for path in deleted:
+        try:
+            fs.delete_dir(path)
+        except OSError:  # a concurrent run (a sweep's trials share the storage) deleted it first
+            pass
+    return deleted
 
 
 def _fit_on_ray(request: TrainRequest, job: TrainJob, storage: str, run_name: str):

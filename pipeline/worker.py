@@ -96,9 +96,10 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None, resume_dir
     """Build, compile and fit the model for worker ``rank`` of ``world_size``.
 
     Args:
-        report: ``report(model, logs, epoch, history)`` called after every epoch (Ray reporting); optional.
+        report: ``report(model, logs, epoch, history, callbacks)`` called after every epoch (Ray reporting); optional.
         resume_dir: a checkpoint written by :func:`save_model`: training continues after its last
-            epoch with its weights, optimizer state and history (and TensorBoard steps).
+            epoch with its weights, optimizer state, history (and TensorBoard steps) and the
+            EarlyStopping/ReduceLROnPlateau counters.
 
     Returns:
         ``(model, history_dict)`` with every epoch, including those before a resume.
@@ -106,7 +107,8 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None, resume_dir
     import tensorflow as tf
 
     from pipeline.augment import build_augmenter, write_augmentation_grid
-    from pipeline.callbacks import configured_callbacks, make_progress_callback, make_report_callback, write_run_summaries
+    from pipeline.callbacks import (configured_callbacks, make_progress_callback, make_report_callback, restore_callback_state,
+                                    write_run_summaries)
     from pipeline.env import quiet_tensorflow_loggers
     from pipeline.inputs import class_weight_table, make_dataset, plan_shards
     from pipeline.io import read_json
@@ -152,8 +154,10 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None, resume_dir
     # Progress first: it adds examples/s and the learning rate to the logs TensorBoard and the history see.
     callbacks = [make_progress_callback(job.train.epochs, examples_per_epoch, log=rank == 0),
                  *configured_callbacks(job.train, tensorboard_dir), _history_recorder(history)]
+    if resume_dir is not None:
+        restore_callback_state(callbacks, resume_dir)
     if report is not None:
-        callbacks.append(make_report_callback(lambda model_, logs, epoch: report(model_, logs, epoch, history)))
+        callbacks.append(make_report_callback(lambda model_, logs, epoch: report(model_, logs, epoch, history, callbacks)))
     if tensorboard_dir is not None and initial_epoch == 0:
         write_run_summaries(tensorboard_dir, job_to_dict(job), world_size, model)
     creator = tf.keras.utils.experimental.DatasetCreator
@@ -165,8 +169,10 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None, resume_dir
     return model, history
 
 
-def save_model(model, history: dict, directory: Path) -> Path:
-    """Write ``model.keras`` and ``history.json`` into ``directory``; return it."""
+def save_model(model, history: dict, directory: Path, callbacks=()) -> Path:
+    """Write ``model.keras``, ``history.json`` and the patience counters of ``callbacks`` into ``directory``; return it."""
+    from pipeline.callbacks import save_callback_state
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     # Explicit format: tf-keras keeps its "native format enabled" flag in a thread-local that its
@@ -174,10 +180,13 @@ def save_model(model, history: dict, directory: Path) -> Path:
     # loop in a thread), so a second save with the inferred format silently writes HDF5.
     model.save(str(directory / MODEL_FILE), save_format="keras_v3")
     (directory / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n")
+    if callbacks:
+        save_callback_state(callbacks, directory)
     return directory
 
 
-def _report_to_ray(model, metrics: dict, rank: int, with_checkpoint: bool, history: dict | None = None, wait: bool = False) -> None:
+def _report_to_ray(model, metrics: dict, rank: int, with_checkpoint: bool, history: dict | None = None, wait: bool = False,
+                   callbacks=()) -> None:
     """Report ``metrics`` to Ray; with a checkpoint, every worker saves and rank 0's copy is kept.
 
     Per-epoch reports upload in the background (``wait=False``): Ray Train V2's controller polls
@@ -190,7 +199,7 @@ def _report_to_ray(model, metrics: dict, rank: int, with_checkpoint: bool, histo
     if not with_checkpoint:
         ray.train.report(metrics, checkpoint_upload_mode=mode)
         return
-    directory = save_model(model, history or {}, Path(tempfile.mkdtemp(prefix="checkpoint-")))
+    directory = save_model(model, history or {}, Path(tempfile.mkdtemp(prefix="checkpoint-")), callbacks)
     if rank == 0:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory), checkpoint_upload_mode=mode,
                          delete_local_checkpoint_after_upload=True)
@@ -216,9 +225,9 @@ def train_loop_per_worker(config: dict) -> None:
     # Which node and process each worker runs on (the driver's log shows it; tests kill by this pid).
     logger.info("worker %d/%d on node %s pid %d", rank, world_size, ray.get_runtime_context().get_node_id(), os.getpid())
 
-    def report(model, logs, epoch, history):
+    def report(model, logs, epoch, history, callbacks):
         checkpoint_now = (epoch + 1) % job.train.checkpoint_every == 0
-        _report_to_ray(model, {**logs, "epoch": epoch + 1}, rank, checkpoint_now, history=history)
+        _report_to_ray(model, {**logs, "epoch": epoch + 1}, rank, checkpoint_now, history=history, callbacks=callbacks)
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
