@@ -90,6 +90,9 @@ def load_predictor(model_path: Path) -> Predictor:
     if not model_path.exists():
         raise UserError(f"predict: model {model_path} not found: pass exports/saved_model, exports/model.tflite or exports/tflite/<variant>.tflite")
     if model_path.is_dir():
+        if (model_path / "DISABLED.md").is_file() and not (model_path / "saved_model.pb").is_file():
+            raise UserError(f"predict: {model_path} holds no model: the export switched that format off ({model_path / 'DISABLED.md'} "
+                            "says how to turn it on): pass exports/model.tflite or another exported model")
         if not (model_path / "saved_model.pb").is_file():
             raise UserError(f"predict: {model_path} has no saved_model.pb: pass the exports/saved_model directory or a .tflite file")
         return _load_saved_model(model_path)
