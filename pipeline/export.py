@@ -45,13 +45,14 @@ DISABLED_NOTE = "DISABLED.md"
 REPORT_FILES = ("report.md", "report.json")  # report.json last: it marks a complete export
 
 
-def calibration_inputs(processed_dir: Path, normalization: dict, count: int) -> tuple[np.ndarray, float]:
-    """A seeded sample of raw train inputs (int8 calibration) and the pixel factor for ``serving_images``."""
+def train_split_inputs(processed_dir: Path, normalization: dict, count: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """From the raw train inputs: a seeded sample (int8 calibration), the pixel factor for
+    ``serving_images`` and every feature's mean (``serving_raw_rows``' fill under ``data.missing=drop``)."""
     x_train, _ = load_split(processed_dir, "train")
     raw = raw_inputs(x_train, normalization)
     chosen = np.random.default_rng(0).permutation(len(raw))[:count]
     raw_max = float(raw.max()) if raw.size else MAX_PIXEL
-    return raw[chosen], (raw_max if raw_max > 0 else MAX_PIXEL) / MAX_PIXEL
+    return raw[chosen], (raw_max if raw_max > 0 else MAX_PIXEL) / MAX_PIXEL, raw.mean(axis=0)
 
 
 def tflite_variants(settings: ExportSettings) -> list[str]:
@@ -80,10 +81,10 @@ def write_disabled_note(directory: Path, switch: str, enable: str) -> None:
 
 
 def build_artifacts(model, meta: dict, settings: ExportSettings, representative: np.ndarray, pixel_to_raw: float,
-                    workdir: Path) -> list[Artifact]:
+                    train_means: np.ndarray, workdir: Path) -> list[Artifact]:
     """Write every artifact ``settings`` asks for under ``workdir``; return how to run each."""
     saved_model_dir = workdir / "saved_model"
-    write_saved_model(model, meta, pixel_to_raw, saved_model_dir)
+    write_saved_model(model, meta, pixel_to_raw, saved_model_dir, train_means)
     artifacts = []
     if settings.saved_model:
         artifacts.append(Artifact("saved_model", "saved_model", True, timed_runner(saved_model_predictor(saved_model_dir))))
@@ -134,11 +135,11 @@ def run_export(settings: ExportSettings, processed_dir: Path, models_dir: Path, 
     x, y = load_split(processed_dir, "test")
     reference = class_probabilities(model.predict(x, batch_size=256, verbose=0))
     raw_x = raw_inputs(x, meta["normalization"])
-    representative, pixel_to_raw = calibration_inputs(processed_dir, meta["normalization"], settings.calibration_examples)
+    representative, pixel_to_raw, train_means = train_split_inputs(processed_dir, meta["normalization"], settings.calibration_examples)
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".exports.tmp-", dir=output_dir) as tmp:
         workdir = Path(tmp)
-        artifacts = build_artifacts(model, meta, settings, representative, pixel_to_raw, workdir)
+        artifacts = build_artifacts(model, meta, settings, representative, pixel_to_raw, train_means, workdir)
         report = {
             "tolerance": settings.tolerance,
             "max_accuracy_drop": settings.max_accuracy_drop,
