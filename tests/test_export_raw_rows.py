@@ -132,3 +132,19 @@ def test_predict_sends_raw_csv_rows_through_the_signature(csv_export, tmp_path):
 def _npy(directory: Path, array: np.ndarray) -> Path:
     np.save(directory / "encoded.npy", array)
     return directory / "encoded.npy"
+
+
+def test_missing_values_under_missing_drop_take_train_means_and_zero_categories():
+    """data.missing=drop stores no fill values (training dropped such rows): a served row still gets an answer."""
+    from pipeline.env import import_tensorflow
+    from pipeline.export_raw_rows import column_layout, raw_rows_function
+
+    tf = import_tensorflow()
+    meta = {"columns": {"b": {"kind": "numeric", "fill": None}, "a": {"kind": "categorical", "vocabulary": ["x", "y"], "fill": None}},
+            "feature_names": ["b", "a=x", "a=y"]}
+    assert [name for name, _ in column_layout(meta["columns"], meta["feature_names"])] == ["b", "a"], "file order, not sorted keys"
+    serve = raw_rows_function(tf, meta, np.array([7.5, 0.4, 0.6]), lambda features: {"features": features})
+    features = serve(tf.constant([np.nan, 2.0, 3.0], tf.float32), tf.constant(["y", "", " x "]))["features"].numpy()
+    assert features.tolist() == [[7.5, 0, 1], [2.0, 0, 0], [3.0, 1, 0]]
+    with pytest.raises(ValueError, match="feature 'c' matches no stored column"):
+        column_layout(meta["columns"], ["b", "c"])
