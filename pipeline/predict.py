@@ -206,7 +206,8 @@ def read_csv(path: Path, predictor: Predictor) -> np.ndarray | dict[str, np.ndar
             raise UserError(f"predict: {path} row {number} has {len(row)} columns: the model takes {size} raw values per row "
                             "(add the missing columns or drop the extra ones)")
         if not _numeric(row):
-            raise UserError(f"predict: {path} row {number} has a non-numeric value: raw feature values must be numbers")
+            raise UserError(f"predict: {path} row {number} has a non-numeric value: this model takes numbers (a model trained "
+                            "on a CSV with text columns takes raw rows only as exports/saved_model, with a header row)")
     if not rows:
         raise UserError(f"predict: {path} has no data rows: add one row of {size} raw values per example")
     return np.asarray(rows, dtype=np.float32).reshape(-1, *predictor.input_shape)

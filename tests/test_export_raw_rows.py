@@ -124,6 +124,9 @@ def test_predict_sends_raw_csv_rows_through_the_signature(csv_export, tmp_path):
     missing.write_text("age,size\n40,1\n")
     with pytest.raises(UserError, match=r"missing.csv lacks the column\(s\) colour name: the model takes raw columns age, colour name, size"):
         run_predict(exports / "saved_model", [missing], k=1, progress=False)
+    with pytest.raises(UserError, match=r"row 2 has a non-numeric value: .*takes raw rows only as exports/saved_model"):
+        (tmp_path / "text.csv").write_text("40,0,0,1,2.5\n41,red,0,1,2.5\n")  # TFLite: encoded features only
+        run_predict(exports / "model.tflite", [tmp_path / "text.csv"], k=1, progress=False)
     with pytest.raises(UserError, match=r"bad.csv row 1: 'x' in column age is not a number"):
         (tmp_path / "bad.csv").write_text("age,colour name,size\nx,red,1\n")
         run_predict(exports / "saved_model", [tmp_path / "bad.csv"], k=1, progress=False)
