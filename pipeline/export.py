@@ -2,9 +2,14 @@
 
 * ``saved_model/``: raw inputs in, probabilities and class names out, preprocessing inside
   (:mod:`pipeline.export_saved_model`); for TF Serving.
-* ``model.tflite`` (float32) and ``tflite/<variant>.tflite`` (dynamic_range, float16, int8): one
-  file per ``export.tflite`` variant (:mod:`pipeline.export_tflite`), run with the TFLite interpreter.
+* ``model.tflite``: the float32 TFLite reference, always written; ``tflite/<variant>.tflite``: one
+  extra file per quantized ``export.tflite`` variant (dynamic_range, float16, int8) plus
+  ``tflite/metadata.json`` (:mod:`pipeline.export_tflite`), run with the TFLite interpreter.
 * ``tfjs/``: the official converter's graph model (:mod:`pipeline.export_tfjs`), run in Node.js.
+
+Every path ``dvc.yaml`` declares exists after a successful export: a format switched off leaves its
+directory holding only ``DISABLED.md`` (the switch that turned it off and how to turn it on), and
+``report.json`` lists it under ``skipped``.
 
 Only a blessed model is exported (``reports/blessing.json``, :mod:`pipeline.gate`). Every artifact
 runs on the whole test split, fed the raw inputs a client would send; float artifacts must match
@@ -29,53 +34,79 @@ from pipeline.export_saved_model import MAX_PIXEL, is_image_shape, raw_inputs, s
 from pipeline.export_tflite import DEFAULT_TFLITE, FLOAT_VARIANTS, TFLITE_DIR, TFLITE_METADATA, tflite_predictor, tflite_relative_path, write_tflite
 from pipeline.export_tfjs import tfjs_runner, write_tfjs
 from pipeline.gate import require_blessing
-from pipeline.io import read_json, remove_path, replace_path, write_json
+from pipeline.io import read_json, replace_path, write_json
 from pipeline.preprocess import load_split
 from pipeline.settings import ExportSettings
 
 logger = logging.getLogger(__name__)
 
-ALL_ARTIFACTS = ("saved_model", TFLITE_DIR, "tfjs", DEFAULT_TFLITE)
+ALL_ARTIFACTS = ("saved_model", TFLITE_DIR, "tfjs", DEFAULT_TFLITE)  # the paths dvc.yaml declares as outs
+DISABLED_NOTE = "DISABLED.md"
 REPORT_FILES = ("report.md", "report.json")  # report.json last: it marks a complete export
 
 
-def calibration_inputs(processed_dir: Path, normalization: dict, count: int) -> tuple[np.ndarray, float]:
-    """A seeded sample of raw train inputs (int8 calibration) and the pixel factor for ``serving_images``."""
+def train_split_inputs(processed_dir: Path, normalization: dict, count: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """From the raw train inputs: a seeded sample (int8 calibration), the pixel factor for
+    ``serving_images`` and every feature's mean (``serving_raw_rows``' fill under ``data.missing=drop``)."""
     x_train, _ = load_split(processed_dir, "train")
     raw = raw_inputs(x_train, normalization)
     chosen = np.random.default_rng(0).permutation(len(raw))[:count]
     raw_max = float(raw.max()) if raw.size else MAX_PIXEL
-    return raw[chosen], (raw_max if raw_max > 0 else MAX_PIXEL) / MAX_PIXEL
+    return raw[chosen], (raw_max if raw_max > 0 else MAX_PIXEL) / MAX_PIXEL, raw.mean(axis=0)
+
+
+def tflite_variants(settings: ExportSettings) -> list[str]:
+    """float32 (``model.tflite``, always: the reference clients and ``dvc.yaml`` rely on) + the quantized extras."""
+    return ["float32", *(variant for variant in settings.tflite if variant != "float32")]
+
+
+def disabled_formats(settings: ExportSettings) -> dict[str, tuple[str, str]]:
+    """``{directory: (the switch that turned it off, how to turn it on)}`` for every format ``settings`` leaves out."""
+    disabled = {}
+    if not settings.saved_model:
+        disabled["saved_model"] = ("export.saved_model=false", "set export.saved_model=true")
+    if len(tflite_variants(settings)) == 1:
+        disabled[TFLITE_DIR] = (f"export.tflite={list(settings.tflite)} lists no quantized variant",
+                                "list dynamic_range, float16 and/or int8 in export.tflite (exports/model.tflite, float32, is always written)")
+    if not settings.tfjs:
+        disabled["tfjs"] = ("export.tfjs=false", "set export.tfjs=true")
+    return disabled
+
+
+def write_disabled_note(directory: Path, switch: str, enable: str) -> None:
+    """``DISABLED.md`` in ``directory``: keeps the path ``dvc.yaml`` declares, says why it holds no model."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / DISABLED_NOTE).write_text(f"# Not exported\n\nThis format was switched off by `{switch}`.\n\n"
+                                           f"To export it, {enable} and rerun `dvc repro export`.\n")
 
 
 def build_artifacts(model, meta: dict, settings: ExportSettings, representative: np.ndarray, pixel_to_raw: float,
-                    workdir: Path) -> list[Artifact]:
+                    train_means: np.ndarray, workdir: Path) -> list[Artifact]:
     """Write every artifact ``settings`` asks for under ``workdir``; return how to run each."""
     saved_model_dir = workdir / "saved_model"
-    write_saved_model(model, meta, pixel_to_raw, saved_model_dir)
+    write_saved_model(model, meta, pixel_to_raw, saved_model_dir, train_means)
     artifacts = []
     if settings.saved_model:
         artifacts.append(Artifact("saved_model", "saved_model", True, timed_runner(saved_model_predictor(saved_model_dir))))
-    for variant in settings.tflite:
+    for variant in tflite_variants(settings):
         relative = tflite_relative_path(variant)
         write_tflite(saved_model_dir, workdir / relative, variant, representative, settings.allow_select_tf_ops)
         artifacts.append(Artifact(f"tflite_{variant}", relative, variant in FLOAT_VARIANTS, timed_runner(tflite_predictor(workdir / relative))))
-    if settings.tflite:
-        write_json(workdir / TFLITE_METADATA, {"class_names": [str(name) for name in meta["class_names"]], "pixel_to_raw": pixel_to_raw})
+    write_json(workdir / TFLITE_METADATA, {"class_names": [str(name) for name in meta["class_names"]], "pixel_to_raw": pixel_to_raw})
     if settings.tfjs:
         write_tfjs(saved_model_dir, workdir / "tfjs", meta["class_names"], settings.tfjs_quantization)
         name = "tfjs" if settings.tfjs_quantization == "none" else f"tfjs_{settings.tfjs_quantization}"
         artifacts.append(Artifact(name, "tfjs", settings.tfjs_quantization == "none", tfjs_runner(workdir / "tfjs")))
     if not settings.saved_model:
-        shutil.rmtree(saved_model_dir)
+        shutil.rmtree(saved_model_dir)  # built only to convert from
+    for directory, (switch, enable) in disabled_formats(settings).items():
+        write_disabled_note(workdir / directory, switch, enable)
     return artifacts
 
 
-def _install(workdir: Path, output_dir: Path, report: dict, kept: set[str]) -> None:
-    for relative in kept:
+def _install(workdir: Path, output_dir: Path, report: dict) -> None:
+    for relative in ALL_ARTIFACTS:  # every one exists in workdir: built, or holding DISABLED.md
         replace_path(workdir / relative, output_dir / relative)
-    for stale in set(ALL_ARTIFACTS) - kept:
-        remove_path(output_dir / stale)  # a format switched off must not leave an old file behind
     write_json(workdir / "report.json", report)
     (workdir / "report.md").write_text(markdown_report(report))
     for name in REPORT_FILES:
@@ -97,8 +128,6 @@ def run_export(settings: ExportSettings, processed_dir: Path, models_dir: Path, 
     processed_dir, output_dir = Path(processed_dir), Path(output_dir)
     if blessing_path is not None:
         require_blessing(Path(blessing_path))
-    if not (settings.saved_model or settings.tflite or settings.tfjs):
-        raise UserError("export: every format is off: set export.saved_model or export.tfjs to true, or list variants in export.tflite")
     if not (processed_dir / "meta.json").is_file():
         raise UserError(f"export: no preprocessed data at {processed_dir}: run the preprocess stage first")
     meta = read_json(processed_dir / "meta.json")
@@ -106,11 +135,11 @@ def run_export(settings: ExportSettings, processed_dir: Path, models_dir: Path, 
     x, y = load_split(processed_dir, "test")
     reference = class_probabilities(model.predict(x, batch_size=256, verbose=0))
     raw_x = raw_inputs(x, meta["normalization"])
-    representative, pixel_to_raw = calibration_inputs(processed_dir, meta["normalization"], settings.calibration_examples)
+    representative, pixel_to_raw, train_means = train_split_inputs(processed_dir, meta["normalization"], settings.calibration_examples)
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".exports.tmp-", dir=output_dir) as tmp:
         workdir = Path(tmp)
-        artifacts = build_artifacts(model, meta, settings, representative, pixel_to_raw, workdir)
+        artifacts = build_artifacts(model, meta, settings, representative, pixel_to_raw, train_means, workdir)
         report = {
             "tolerance": settings.tolerance,
             "max_accuracy_drop": settings.max_accuracy_drop,
@@ -121,12 +150,12 @@ def run_export(settings: ExportSettings, processed_dir: Path, models_dir: Path, 
             "pixel_to_raw": pixel_to_raw if is_image_shape(meta["input_shape"]) else None,
             "artifacts": {artifact.name: measure_artifact(artifact, workdir, raw_x, y, reference, settings.latency_repeats)
                           for artifact in artifacts},
+            "skipped": {directory: switch for directory, (switch, _) in disabled_formats(settings).items()},
         }
         failure = report_failures(report)
         if failure:
             raise UserError(failure)
-        kept = {artifact.relative_path.split("/")[0] for artifact in artifacts} | ({TFLITE_DIR} if settings.tflite else set())
-        _install(workdir, output_dir, report, kept)
+        _install(workdir, output_dir, report)
     logger.info("Exported %s to %s (float artifacts within %g, accuracy drop at most %g)", ", ".join(report["artifacts"]),
                 output_dir, settings.tolerance, settings.max_accuracy_drop)
     return report

@@ -87,8 +87,8 @@ def report_failures(report: dict) -> str | None:
         return (f"export: the {worst} export differs from the trained model by {diffs[worst]:.3g} (> export.tolerance={tolerance:g}); "
                 "nothing was exported: check the conversion or raise export.tolerance")
     drops = {name: check["accuracy_drop"] for name, check in artifacts.items() if not check["accuracy_drop"] <= max_drop}
-    if drops:
-        worst = max(drops, key=drops.get)
+    if drops:  # name a quantized artifact first: it is the one to drop (float ones already match Keras)
+        worst = max(drops, key=lambda name: (not artifacts[name]["exact"], drops[name]))
         return (f"export: the {worst} export's test accuracy {artifacts[worst]['accuracy']:.4f} is {drops[worst]:.4f} below the "
                 f"trained model's {report['keras_accuracy']:.4f} (> export.max_accuracy_drop={max_drop:g}); nothing was exported: "
                 "drop that variant from export.tflite / export.tfjs_quantization or raise export.max_accuracy_drop")
@@ -108,6 +108,9 @@ def markdown_report(report: dict) -> str:
         latency = "-" if check["latency_ms_batch1"] is None else f"{check['latency_ms_batch1']:.3f}"
         lines.append(f"| {name} (`{check['path']}`) | {_size(check['size_bytes'])} | {check['max_abs_diff']:.2e} | "
                      f"{check['accuracy']:.4f} | {check['accuracy_drop']:+.4f} | {latency} |")
+    skipped = report.get("skipped") or {}
+    if skipped:
+        lines += ["", "Skipped: " + "; ".join(f"`{directory}/` ({switch})" for directory, switch in skipped.items()) + "."]
     lines += ["", f"Float artifacts must match within {report['tolerance']:g}; every artifact may lose at most "
               f"{report['max_accuracy_drop']:g} accuracy."]
     return "\n".join(lines) + "\n"

@@ -11,6 +11,9 @@ lives inside the graph, so a client sends raw values and never re-implements it.
   any height/width, resized (bilinear, antialiased) to the model's size; pixel 255 maps onto the
   largest raw value seen in training, so 0..255 PNGs work for a model trained on 0..16 digits.
   Same outputs as ``serving_default``.
+* ``serving_raw_rows`` (CSV sources only): one ``[batch]`` tensor per raw CSV column (float32
+  numbers, strings for text columns; NaN / ``""`` = missing), imputed and one-hot encoded in the
+  graph exactly as ingest did (:mod:`pipeline.export_raw_rows`). Same outputs as ``serving_default``.
 * ``probabilities``: ``serving_default`` with the ``probabilities`` output only; the TFLite and
   TF.js converters start from it (one numeric output, no string tensors).
 """
@@ -42,8 +45,9 @@ def is_image_shape(input_shape: list[int]) -> bool:
     return len(input_shape) == 3
 
 
-def _serving_module(model, meta: dict, pixel_to_raw: float):
+def _serving_module(model, meta: dict, pixel_to_raw: float, train_means: np.ndarray | None):
     from pipeline.env import import_tensorflow
+    from pipeline.export_raw_rows import RAW_ROWS_SIGNATURE, has_raw_rows, raw_column_names, raw_rows_function
 
     tf = import_tensorflow()
     input_shape = [int(size) for size in meta["input_shape"]]
@@ -79,10 +83,15 @@ def _serving_module(model, meta: dict, pixel_to_raw: float):
 
         module.serve_images = serve_images
         signatures[IMAGES_SIGNATURE] = serve_images
+    if has_raw_rows(meta):
+        means = np.zeros(input_shape, np.float32) if train_means is None else np.asarray(train_means)
+        module.serve_raw_rows = raw_rows_function(tf, meta, means, labelled)
+        module.raw_column_names = tf.Variable(raw_column_names(meta), trainable=False)  # the CSV header a client sends
+        signatures[RAW_ROWS_SIGNATURE] = module.serve_raw_rows
     return module, signatures
 
 
-def write_saved_model(model, meta: dict, pixel_to_raw: float, directory: Path) -> None:
+def write_saved_model(model, meta: dict, pixel_to_raw: float, directory: Path, train_means: np.ndarray | None = None) -> None:
     """Save ``model`` behind its preprocessing with the signatures this module documents.
 
     Args:
@@ -90,11 +99,13 @@ def write_saved_model(model, meta: dict, pixel_to_raw: float, directory: Path) -
         meta: ``data/processed/meta.json`` (``input_shape``, ``class_names``, ``normalization``).
         pixel_to_raw: Factor from a 0..255 pixel to the raw units (used by ``serving_images``).
         directory: Where the SavedModel is written.
+        train_means: Every raw feature's train-split mean (``serving_raw_rows``' fill under
+            ``data.missing=drop``; zeros when None).
     """
     from pipeline.env import import_tensorflow
 
     tf = import_tensorflow()
-    module, signatures = _serving_module(model, meta, pixel_to_raw)
+    module, signatures = _serving_module(model, meta, pixel_to_raw, train_means)
     tf.saved_model.save(module, str(directory), signatures=signatures)
 
 

@@ -2,9 +2,10 @@
 
 Absolute thresholds (``evaluate.min_accuracy``, ``evaluate.max_loss``) and, when
 ``evaluate.baseline`` is set, a threshold relative to a baseline's metrics
-(``evaluate.max_accuracy_regression``): the baseline is a ``metrics.json`` path or ``git:<rev>``,
-read with ``git show <rev>:./metrics.json`` beside the current metrics (so ``git:HEAD`` compares
-with the last committed run; a revision that has no metrics yet is a first run and passes).
+(``evaluate.max_accuracy_regression``): the baseline is a ``metrics.json`` path or ``git:<rev>``:
+the same metrics file as it was at that revision, read through DVC, so it works whether the file is
+committed to git or (the default layout) a DVC-cached output recorded in ``dvc.lock``. ``git:HEAD``
+compares with the last committed run; a revision that has no such file yet is a first run and passes.
 
 ``reports/blessing.json`` is written either way with a human-readable reason; the export refuses
 a model whose blessing says no, and the gate itself fails so ``dvc repro`` exits non-zero.
@@ -27,23 +28,49 @@ BLESSING_FILE = "blessing.json"
 GIT_PREFIX = "git:"
 
 
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def read_at_revision(path: Path, revision: str) -> tuple[str | None, str]:
+    """``path``'s text at a git revision (git-tracked or a DVC output), or ``(None, why)`` when it has none.
+
+    Raises:
+        UserError: ``path`` outside a git repository, an unknown revision, or a DVC output whose
+            data is in neither the DVC cache nor a remote.
+    """
+    path = Path(path).resolve()
+    culprit = f"evaluate.baseline=git:{revision}"
+    toplevel = _git(["rev-parse", "--show-toplevel"], path.parent if path.parent.is_dir() else Path.cwd())
+    if toplevel.returncode != 0:
+        raise UserError(f"gate: {culprit} but {path} is not inside a git repository: use a metrics.json path or null")
+    if _git(["rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"], path.parent).returncode != 0:
+        raise UserError(f"gate: cannot read the baseline git:{revision}: unknown git revision '{revision}': set "
+                        "evaluate.baseline to git:<an existing revision>, a metrics.json path, or null")
+    from dvc.fs import DVCFileSystem  # DVC's own view of the repo at a revision: git files and DVC outputs alike
+
+    root = Path(toplevel.stdout.strip()).resolve()
+    relative = path.relative_to(root).as_posix()
+    fs = DVCFileSystem(repo=str(root), rev=revision, subrepos=True)
+    if not fs.exists(relative):
+        return None, f"no baseline: {relative} is neither in git nor a DVC output at {revision}"
+    try:
+        return fs.read_text(relative), f"{relative} at git {revision}"
+    except FileNotFoundError:
+        raise UserError(f"gate: the baseline {relative} at {revision} is a DVC output whose data is not in the DVC cache: "
+                        f"run `dvc fetch --rev {revision}` (or `dvc pull`) first, or set evaluate.baseline to a metrics.json path") from None
+
+
 def load_baseline(baseline: str, metrics_path: Path) -> tuple[dict | None, str]:
     """Baseline metrics and where they came from; ``(None, why)`` when a git revision has none yet.
 
     Raises:
-        UserError: a baseline file that is missing or not JSON, or a git revision that does not exist.
+        UserError: a baseline file that is missing or not JSON, or a git revision that cannot be read.
     """
     if baseline.startswith(GIT_PREFIX):
-        revision = baseline[len(GIT_PREFIX):]
-        spec = f"{revision}:./{metrics_path.name}"
-        result = subprocess.run(["git", "show", spec], cwd=metrics_path.parent, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            error = " ".join(result.stderr.split())
-            if "exists on disk, but not in" in error or "does not exist in" in error:
-                return None, f"no baseline: {metrics_path.name} is not committed at {revision}"
-            raise UserError(f"gate: cannot read the baseline {baseline} ({error or 'git failed'}): set evaluate.baseline to "
-                            "git:<an existing revision>, a metrics.json path, or null")
-        text, source = result.stdout, f"{metrics_path.name} at git {revision}"
+        text, source = read_at_revision(metrics_path, baseline[len(GIT_PREFIX):])
+        if text is None:
+            return None, source
     else:
         path = Path(baseline)
         if not path.is_file():

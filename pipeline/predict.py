@@ -5,8 +5,11 @@ Inputs are raw, as a client would send them (the preprocessing is inside the exp
 * PNG/JPEG images: converted to the model's channels (grey or RGB) and resized to its size;
   pixels 0..255 map onto the training data's raw range (``pixel_to_raw`` of the export).
 * ``.npy`` arrays: one example of the model's input shape or a batch of them, raw values.
-* CSV files: one example per row, as many numeric columns as the model has raw input values
-  (a non-numeric first row is a header and skipped).
+* CSV files: one example per row. A SavedModel trained on a CSV takes the raw CSV itself (a
+  header naming its columns, text values, empty cells for missing values; extra columns such as
+  the label are ignored) through its ``serving_raw_rows`` signature, which encodes them as ingest
+  did. Otherwise: as many numeric columns as the model has input values (a non-numeric first row
+  is a header and skipped).
 
 A folder is expanded to the supported files in it (sorted).
 """
@@ -22,6 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from pipeline.errors import UserError
+from pipeline.export_raw_rows import RAW_ROWS_SIGNATURE, input_key
 from pipeline.export_saved_model import IMAGES_INPUT_NAME, IMAGES_SIGNATURE, INPUT_NAME, OUTPUT_NAME, SIGNATURE
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -39,6 +43,8 @@ class Predictor:
     pixel_to_raw: float
     predict: Callable[[np.ndarray], np.ndarray]
     predict_images: Callable[[np.ndarray], np.ndarray] | None = None  # uint8 pixels, any size (SavedModel)
+    raw_columns: dict[str, bool] | None = None  # CSV column -> numeric? (SavedModel trained on a CSV)
+    predict_rows: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None  # raw CSV columns -> probabilities
 
 
 def _load_saved_model(path: Path) -> Predictor:
@@ -56,9 +62,16 @@ def _load_saved_model(path: Path) -> Predictor:
     probe = signature(**{INPUT_NAME: tf.zeros([1, *input_shape], tf.float32)})
     class_names = [name.decode() for name in probe["class_names"].numpy()[0]]
     images = loaded.signatures.get(IMAGES_SIGNATURE)
-    return Predictor(path, input_shape, class_names, 1.0,
-                     lambda x: signature(**{INPUT_NAME: tf.constant(x, tf.float32)})[OUTPUT_NAME].numpy(),
-                     None if images is None else lambda x: images(**{IMAGES_INPUT_NAME: tf.constant(x, tf.uint8)})[OUTPUT_NAME].numpy())
+    predictor = Predictor(path, input_shape, class_names, 1.0,
+                          lambda x: signature(**{INPUT_NAME: tf.constant(x, tf.float32)})[OUTPUT_NAME].numpy(),
+                          None if images is None else lambda x: images(**{IMAGES_INPUT_NAME: tf.constant(x, tf.uint8)})[OUTPUT_NAME].numpy())
+    rows = loaded.signatures.get(RAW_ROWS_SIGNATURE)
+    if rows is not None:
+        specs = rows.structured_input_signature[1]
+        names = [name.decode() for name in loaded.raw_column_names.numpy()]
+        predictor.raw_columns = {name: specs[input_key(name)].dtype != tf.string for name in names}
+        predictor.predict_rows = lambda columns: rows(**{input_key(name): tf.constant(values) for name, values in columns.items()})[OUTPUT_NAME].numpy()
+    return predictor
 
 
 def _load_tflite(path: Path) -> Predictor:
@@ -90,6 +103,9 @@ def load_predictor(model_path: Path) -> Predictor:
     if not model_path.exists():
         raise UserError(f"predict: model {model_path} not found: pass exports/saved_model, exports/model.tflite or exports/tflite/<variant>.tflite")
     if model_path.is_dir():
+        if (model_path / "DISABLED.md").is_file() and not (model_path / "saved_model.pb").is_file():
+            raise UserError(f"predict: {model_path} holds no model: the export switched that format off ({model_path / 'DISABLED.md'} "
+                            "says how to turn it on): pass exports/model.tflite or another exported model")
         if not (model_path / "saved_model.pb").is_file():
             raise UserError(f"predict: {model_path} has no saved_model.pb: pass the exports/saved_model directory or a .tflite file")
         return _load_saved_model(model_path)
@@ -153,18 +169,45 @@ def read_npy(path: Path, predictor: Predictor) -> np.ndarray:
                     f"or [n, {', '.join(map(str, predictor.input_shape))}] raw values")
 
 
-def read_csv(path: Path, predictor: Predictor) -> np.ndarray:
+def read_raw_rows(path: Path, header: list[str], rows: list[list[str]], predictor: Predictor) -> dict[str, np.ndarray]:
+    """Raw CSV columns by name for ``serving_raw_rows``: numbers (empty = NaN) or text (empty = missing)."""
+    header = [name.strip() for name in header]
+    absent = [name for name in predictor.raw_columns if name not in header]
+    if absent:
+        raise UserError(f"predict: {path} lacks the column(s) {', '.join(absent)}: the model takes raw columns "
+                        f"{', '.join(predictor.raw_columns)} (a header row naming them; leave a cell empty for a missing value)")
+    columns = {}
+    for name, numeric in predictor.raw_columns.items():
+        position = header.index(name)
+        cells = [row[position].strip() if position < len(row) else "" for row in rows]
+        if not numeric:
+            columns[name] = np.asarray(cells, dtype=object).astype(str)
+            continue
+        for number, cell in enumerate(cells, start=1):
+            if cell and not _numeric([cell]):
+                raise UserError(f"predict: {path} row {number}: '{cell}' in column {name} is not a number: fix it or leave it empty (missing)")
+        columns[name] = np.asarray([float(cell) if cell else np.nan for cell in cells], dtype=np.float32)
+    return columns
+
+
+def read_csv(path: Path, predictor: Predictor) -> np.ndarray | dict[str, np.ndarray]:
+    """Encoded rows ``[n, *input_shape]``, or raw columns by name when the model takes raw CSV rows and the file has a header."""
     size = int(np.prod(predictor.input_shape))
     with open(path, newline="") as handle:
         rows = [row for row in csv.reader(handle) if row]
     if rows and not _numeric(rows[0]):
+        if predictor.raw_columns is not None:
+            if len(rows) < 2:
+                raise UserError(f"predict: {path} has no data rows: add one row of raw values per example under the header")
+            return read_raw_rows(path, rows[0], rows[1:], predictor)
         rows = rows[1:]  # a header
     for number, row in enumerate(rows, start=1):
         if len(row) != size:
             raise UserError(f"predict: {path} row {number} has {len(row)} columns: the model takes {size} raw values per row "
                             "(add the missing columns or drop the extra ones)")
         if not _numeric(row):
-            raise UserError(f"predict: {path} row {number} has a non-numeric value: raw feature values must be numbers")
+            raise UserError(f"predict: {path} row {number} has a non-numeric value: this model takes numbers (a model trained "
+                            "on a CSV with text columns takes raw rows only as exports/saved_model, with a header row)")
     if not rows:
         raise UserError(f"predict: {path} has no data rows: add one row of {size} raw values per example")
     return np.asarray(rows, dtype=np.float32).reshape(-1, *predictor.input_shape)
@@ -191,9 +234,9 @@ def predict_file(path: Path, predictor: Predictor) -> Iterator[tuple[str, np.nda
     if suffix not in (".npy", ".csv"):
         raise UserError(f"predict: {path}: unknown input format '{suffix}': pass {', '.join(INPUT_SUFFIXES)} files")
     batch = read_npy(path, predictor) if suffix == ".npy" else read_csv(path, predictor)
-    probabilities = predictor.predict(batch)
+    probabilities = predictor.predict_rows(batch) if isinstance(batch, dict) else predictor.predict(batch)
     for index, row in enumerate(probabilities):
-        yield (str(path) if len(batch) == 1 else f"{path}:{index + 1}"), row
+        yield (str(path) if len(probabilities) == 1 else f"{path}:{index + 1}"), row
 
 
 def top_k(probabilities: np.ndarray, class_names: list[str], k: int) -> list[dict]:

@@ -15,7 +15,8 @@ Output contract (``paths.processed``):
   ``normalization`` (method, offset, scale: fitted on the train split only; per feature for
   tables, one scalar for images), ``seed``, ``test_split``, ``splits`` (per split: shard ``file``
   names and ``num_examples``), ``class_counts`` (train) and ``class_weights`` (balanced, per class
-  index: ``n / (classes * count)``; used when ``train.class_weight=balanced``).
+  index: ``n / (classes * count)``; used when ``train.class_weight=balanced``); for a CSV source
+  also ``columns`` (kind, vocabulary, fill value per raw column) and ``feature_names`` (ingest's).
 
 Normalisation is applied here, so training, evaluation and export read the same numbers.
 Augmentation is not: it runs on the fly in each worker's ``tf.data`` pipeline (pipeline.augment).
@@ -228,6 +229,9 @@ def run_preprocess(settings: PreprocessSettings, seed: int, input_dir: Path, out
         "class_weights": balanced_class_weights(y[splits["train"]], num_classes),
         "splits": {},
     }
+    columns = manifest.get("schema", {}).get("columns")
+    if columns:  # a CSV source: how its raw columns became features, for the SavedModel's serving_raw_rows
+        meta.update(columns=columns, feature_names=manifest["feature_names"])
     with atomic_dir(Path(output_dir)) as tmp:
         for number, (name, indices) in enumerate(splits.items()):
             shards = 1 if name == "test" else settings.num_shards

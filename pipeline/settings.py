@@ -124,7 +124,7 @@ class EvaluateSettings:
 @dataclass
 class ExportSettings:
     saved_model: bool
-    tflite: list[str]  # TFLite variants, see pipeline.export_tflite.TFLITE_VARIANTS; [] = none
+    tflite: list[str]  # TFLite variants, see pipeline.export_tflite.TFLITE_VARIANTS; float32 is always written
     tfjs: bool
     tfjs_quantization: str  # none | float16 | uint8 weight storage
     tolerance: float  # max abs difference of float artifacts from the trained model

@@ -15,6 +15,7 @@ import pytest
 from pipeline.errors import UserError
 from pipeline.evaluate import class_probabilities, compute_metrics, confusion_matrix, run_evaluate
 from pipeline.export import run_export
+from pipeline.predict import load_predictor
 from pipeline.tfjs_node import tfjs_runner_status
 
 RUNNER_STATUS = tfjs_runner_status()
@@ -135,16 +136,44 @@ def test_int8_accuracy_gate_fails_the_export(trained_mlp, tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_export_with_a_format_off_removes_its_stale_artifact(trained_mlp, tmp_path):
+def dvc_declared_exports() -> list[str]:
+    """The export stage's outs and metrics as DVC resolves them from this checkout's dvc.yaml, relative to paths.exports."""
+    from dvc.repo import Repo
+
+    root = Path(__file__).resolve().parents[1]
+    with Repo(str(root)) as repo:
+        stage = repo.stage.load_one(name="export")
+        exports = Path(repo.params.show()[""]["data"]["params.yaml"]["data"]["paths"]["exports"])
+        return sorted(str(Path(out.def_path).relative_to(exports)) for out in stage.outs)
+
+
+def test_formats_switched_off_leave_every_dvc_out_with_a_note(trained_mlp, tmp_path):
     config, _, _ = trained_mlp
     out = tmp_path / "exports"
     for stale in ("tfjs/model.json", "saved_model/saved_model.pb", "tflite/int8.tflite"):
         (out / stale).parent.mkdir(parents=True, exist_ok=True)
         (out / stale).write_text("{}")
-    only_tflite = dataclasses.replace(config.export, saved_model=False, tflite=["float32"], tfjs=False, latency_repeats=0)
-    report = run_export(only_tflite, Path(config.paths.processed), Path(config.paths.models), out, None)
-    assert list(report["artifacts"]) == ["tflite_float32"] and report["artifacts"]["tflite_float32"]["latency_ms_batch1"] is None
-    assert sorted(p.name for p in out.iterdir()) == ["model.tflite", "report.json", "report.md", "tflite"]
+    all_off = dataclasses.replace(config.export, saved_model=False, tflite=[], tfjs=False, latency_repeats=0)
+    report = run_export(all_off, Path(config.paths.processed), Path(config.paths.models), out, None)
+    assert list(report["artifacts"]) == ["tflite_float32"], "model.tflite (float32) is the reference: always written"
+    assert report["artifacts"]["tflite_float32"]["latency_ms_batch1"] is None
+    assert report["skipped"] == {"saved_model": "export.saved_model=false", "tfjs": "export.tfjs=false",
+                                 "tflite": "export.tflite=[] lists no quantized variant"}
+    assert json.loads((out / "report.json").read_text())["skipped"] == report["skipped"]
+    assert "Skipped: `saved_model/` (export.saved_model=false)" in (out / "report.md").read_text()
+    declared = dvc_declared_exports()
+    assert declared == ["model.tflite", "report.json", "report.md", "saved_model", "tfjs", "tflite"]
+    assert all((out / path).exists() for path in declared), [path for path in declared if not (out / path).exists()]
+    assert sorted(p.name for p in out.iterdir()) == declared  # nothing else, no temporary left behind
+    for directory, switch in (("saved_model", "export.saved_model=false"), ("tfjs", "export.tfjs=false")):
+        assert [p.name for p in (out / directory).iterdir()] == ["DISABLED.md"], "the stale model is gone"
+        note = (out / directory / "DISABLED.md").read_text()
+        assert f"switched off by `{switch}`" in note and f"set export.{directory}=true" in note
+    assert sorted(p.name for p in (out / "tflite").iterdir()) == ["DISABLED.md", "metadata.json"]
+    assert "dynamic_range, float16 and/or int8 in export.tflite" in (out / "tflite" / "DISABLED.md").read_text()
+    with pytest.raises(UserError, match=r"saved_model holds no model: the export switched that format off .*DISABLED.md"):
+        load_predictor(out / "saved_model")
+    assert load_predictor(out / "model.tflite").class_names == [str(d) for d in range(10)]
 
 
 def test_export_refuses_an_unblessed_model(trained_mlp, tmp_path):

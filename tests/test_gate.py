@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -56,21 +58,56 @@ def test_baseline_file_allows_a_small_regression_only(evaluate_settings, tmp_pat
         load_baseline(str(tmp_path / "missing.json"), tmp_path / "now" / "metrics.json")
 
 
-def test_baseline_from_a_git_revision(tmp_path):
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    (tmp_path / "README").write_text("first commit: no metrics yet\n")
-    subprocess.run([*git, "add", "README"], cwd=tmp_path, check=True)
-    subprocess.run([*git, "commit", "-qm", "start"], cwd=tmp_path, check=True)
+def git_repo(root: Path) -> Callable[[str], None]:
+    """A fresh git repository at ``root`` with one empty commit; returns ``commit(message)`` (adds everything)."""
+    identity = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+
+    def commit(message: str) -> None:
+        subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+        subprocess.run(["git", *identity, "commit", "-q", "--allow-empty", "-m", message], cwd=root, check=True)
+
+    commit("start: no metrics yet")
+    return commit
+
+
+def test_baseline_from_a_git_revision_of_a_git_tracked_file(tmp_path):
+    commit = git_repo(tmp_path)
     metrics = write_metrics(tmp_path / "reports", {"accuracy": 0.97, "loss": 0.1})
-    assert load_baseline("git:HEAD", metrics) == (None, "no baseline: metrics.json is not committed at HEAD")  # a first run
-    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
-    subprocess.run([*git, "commit", "-qm", "baseline"], cwd=tmp_path, check=True)
+    assert load_baseline("git:HEAD", metrics) == (None, "no baseline: reports/metrics.json is neither in git nor a DVC output at HEAD")
+    commit("baseline")
     write_metrics(tmp_path / "reports", METRICS)  # this run's (worse) metrics, not committed
     baseline, source = load_baseline("git:HEAD", metrics)
-    assert baseline["accuracy"] == 0.97 and source == "metrics.json at git HEAD"
-    with pytest.raises(UserError, match=r"cannot read the baseline git:nope .*set evaluate.baseline to git:<an existing revision>"):
+    assert baseline["accuracy"] == 0.97 and source == "reports/metrics.json at git HEAD"
+    with pytest.raises(UserError, match=r"^gate: cannot read the baseline git:nope: unknown git revision 'nope': set evaluate.baseline"):
         load_baseline("git:nope", metrics)
+    outside = write_metrics(tmp_path.parent / f"{tmp_path.name}-no-git", METRICS)
+    with pytest.raises(UserError, match=r"evaluate.baseline=git:HEAD but .* is not inside a git repository"):
+        load_baseline("git:HEAD", outside)
+
+
+def test_baseline_from_a_git_revision_of_a_dvc_cached_output(tmp_path, monkeypatch):
+    """The default layout: reports/metrics.json is a DVC-cached metric (git-ignored, recorded in dvc.lock)."""
+    from dvc.repo import Repo
+
+    commit = git_repo(tmp_path)
+    (tmp_path / "seed.json").write_text(json.dumps({"accuracy": 0.97, "loss": 0.1}))
+    (tmp_path / "dvc.yaml").write_text("stages:\n  evaluate:\n    cmd: mkdir -p reports && cp seed.json reports/metrics.json\n"
+                                       "    deps: [seed.json]\n    metrics: [reports/metrics.json]\n")
+    monkeypatch.chdir(tmp_path)  # DVC resolves the default dvc.yaml against the working directory
+    Repo.init(str(tmp_path))
+    with Repo(str(tmp_path)) as repo:
+        repo.reproduce()
+    commit("baseline run")
+    metrics = tmp_path / "reports" / "metrics.json"
+    assert "metrics.json" in (tmp_path / "reports" / ".gitignore").read_text(), "DVC owns it, git does not"
+    write_metrics(tmp_path / "reports", METRICS)  # this run's (worse) metrics
+    baseline, source = load_baseline("git:HEAD", metrics)
+    assert baseline["accuracy"] == 0.97 and source == "reports/metrics.json at git HEAD"
+    assert load_baseline("git:HEAD~1", metrics)[0] is None  # before the first run: passes as a first run
+    shutil.rmtree(tmp_path / ".dvc" / "cache")
+    with pytest.raises(UserError, match=r"at HEAD is a DVC output whose data is not in the DVC cache: run `dvc fetch --rev HEAD`"):
+        load_baseline("git:HEAD", metrics)
 
 
 def test_gate_stage_exits_non_zero_with_one_line(tmp_path):

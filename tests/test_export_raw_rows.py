@@ -1,0 +1,153 @@
+"""serving_raw_rows: a CSV-trained SavedModel takes raw CSV values (strings, numbers, missing cells)
+and encodes them in the graph exactly as ingest did; predict sends raw CSV rows through it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import compose, tmp_paths
+from pipeline.errors import UserError
+
+HEADER = ["age", "colour name", "size", "label"]
+
+
+def write_mixed_csv(path: Path, rows: int = 240) -> Path:
+    """A numeric, a text (with a space in its name) and a numeric column, some cells empty; label from colour and age."""
+    rng = np.random.default_rng(3)
+    colours = rng.choice(["red", "green", "blue"], rows)
+    age, size = rng.normal(40, 12, rows), rng.uniform(0, 5, rows)
+    label = np.where(colours == "red", "hot", np.where(age > 40, "old", "young"))
+    lines = [",".join(HEADER)]
+    for index in range(rows):
+        cells = [f"{age[index]:.2f}", colours[index], f"{size[index]:.3f}", label[index]]
+        if index % 17 == 3:
+            cells[index % 3] = ""  # a missing value in each column in turn
+        lines.append(",".join(cells))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def raw_columns(path: Path) -> dict[str, np.ndarray]:
+    """The CSV's feature columns as a client holds them: numbers (NaN = missing) and strings ("" = missing)."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, keep_default_na=False, dtype=str)
+    return {"age": pd.to_numeric(frame["age"], errors="coerce").to_numpy(np.float32),
+            "colour_name": frame["colour name"].to_numpy(dtype=object).astype(str),
+            "size": pd.to_numeric(frame["size"], errors="coerce").to_numpy(np.float32)}
+
+
+@pytest.fixture(scope="module")
+def csv_export(tmp_path_factory):
+    """Ingest (data.missing=median), preprocess, a few epochs of an MLP, and the export: ``(root, csv, exports)``."""
+    from pipeline.env import import_tensorflow
+    from pipeline.export import run_export
+    from pipeline.ingest import run_ingest
+    from pipeline.models import build_model, compile_model
+    from pipeline.preprocess import load_split, run_preprocess
+    from pipeline.worker import save_model
+
+    root = tmp_path_factory.mktemp("csv_export")
+    path = write_mixed_csv(root / "mixed.csv")
+    config = compose("experiment=smoke", "data=csv", f"data.path={path}", "data.label_column=label", "data.missing=median",
+                     *tmp_paths(root))
+    run_ingest(config.data, Path(config.paths.raw))
+    run_preprocess(config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed))
+    tf = import_tensorflow()
+    tf.keras.utils.set_random_seed(0)
+    x, y = load_split(Path(config.paths.processed), "train")
+    model = compile_model(build_model(config.model, x.shape[1:], 3), config.model, config.train, 3)
+    model.fit(x, y, epochs=10, batch_size=32, verbose=0)
+    save_model(model, {"loss": [0.0]}, Path(config.paths.models))
+    settings = dataclasses.replace(config.export, tflite=[], tfjs=False, latency_repeats=0, max_accuracy_drop=1.0)
+    run_export(settings, Path(config.paths.processed), Path(config.paths.models), root / "exports", None)
+    return root, path, root / "exports"
+
+
+def test_raw_rows_signature_encodes_exactly_like_ingest(csv_export):
+    import tensorflow as tf
+
+    root, path, exports = csv_export
+    manifest = json.loads((root / "raw" / "manifest.json").read_text())
+    assert manifest["feature_names"] == ["age", "colour name=blue", "colour name=green", "colour name=red", "size"]
+    assert manifest["num_examples"] == 240, "data.missing=median keeps every row, in file order"
+    encoded = np.load(root / "raw" / "x.npy")  # the pipeline's own imputation + one-hot encoding
+    loaded = tf.saved_model.load(str(exports / "saved_model"))
+    columns = raw_columns(path)
+    assert np.isnan(columns["age"]).any() and (columns["colour_name"] == "").any() and np.isnan(columns["size"]).any()
+    raw_rows = loaded.signatures["serving_raw_rows"](**{key: tf.constant(values) for key, values in columns.items()})
+    reference = loaded.signatures["serving_default"](inputs=tf.constant(encoded))
+    assert np.abs(raw_rows["probabilities"].numpy() - reference["probabilities"].numpy()).max() <= 1e-6
+    assert raw_rows["class_names"].numpy()[0].astype(str).tolist() == ["hot", "old", "young"]
+    assert raw_rows["predicted_class"].numpy().tolist() == reference["predicted_class"].numpy().tolist()
+    unseen = loaded.signatures["serving_raw_rows"](age=tf.constant([40.0]), colour_name=tf.constant(["purple"]),
+                                                    size=tf.constant([2.0]))
+    as_zeros = loaded.signatures["serving_default"](inputs=tf.constant([[40.0, 0, 0, 0, 2.0]]))
+    assert np.allclose(unseen["probabilities"].numpy(), as_zeros["probabilities"].numpy(), atol=1e-6)  # like ingest
+
+
+def test_saved_model_cli_lists_the_raw_rows_signature(csv_export):
+    _, _, exports = csv_export
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    shown = subprocess.run([str(cli), "show", "--all", "--dir", str(exports / "saved_model")], capture_output=True, text=True,
+                           timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    section = shown.stdout.split("signature_def['serving_raw_rows']:")[1].split("signature_def[")[0]
+    for expected in ("inputs['age']", "inputs['colour_name']", "inputs['size']", "dtype: DT_STRING", "dtype: DT_FLOAT",
+                     "outputs['probabilities']", "outputs['class_names']"):
+        assert expected in section, expected
+
+
+def test_predict_sends_raw_csv_rows_through_the_signature(csv_export, tmp_path):
+    from pipeline.predict import run_predict
+
+    root, path, exports = csv_export
+    rows = path.read_text().splitlines()
+    reordered = tmp_path / "rows.csv"  # columns in another order, no label, a missing cell and a text value
+    reordered.write_text("size,colour name,age\n" + "\n".join(",".join([r.split(",")[2], r.split(",")[1], r.split(",")[0]])
+                                                              for r in rows[1:6]) + "\n")
+    results = run_predict(exports / "saved_model", [reordered], k=3, progress=False)
+    encoded = np.load(root / "raw" / "x.npy")[:5]
+    by_features = run_predict(exports / "saved_model", [_npy(tmp_path, encoded)], k=3, progress=False)
+    assert [[item["class"] for item in r["top"]] for r in results] == [[item["class"] for item in r["top"]] for r in by_features]
+    assert np.allclose([[item["probability"] for item in r["top"]] for r in results],
+                       [[item["probability"] for item in r["top"]] for r in by_features], atol=1e-6)
+    assert "" in [r.split(",")[index] for r in rows[1:6] for index in range(3)], "the rows include a missing cell"
+    missing = tmp_path / "missing.csv"
+    missing.write_text("age,size\n40,1\n")
+    with pytest.raises(UserError, match=r"missing.csv lacks the column\(s\) colour name: the model takes raw columns age, colour name, size"):
+        run_predict(exports / "saved_model", [missing], k=1, progress=False)
+    with pytest.raises(UserError, match=r"row 2 has a non-numeric value: .*takes raw rows only as exports/saved_model"):
+        (tmp_path / "text.csv").write_text("40,0,0,1,2.5\n41,red,0,1,2.5\n")  # TFLite: encoded features only
+        run_predict(exports / "model.tflite", [tmp_path / "text.csv"], k=1, progress=False)
+    with pytest.raises(UserError, match=r"bad.csv row 1: 'x' in column age is not a number"):
+        (tmp_path / "bad.csv").write_text("age,colour name,size\nx,red,1\n")
+        run_predict(exports / "saved_model", [tmp_path / "bad.csv"], k=1, progress=False)
+
+
+def _npy(directory: Path, array: np.ndarray) -> Path:
+    np.save(directory / "encoded.npy", array)
+    return directory / "encoded.npy"
+
+
+def test_missing_values_under_missing_drop_take_train_means_and_zero_categories():
+    """data.missing=drop stores no fill values (training dropped such rows): a served row still gets an answer."""
+    from pipeline.env import import_tensorflow
+    from pipeline.export_raw_rows import column_layout, raw_rows_function
+
+    tf = import_tensorflow()
+    meta = {"columns": {"b": {"kind": "numeric", "fill": None}, "a": {"kind": "categorical", "vocabulary": ["x", "y"], "fill": None}},
+            "feature_names": ["b", "a=x", "a=y"]}
+    assert [name for name, _ in column_layout(meta["columns"], meta["feature_names"])] == ["b", "a"], "file order, not sorted keys"
+    serve = raw_rows_function(tf, meta, np.array([7.5, 0.4, 0.6]), lambda features: {"features": features})
+    features = serve(tf.constant([np.nan, 2.0, 3.0], tf.float32), tf.constant(["y", "", " x "]))["features"].numpy()
+    assert features.tolist() == [[7.5, 0, 1], [2.0, 0, 0], [3.0, 1, 0]]
+    with pytest.raises(ValueError, match="feature 'c' matches no stored column"):
+        column_layout(meta["columns"], ["b", "c"])
