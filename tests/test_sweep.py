@@ -1,5 +1,7 @@
 """Sweeps: trial records and the summary table (unit), and Hydra multiruns through the train stage:
-a grid with a failing trial, and an Optuna study that resumes from its sqlite storage."""
+a grid with a failing trial, an Optuna study whose trials run concurrently on the two-node loopback
+cluster (conftest.two_node_cluster) and that resumes from its sqlite storage, and sweeps refused
+before any trial starts."""
 
 from __future__ import annotations
 
@@ -149,16 +151,23 @@ def test_grid_sweep_gives_each_trial_its_outputs_and_records_a_failed_one(digits
     assert f"-S train.learning_rate={[0.01, 0.001][best['trial']]}" in best["commands"]["dvc"]
 
 
+def on_cluster(address: str) -> list[str]:
+    """Trials on conftest's two-node loopback cluster (4 CPUs): 1 Ray Train worker + its controller each."""
+    return ["cluster=address", f"cluster.address={address}", "cluster.num_workers=1"]
+
+
 @pytest.mark.slow
-def test_optuna_trials_run_concurrently_on_ray_and_a_rerun_resumes_the_stored_study(digits_pipeline, tmp_path):
+def test_optuna_trials_run_concurrently_on_ray_and_a_rerun_resumes_the_stored_study(two_node_cluster, digits_pipeline, tmp_path):
     config, _ = digits_pipeline
-    overrides = [*sweep_overrides(Path(config.paths.processed), tmp_path, "tpe"), "hparams_search=mlp_optuna"]
+    overrides = [*sweep_overrides(Path(config.paths.processed), tmp_path, "tpe"), *on_cluster(two_node_cluster),
+                 "hparams_search=mlp_optuna"]
     first = run_stage("train", "-m", *overrides, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
                       "hydra/launcher=ray_trials", "hydra.launcher.parallel=2")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Launching 2 trials on Ray, 2 at a time" in first.stdout + first.stderr
     ran = trials(tmp_path / "sweeps" / "tpe")
-    assert max(record["started"] for record in ran.values()) < min(record["finished"] for record in ran.values())  # overlapped
+    # each trial's record times its whole run (config to final metrics): the two trials overlapped on the cluster
+    assert max(record["started"] for record in ran.values()) < min(record["finished"] for record in ran.values()), ran
     for record in ran.values():  # each trial had its own Ray Train run and outputs
         # a finished Ray Train run is set aside as <run name>.<time> (pipeline.train), so a rerun starts afresh
         assert list((tmp_path / "ray" / "tpe").glob(f"trial-{record['trial']}.*")), sorted((tmp_path / "ray" / "tpe").iterdir())
@@ -167,7 +176,7 @@ def test_optuna_trials_run_concurrently_on_ray_and_a_rerun_resumes_the_stored_st
     query = "SELECT number, state FROM trials ORDER BY number"
     assert sqlite3.connect(database).execute(query).fetchall() == [(0, "COMPLETE"), (1, "COMPLETE")]
     # The rerun continues the stored study; its trial fails (no data) and is recorded, not fatal.
-    missing_data = [*sweep_overrides(tmp_path / "missing", tmp_path, "tpe"), "hparams_search=mlp_optuna"]
+    missing_data = [*sweep_overrides(tmp_path / "missing", tmp_path, "tpe"), *on_cluster(two_node_cluster), "hparams_search=mlp_optuna"]
     second = run_stage("train", "-m", *missing_data, "hydra.sweeper.n_trials=1")
     assert second.returncode == 0, second.stdout + second.stderr
     assert sqlite3.connect(database).execute(query).fetchall() == [(0, "COMPLETE"), (1, "COMPLETE"), (2, "FAIL")]
@@ -221,3 +230,11 @@ def test_more_parallel_trials_than_cpus_is_refused(tmp_path):
     result = run_stage("train", "-m", "model=mlp", "train.learning_rate=1e-3,1e-2,1e-1", "hydra/launcher=ray_trials",
                        "hydra.launcher.parallel=3", "hydra.launcher.num_cpus=4", f"sweep.dir={tmp_path}/sweeps")
     assert_refused(result, tmp_path / "sweeps", "hydra.launcher.parallel=3 trials need 6 CPUs", "has 4")
+
+
+@pytest.mark.slow
+def test_more_parallel_trials_than_the_cluster_has_cpus_is_refused(two_node_cluster, tmp_path):
+    result = run_stage("train", "-m", "model=mlp", "train.learning_rate=1e-3,1e-2,1e-1", *on_cluster(two_node_cluster),
+                       "hydra/launcher=ray_trials", "hydra.launcher.parallel=3", f"sweep.dir={tmp_path}/sweeps")
+    assert_refused(result, tmp_path / "sweeps", "hydra.launcher.parallel=3 trials need 6 CPUs",
+                   f"the Ray cluster at {two_node_cluster} has 4")
