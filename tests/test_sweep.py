@@ -1,14 +1,19 @@
 """Sweeps: trial records and the summary table (unit), and Hydra multiruns through the train stage:
 a grid with a failing trial, an Optuna study whose trials run concurrently on the two-node loopback
-cluster (conftest.two_node_cluster) and that resumes from its sqlite storage, and sweeps refused
-before any trial starts."""
+cluster (conftest.two_node_cluster) and that resumes from its sqlite storage, a trial whose Ray task
+is killed, and sweeps refused before any trial starts."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
+import re
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,6 +115,34 @@ def test_every_search_preset_composes_and_passes_the_sweep_check(preset):
     check_sweep(cfg, to_settings)
 
 
+def test_a_job_that_died_without_a_record_is_recorded_as_a_failed_trial(tmp_path):
+    """What the Ray trials launcher reports for a trial whose Ray task died (stages/_sweep.SweepCallback.on_job_end)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import open_dict
+    from ray.exceptions import RayTaskError
+
+    from stages._common import CONF_DIR
+    from stages._sweep import SweepCallback
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=["model=mlp", "train.learning_rate=0.5", f"sweep.dir={tmp_path}", "sweep.name=s"],
+                            return_hydra_config=True)
+    start_sweep(tmp_path / "s")
+    with open_dict(cfg):
+        cfg.hydra.job.num = 1
+    raised = RayTaskError("_run_trial", "Traceback (most recent call last):\n  ...\nOSError: disk\nfull", OSError("disk\nfull"))
+    callback = SweepCallback()
+    callback.on_job_end(config=cfg, job_return=JobReturn(status=JobStatus.COMPLETED, _return_value=0.1))
+    assert not trials(tmp_path / "s"), "a completed job is run_trial's to record"
+    callback.on_job_end(config=cfg, job_return=JobReturn(status=JobStatus.FAILED, _return_value=raised.as_instanceof_cause()))
+    record = trials(tmp_path / "s")[1]
+    assert record["status"] == "failed" and record["error"] == "OSError: disk full"  # the task's own error, one line
+    assert record["overrides"][:2] == ["model=mlp", "train.learning_rate=0.5"] and record["choices"]["model"] == "mlp"
+    callback.on_job_end(config=cfg, job_return=JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError("later")))
+    assert trials(tmp_path / "s")[1]["error"] == "OSError: disk full", "an existing record is kept"
+
+
 # --- multiruns through the stage (subprocesses) ------------------------------------------------------------------
 
 
@@ -186,6 +219,33 @@ def test_optuna_trials_run_concurrently_on_ray_and_a_rerun_resumes_the_stored_st
     best = json.loads((tmp_path / "sweeps" / "tpe" / "best.json").read_text())
     assert best["trial"] in (0, 1) and math.isfinite(best["value"])
     assert "-S model=mlp" in best["commands"]["dvc"] and "hparams_search" not in best["commands"]["dvc"]
+
+
+@pytest.mark.slow
+def test_a_trial_whose_process_is_killed_is_recorded_failed_and_the_sweep_goes_on(two_node_cluster, digits_pipeline, tmp_path):
+    """Trial 0's Ray task is SIGKILLed as it starts; one trial at a time, so trial 1 only starts
+    after the crash was handled. Trial 1 fails in the stage (bad learning rate); both are summarised."""
+    config, _ = digits_pipeline
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    stage = subprocess.Popen([sys.executable, "-m", "stages.train", "-m", *sweep_overrides(Path(config.paths.processed), tmp_path, "crash"),
+                              *on_cluster(two_node_cluster), "train.learning_rate=1e-2,-1", "hydra/launcher=ray_trials",
+                              "hydra.launcher.parallel=1"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, killed = [], None
+    for line in stage.stdout:
+        lines.append(line)
+        # Ray prefixes a task's forwarded output with its process: "(_run_trial pid=123, ip=...) Sweep crash trial 0: ..."
+        if killed is None and (match := re.search(r"\(_run_trial pid=(\d+).*Sweep crash trial 0:", line)):
+            killed = int(match.group(1))
+            os.kill(killed, signal.SIGKILL)
+    output = "".join(lines)
+    assert stage.wait(timeout=120) == 0 and killed is not None, output[-3000:]
+    records = trials(tmp_path / "sweeps" / "crash")
+    assert [records[n]["status"] for n in (0, 1)] == ["failed", "failed"], output[-3000:]
+    assert records[0]["error"].startswith("WorkerCrashedError: The worker died unexpectedly") and "\n" not in records[0]["error"]
+    assert "train.learning_rate=0.01" in records[0]["overrides"] and "train.learning_rate=-1.0 is invalid" in records[1]["error"]
+    rows = list(csv.DictReader((tmp_path / "sweeps" / "crash" / "summary.csv").open()))
+    assert [(row["trial"], row["status"]) for row in rows] == [("0", "failed"), ("1", "failed")]
+    assert "| 0 | failed |" in (tmp_path / "sweeps" / "crash" / "summary.md").read_text()
 
 
 # --- bad input: one line, exit 2, no trial started ---------------------------------------------------------------
