@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import UserError
 from pipeline.settings import PipelineConfig
-from pipeline.sweep import CONFIG_FILE, objective_value, start_sweep, trial_number, write_summary, write_trial
+from pipeline.sweep import (CONFIG_FILE, TRIAL_FILE, objective_value, start_sweep, trial_number, write_summary,
+                            write_trial)
 
 logger = logging.getLogger("stages.sweep")
 
@@ -49,24 +51,37 @@ def trial_cfg(cfg: DictConfig, number: int) -> DictConfig:
 
 
 def _one_line(error: BaseException) -> str:
+    error = getattr(error, "cause", None) or error  # a Ray task's exception wraps the trial's own
     text = " ".join(str(error).split())
     return text if isinstance(error, UserError) else f"{type(error).__name__}: {text}"
+
+
+def failures_raise(hydra_cfg: DictConfig) -> bool:
+    """Whether a failed trial is handed to the sweeper as an exception (else as NaN).
+
+    The Optuna sweeper records a raising trial as FAIL and, with ``max_failure_rate: 1.0`` in the
+    presets, goes on (a NaN return would crash its ``study.tell``); Hydra's basic sweeper ends the
+    whole sweep at a raising job, without a summary, so it gets NaN.
+    """
+    return "optuna" in str(hydra_cfg.sweeper.get("_target_", ""))
+
+
+def _trial_record(hydra_cfg: DictConfig, number: int) -> dict:
+    choices = {group: option for group, option in hydra_cfg.runtime.choices.items() if not group.startswith("hydra")}
+    return {"trial": number, "overrides": list(hydra_cfg.overrides.task), "choices": choices, "status": "failed"}
 
 
 def run_trial(task: Callable[[PipelineConfig], Any], cfg: DictConfig, to_settings: Callable) -> float:
     """Run one sweep trial: own outputs, ``trial.json`` whatever happens, the objective returned.
 
-    A failing trial is recorded as failed and never stops the sweep: under Hydra's basic sweeper it
-    returns NaN (an exception would end the sweep after the batch, without a summary); under the
-    Optuna sweeper it re-raises, which Optuna records as a FAIL trial (a NaN return would crash
-    the sweeper's ``study.tell``), and ``max_failure_rate: 1.0`` in the presets keeps it going.
+    A failing trial is recorded as failed and never stops the sweep (see :func:`failures_raise`).
+    A trial whose process dies before it can write its record is recorded by
+    :meth:`SweepCallback.on_job_end`.
     """
     hydra_cfg = HydraConfig.get()
     number = trial_number(sweep_dir(cfg), int(hydra_cfg.job.num))
     folder = sweep_dir(cfg) / str(number)
-    choices = {group: option for group, option in hydra_cfg.runtime.choices.items() if not group.startswith("hydra")}
-    record = {"trial": number, "overrides": list(hydra_cfg.overrides.task), "choices": choices, "status": "failed",
-              "started": time.time()}
+    record = {**_trial_record(hydra_cfg, number), "started": time.time()}
     try:
         cfg = trial_cfg(cfg, number)
         folder.mkdir(parents=True, exist_ok=True)
@@ -80,7 +95,7 @@ def run_trial(task: Callable[[PipelineConfig], Any], cfg: DictConfig, to_setting
     except Exception as error:  # any failure of one trial is recorded and the sweep goes on
         record["error"] = _one_line(error)
         logger.error("Sweep trial %d failed: %s", number, record["error"])
-        if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")):
+        if failures_raise(hydra_cfg):
             raise
         return math.nan
     finally:
@@ -100,6 +115,20 @@ class SweepCallback(Callback):
         except UserError as error:
             report_user_error(error)  # one line, exit 2, before any trial starts
         start_sweep(sweep_dir(config), config.sweep.direction)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """A failed job that left no ``trial.json`` is recorded as a failed trial: its process died
+        (the Ray trials launcher reports such jobs here) or it failed before :func:`run_trial` ran."""
+        if job_return.status != JobStatus.FAILED:
+            return
+        number = trial_number(sweep_dir(config), int(config.hydra.job.num))
+        folder = sweep_dir(config) / str(number)
+        if (folder / TRIAL_FILE).is_file():
+            return  # run_trial recorded it
+        record = {**_trial_record(config.hydra, number), "error": _one_line(job_return._return_value), "finished": time.time()}
+        folder.mkdir(parents=True, exist_ok=True)
+        write_trial(folder, record)
+        logger.error("Sweep trial %d failed: %s", number, record["error"])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         write_summary(sweep_dir(config), config.sweep.objective, config.sweep.direction)

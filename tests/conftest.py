@@ -7,8 +7,12 @@ import dataclasses
 import functools
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +158,66 @@ def exported_mlp(trained_mlp):
     out = root / "exports"
     report = run_export(settings, Path(config.paths.processed), Path(config.paths.models), out, None)
     return config, out, report
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on once this returns."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for_line(path: Path, text: str, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (path.read_text() if path.exists() else ""):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"ray start failed; see {path}:\n{path.read_text()[-2000:] if path.exists() else ''}")
+        time.sleep(0.2)
+
+
+def _kill_session(process: subprocess.Popen) -> None:
+    """SIGKILL the process group we started and anything left in its session (Ray's agents)."""
+    sid = process.pid
+    try:
+        os.killpg(sid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def two_node_cluster():
+    """``ray start --head`` (resource node_a) plus a second node (node_b, own IP 127.0.0.2), 2 CPUs each,
+    each in its own session; yields the head's GCS address. One per pytest session (starting it takes
+    30-70 s): test_cluster.py and test_sweep.py share it, so a test must leave it as it found it. Torn
+    down by killing both sessions (never `ray stop`, which would stop every Ray on the machine)."""
+    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    common = ["--block", "--num-cpus=2", "--num-gpus=0", "--object-store-memory=100000000", "--disable-usage-stats"]
+    processes = []
+    try:
+        head_log = temp / "head.log"
+        processes.append(subprocess.Popen(
+            [ray_cli, "start", "--head", f"--port={port}", "--resources={\"node_a\": 2}", f"--temp-dir={temp}/ray",
+             "--include-dashboard=false", *common], env=env, start_new_session=True, stdout=head_log.open("w"), stderr=subprocess.STDOUT))
+        _wait_for_line(head_log, "Ray runtime started", processes[0], timeout=120)
+        node_log = temp / "node.log"
+        # A second IP: nodes sharing one IP share Ray's cached per-IP ports, and the second raylet fails to bind.
+        processes.append(subprocess.Popen(
+            [ray_cli, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.2", "--resources={\"node_b\": 2}", *common],
+            env=env, start_new_session=True, stdout=node_log.open("w"), stderr=subprocess.STDOUT))
+        _wait_for_line(node_log, "Ray runtime started", processes[1], timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for process in reversed(processes):
+            _kill_session(process)
+        shutil.rmtree(temp, ignore_errors=True)

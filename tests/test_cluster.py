@@ -6,18 +6,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, compose, run_stage, tmp_paths
+from conftest import REPO, compose, free_port, run_stage, tmp_paths
 from pipeline.cluster import check_capacity, check_reachable
 from pipeline.errors import UserError
 from pipeline.train import TrainRequest, default_run_name, plan_run, run_train, scaled_train_settings
@@ -25,12 +23,6 @@ from pipeline.train import TrainRequest, default_run_name, plan_run, run_train, 
 WORKER_LINE = re.compile(r"worker (\d+)/(\d+) on node ([0-9a-f]+) pid (\d+)")
 EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+) ")
 EPOCHS = 12
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def request_for(config) -> TrainRequest:
@@ -129,61 +121,6 @@ def test_mixed_precision_and_xla_train_with_float32_outputs(digits_pipeline, tmp
 
 
 # --- a two-node Ray cluster on this machine -----------------------------------------------------
-
-def _wait_for_line(path: Path, text: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in (path.read_text() if path.exists() else ""):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"ray start failed; see {path}:\n{path.read_text()[-2000:] if path.exists() else ''}")
-        time.sleep(0.2)
-
-
-def _kill_session(process: subprocess.Popen) -> None:
-    """SIGKILL the process group we started and anything left in its session (Ray's agents)."""
-    sid = process.pid
-    try:
-        os.killpg(sid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == sid:
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-    process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def two_node_cluster():
-    """``ray start --head`` (resource node_a) plus a second node (node_b, own IP 127.0.0.2), each in its
-    own session; yields the head's GCS address. Torn down by killing both sessions (never `ray stop`,
-    which would stop every Ray on the machine)."""
-    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    common = ["--block", "--num-cpus=2", "--num-gpus=0", "--object-store-memory=100000000", "--disable-usage-stats"]
-    processes = []
-    try:
-        head_log = temp / "head.log"
-        processes.append(subprocess.Popen(
-            [ray_cli, "start", "--head", f"--port={port}", "--resources={\"node_a\": 2}", f"--temp-dir={temp}/ray",
-             "--include-dashboard=false", *common], env=env, start_new_session=True, stdout=head_log.open("w"), stderr=subprocess.STDOUT))
-        _wait_for_line(head_log, "Ray runtime started", processes[0], timeout=120)
-        node_log = temp / "node.log"
-        # A second IP: nodes sharing one IP share Ray's cached per-IP ports, and the second raylet fails to bind.
-        processes.append(subprocess.Popen(
-            [ray_cli, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.2", "--resources={\"node_b\": 2}", *common],
-            env=env, start_new_session=True, stdout=node_log.open("w"), stderr=subprocess.STDOUT))
-        _wait_for_line(node_log, "Ray runtime started", processes[1], timeout=120)
-        yield f"127.0.0.1:{port}"
-    finally:
-        for process in reversed(processes):
-            _kill_session(process)
-        shutil.rmtree(temp, ignore_errors=True)
-
 
 def cluster_overrides(address: str, root: Path, processed: str, *extra: str) -> list[str]:
     return ["experiment=smoke", *tmp_paths(root), f"paths.processed={processed}", "cluster=address", f"cluster.address={address}",

@@ -1,12 +1,20 @@
 """Sweeps: trial records and the summary table (unit), and Hydra multiruns through the train stage:
-a grid with a failing trial, and an Optuna study that resumes from its sqlite storage."""
+a grid with a failing trial, an Optuna study whose trials run concurrently on the two-node loopback
+cluster (conftest.two_node_cluster) and that resumes from its sqlite storage, a trial whose Ray task
+is killed, and sweeps refused before any trial starts."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
+import re
+import signal
 import sqlite3
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -108,6 +116,34 @@ def test_every_search_preset_composes_and_passes_the_sweep_check(preset):
     check_sweep(cfg, to_settings)
 
 
+def test_a_job_that_died_without_a_record_is_recorded_as_a_failed_trial(tmp_path):
+    """What the Ray trials launcher reports for a trial whose Ray task died (stages/_sweep.SweepCallback.on_job_end)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import open_dict
+    from ray.exceptions import RayTaskError
+
+    from stages._common import CONF_DIR
+    from stages._sweep import SweepCallback
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=["model=mlp", "train.learning_rate=0.5", f"sweep.dir={tmp_path}", "sweep.name=s"],
+                            return_hydra_config=True)
+    start_sweep(tmp_path / "s")
+    with open_dict(cfg):
+        cfg.hydra.job.num = 1
+    raised = RayTaskError("_run_trial", "Traceback (most recent call last):\n  ...\nOSError: disk\nfull", OSError("disk\nfull"))
+    callback = SweepCallback()
+    callback.on_job_end(config=cfg, job_return=JobReturn(status=JobStatus.COMPLETED, _return_value=0.1))
+    assert not trials(tmp_path / "s"), "a completed job is run_trial's to record"
+    callback.on_job_end(config=cfg, job_return=JobReturn(status=JobStatus.FAILED, _return_value=raised.as_instanceof_cause()))
+    record = trials(tmp_path / "s")[1]
+    assert record["status"] == "failed" and record["error"] == "OSError: disk full"  # the task's own error, one line
+    assert record["overrides"][:2] == ["model=mlp", "train.learning_rate=0.5"] and record["choices"]["model"] == "mlp"
+    callback.on_job_end(config=cfg, job_return=JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError("later")))
+    assert trials(tmp_path / "s")[1]["error"] == "OSError: disk full", "an existing record is kept"
+
+
 # --- multiruns through the stage (subprocesses) ------------------------------------------------------------------
 
 
@@ -149,16 +185,23 @@ def test_grid_sweep_gives_each_trial_its_outputs_and_records_a_failed_one(digits
     assert f"-S train.learning_rate={[0.01, 0.001][best['trial']]}" in best["commands"]["dvc"]
 
 
+def on_cluster(address: str) -> list[str]:
+    """Trials on conftest's two-node loopback cluster (4 CPUs): 1 Ray Train worker + its controller each."""
+    return ["cluster=address", f"cluster.address={address}", "cluster.num_workers=1"]
+
+
 @pytest.mark.slow
-def test_optuna_trials_run_concurrently_on_ray_and_a_rerun_resumes_the_stored_study(digits_pipeline, tmp_path):
+def test_optuna_trials_run_concurrently_on_ray_and_a_rerun_resumes_the_stored_study(two_node_cluster, digits_pipeline, tmp_path):
     config, _ = digits_pipeline
-    overrides = [*sweep_overrides(Path(config.paths.processed), tmp_path, "tpe"), "hparams_search=mlp_optuna"]
+    overrides = [*sweep_overrides(Path(config.paths.processed), tmp_path, "tpe"), *on_cluster(two_node_cluster),
+                 "hparams_search=mlp_optuna"]
     first = run_stage("train", "-m", *overrides, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
                       "hydra/launcher=ray_trials", "hydra.launcher.parallel=2")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Launching 2 trials on Ray, 2 at a time" in first.stdout + first.stderr
     ran = trials(tmp_path / "sweeps" / "tpe")
-    assert max(record["started"] for record in ran.values()) < min(record["finished"] for record in ran.values())  # overlapped
+    # each trial's record times its whole run (config to final metrics): the two trials overlapped on the cluster
+    assert max(record["started"] for record in ran.values()) < min(record["finished"] for record in ran.values()), ran
     for record in ran.values():  # each trial had its own Ray Train run and outputs
         # a finished Ray Train run is set aside as <run name>.<time> (pipeline.train), so a rerun starts afresh
         assert list((tmp_path / "ray" / "tpe").glob(f"trial-{record['trial']}.*")), sorted((tmp_path / "ray" / "tpe").iterdir())
@@ -167,7 +210,7 @@ def test_optuna_trials_run_concurrently_on_ray_and_a_rerun_resumes_the_stored_st
     query = "SELECT number, state FROM trials ORDER BY number"
     assert sqlite3.connect(database).execute(query).fetchall() == [(0, "COMPLETE"), (1, "COMPLETE")]
     # The rerun continues the stored study; its trial fails (no data) and is recorded, not fatal.
-    missing_data = [*sweep_overrides(tmp_path / "missing", tmp_path, "tpe"), "hparams_search=mlp_optuna"]
+    missing_data = [*sweep_overrides(tmp_path / "missing", tmp_path, "tpe"), *on_cluster(two_node_cluster), "hparams_search=mlp_optuna"]
     second = run_stage("train", "-m", *missing_data, "hydra.sweeper.n_trials=1")
     assert second.returncode == 0, second.stdout + second.stderr
     assert sqlite3.connect(database).execute(query).fetchall() == [(0, "COMPLETE"), (1, "COMPLETE"), (2, "FAIL")]
@@ -177,6 +220,38 @@ def test_optuna_trials_run_concurrently_on_ray_and_a_rerun_resumes_the_stored_st
     best = json.loads((tmp_path / "sweeps" / "tpe" / "best.json").read_text())
     assert best["trial"] in (0, 1) and math.isfinite(best["value"])
     assert "-S model=mlp" in best["commands"]["dvc"] and "hparams_search" not in best["commands"]["dvc"]
+
+
+@pytest.mark.slow
+def test_a_trial_whose_process_is_killed_is_recorded_failed_and_the_sweep_goes_on(two_node_cluster, digits_pipeline, tmp_path):
+    """Trial 0's Ray task is SIGKILLed as it starts; one trial at a time, so trial 1 only starts
+    after the crash was handled. Trial 1 fails in the stage (bad learning rate); both are summarised."""
+    config, _ = digits_pipeline
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    stage = subprocess.Popen([sys.executable, "-m", "stages.train", "-m", *sweep_overrides(Path(config.paths.processed), tmp_path, "crash"),
+                              *on_cluster(two_node_cluster), "train.learning_rate=1e-2,-1", "hydra/launcher=ray_trials",
+                              "hydra.launcher.parallel=1"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, killed = [], None
+    watchdog = threading.Timer(300, stage.kill)  # a hung sweep fails the test instead of hanging the suite
+    watchdog.start()
+    try:
+        for line in stage.stdout:
+            lines.append(line)
+            # Ray prefixes a task's forwarded output with its process: "(_run_trial pid=123, ip=...) Sweep crash trial 0: ..."
+            if killed is None and (match := re.search(r"\(_run_trial pid=(\d+).*Sweep crash trial 0:", line)):
+                killed = int(match.group(1))
+                os.kill(killed, signal.SIGKILL)
+    finally:
+        watchdog.cancel()
+    output = "".join(lines)
+    assert stage.wait(timeout=120) == 0 and killed is not None, output[-3000:]
+    records = trials(tmp_path / "sweeps" / "crash")
+    assert [records[n]["status"] for n in (0, 1)] == ["failed", "failed"], output[-3000:]
+    assert records[0]["error"].startswith("WorkerCrashedError: The worker died unexpectedly") and "\n" not in records[0]["error"]
+    assert "train.learning_rate=0.01" in records[0]["overrides"] and "train.learning_rate=-1.0 is invalid" in records[1]["error"]
+    rows = list(csv.DictReader((tmp_path / "sweeps" / "crash" / "summary.csv").open()))
+    assert [(row["trial"], row["status"]) for row in rows] == [("0", "failed"), ("1", "failed")]
+    assert "| 0 | failed |" in (tmp_path / "sweeps" / "crash" / "summary.md").read_text()
 
 
 # --- bad input: one line, exit 2, no trial started ---------------------------------------------------------------
@@ -221,3 +296,11 @@ def test_more_parallel_trials_than_cpus_is_refused(tmp_path):
     result = run_stage("train", "-m", "model=mlp", "train.learning_rate=1e-3,1e-2,1e-1", "hydra/launcher=ray_trials",
                        "hydra.launcher.parallel=3", "hydra.launcher.num_cpus=4", f"sweep.dir={tmp_path}/sweeps")
     assert_refused(result, tmp_path / "sweeps", "hydra.launcher.parallel=3 trials need 6 CPUs", "has 4")
+
+
+@pytest.mark.slow
+def test_more_parallel_trials_than_the_cluster_has_cpus_is_refused(two_node_cluster, tmp_path):
+    result = run_stage("train", "-m", "model=mlp", "train.learning_rate=1e-3,1e-2,1e-1", *on_cluster(two_node_cluster),
+                       "hydra/launcher=ray_trials", "hydra.launcher.parallel=3", f"sweep.dir={tmp_path}/sweeps")
+    assert_refused(result, tmp_path / "sweeps", "hydra.launcher.parallel=3 trials need 6 CPUs",
+                   f"the Ray cluster at {two_node_cluster} has 4")

@@ -5,12 +5,16 @@ task that runs the stage's task function; inside it the train stage starts its o
 (``cluster.num_workers`` workers) on the same cluster, so every trial gets its own workers. A local
 Ray is started large enough for ``parallel`` trials; on an existing cluster the launcher first
 checks that ``parallel`` trials fit and refuses with one line otherwise, before any trial starts.
-Options live in ``conf/hydra/launcher/ray_trials.yaml``.
+A trial whose Ray task dies (its process killed, its node lost, an error before the job ran) is
+not retried: it is reported to the callbacks as a FAILED job, which records it as a failed trial
+(stages/_sweep.py), and the sweep goes on to its summary. Options live in
+``conf/hydra/launcher/ray_trials.yaml``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -93,7 +97,9 @@ class RayTrialsLauncher(Launcher):
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         self._start_ray()
-        remote = ray.remote(num_cpus=0)(_run_trial)  # the trial's Ray Train run reserves the CPUs
+        # num_cpus=0: the trial's Ray Train run reserves the CPUs. max_retries=0: the Train run already
+        # replaces failed workers (train.max_failures); a rerun trial task would mostly die the same way.
+        remote = ray.remote(num_cpus=0, max_retries=0)(_run_trial)
         log.info(f"Launching {len(job_overrides)} trials on Ray, {self.parallel} at a time")
         pending, returns = {}, [None] * len(job_overrides)
         for position, overrides in enumerate(job_overrides):
@@ -106,20 +112,25 @@ class RayTrialsLauncher(Launcher):
                 sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
                 sweep_config.hydra.job.num = idx
             ref = remote.remote(self.hydra_context, self.task_function, sweep_config, Singleton.get_state())
-            pending[ref] = (position, overrides)
+            pending[ref] = (position, overrides, sweep_config)
         while pending:
             self._collect(pending, returns)
         return returns
 
-    @staticmethod
-    def _collect(pending: dict, returns: list) -> None:
-        """Wait for one trial; a crashed Ray task becomes a FAILED job, not a stopped sweep."""
+    def _collect(self, pending: dict, returns: list) -> None:
+        """Wait for one trial; a crashed Ray task becomes a failed trial, not a stopped sweep."""
         import ray
 
+        from stages._sweep import failures_raise
+
         [ref], _ = ray.wait(list(pending), num_returns=1)
-        position, overrides = pending.pop(ref)
+        position, overrides, sweep_config = pending.pop(ref)
         try:
             returns[position] = ray.get(ref)
-        except Exception as error:  # the task's process died (e.g. out of memory): record it as failed
-            log.error(f"Trial with overrides {' '.join(overrides)} crashed: {error}")
-            returns[position] = JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=error)
+        except Exception as error:  # the task's process died (killed, out of memory) or it raised before the job ran
+            log.error(f"Trial with overrides {' '.join(overrides)} crashed: {' '.join(str(error).split())[:300]}")
+            failed = JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=error)
+            self.hydra_context.callbacks.on_job_end(config=sweep_config, job_return=failed)  # as run_job does for a raising job
+            # Hand it to the sweeper as stages/_sweep.run_trial hands a failed trial: raising or NaN.
+            returns[position] = failed if failures_raise(self.config.hydra) else JobReturn(
+                overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=math.nan)
