@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.train import SET_ASIDE_SUFFIX
-from test_cluster import _kill_session, _wait_for_line, free_port
+from conftest import _kill_session, _wait_for_line, free_port
 
 # Every port `ray start --head` would otherwise take from a fixed default (10001, 52365, ...), so this
 # head can run next to the two-node cluster fixture or another Ray on the machine.
