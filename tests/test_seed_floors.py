@@ -1,7 +1,8 @@
 """The shipped defaults reach the seeds' figures on digits, through the real train path (Ray Train).
 
-Issue 2's floor: the default config (the CNN) reaches >= 0.97 test accuracy, the MLP >= 0.95. Only
-``paths.*`` are redirected; every training value is what ``conf/`` ships.
+Issue 2's floor: the default config (the CNN) reaches >= 0.97 test accuracy. Only ``paths.*`` are
+redirected; every training value is what ``conf/`` ships. The MLP's floor (>= 0.95) is checked on
+the 1-worker run that tests/test_train_ray.py shares among its checks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pipeline.train import TrainRequest, run_train
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("model,floor", [("cnn", 0.97), ("mlp", 0.95)])
+@pytest.mark.parametrize("model,floor", [("cnn", 0.97)])
 def test_default_config_reaches_the_seed_accuracy(tmp_path, model, floor):
     config = compose(f"model={model}", *tmp_paths(tmp_path))
     run_ingest(config.data, Path(config.paths.raw))

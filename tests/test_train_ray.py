@@ -1,4 +1,9 @@
-"""Real Ray Train runs (local Ray started by the library): determinism at 1 worker, and 2 workers."""
+"""Real Ray Train runs of the shipped MLP defaults (local Ray started by the library): the seeds'
+floor, an identical rerun with the same seed, TensorBoard's tags, and 2 workers against 1.
+
+One 1-worker run of the defaults serves all three checks (a run costs ~30 s of Ray and worker
+start-up on 2 cores). Only ``paths.*`` are redirected; every training value is what ``conf/`` ships.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +21,11 @@ from pipeline.train import TrainRequest, run_train
 pytestmark = pytest.mark.slow
 
 
+MLP = ("model=mlp",)
+
+
 def prepare(root: Path, *overrides: str):
-    config = compose("experiment=smoke", *tmp_paths(root), *overrides)
+    config = compose(*tmp_paths(root), *overrides)
     run_ingest(config.data, Path(config.paths.raw))
     run_preprocess(config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed))
     return config
@@ -31,16 +39,28 @@ def train_and_evaluate(config, models: Path, reports: Path) -> dict:
     return json.loads((reports / "metrics.json").read_text())
 
 
-def test_same_seed_gives_identical_metrics_on_one_worker(tmp_path):
-    config = prepare(tmp_path, "train.epochs=3", "augment=light")
-    first = train_and_evaluate(config, tmp_path / "models-1", tmp_path / "reports-1")
-    second = train_and_evaluate(config, tmp_path / "models-2", tmp_path / "reports-2")
-    assert (tmp_path / "reports-1" / "metrics.json").read_text() == (tmp_path / "reports-2" / "metrics.json").read_text()
-    assert first["accuracy"] > 0.5
-    history = json.loads((tmp_path / "models-1" / "history.json").read_text())
-    assert history["epochs"] == [1, 2, 3] and len(history["examples_per_second"]) == 3
-    run = json.loads((tmp_path / "models-1" / "run.json").read_text())
-    check_tensorboard_run(Path(run["tensorboard_dir"]), epochs=3)
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory):
+    """The MLP defaults trained once on 1 worker: (config, root, metrics)."""
+    root = tmp_path_factory.mktemp("mlp-defaults")
+    config = prepare(root, *MLP)
+    return config, root, train_and_evaluate(config, root / "models-1", root / "reports-1")
+
+
+def test_mlp_defaults_reach_the_seed_floor_and_log_to_tensorboard(one_worker):
+    _, root, metrics = one_worker
+    assert metrics["accuracy"] >= 0.95, metrics  # issue 2's floor for the MLP
+    history = json.loads((root / "models-1" / "history.json").read_text())
+    epochs = len(history["epochs"])
+    assert history["epochs"] == list(range(1, epochs + 1)) and len(history["examples_per_second"]) == epochs
+    run = json.loads((root / "models-1" / "run.json").read_text())
+    check_tensorboard_run(Path(run["tensorboard_dir"]), epochs=epochs)
+
+
+def test_same_seed_gives_identical_metrics_on_one_worker(one_worker):
+    config, root, _ = one_worker
+    train_and_evaluate(config, root / "models-2", root / "reports-2")
+    assert (root / "reports-1" / "metrics.json").read_text() == (root / "reports-2" / "metrics.json").read_text()
 
 
 def check_tensorboard_run(run_dir: Path, epochs: int) -> None:
@@ -61,11 +81,10 @@ def check_tensorboard_run(run_dir: Path, epochs: int) -> None:
     assert '"num_workers": 1' in config_text and '"learning_rate"' in config_text
 
 
-def test_two_workers_match_one_worker_with_the_same_global_batch(tmp_path):
-    """Same global batch (32 = 1 x 32 = 2 x 16), same epochs: test accuracy within 2 points."""
-    config = prepare(tmp_path, "train.epochs=15", "train.batch_size=32")
-    one = train_and_evaluate(config, tmp_path / "models-1", tmp_path / "reports-1")
-    two_workers = compose("experiment=smoke", *tmp_paths(tmp_path), "train.epochs=15", "train.batch_size=32", "cluster.num_workers=2")
-    two = train_and_evaluate(two_workers, tmp_path / "models-2", tmp_path / "reports-2")
-    assert json.loads((tmp_path / "models-2" / "run.json").read_text())["num_workers"] == 2
-    assert one["accuracy"] > 0.9 and abs(one["accuracy"] - two["accuracy"]) <= 0.02, (one, two)
+def test_two_workers_match_one_worker_with_the_same_global_batch(one_worker):
+    """Same global batch (32 = 1 x 32 = 2 x 16), same config: test accuracy within 2 points."""
+    _, root, one = one_worker
+    two_workers = compose(*tmp_paths(root), *MLP, "cluster.num_workers=2")
+    two = train_and_evaluate(two_workers, root / "models-w2", root / "reports-w2")
+    assert json.loads((root / "models-w2" / "run.json").read_text())["num_workers"] == 2
+    assert abs(one["accuracy"] - two["accuracy"]) <= 0.02, (one, two)
