@@ -54,11 +54,12 @@ def save_callback_state(callbacks, directory: Path) -> None:
     """Write the patience counters (and EarlyStopping's best weights) of ``callbacks`` into ``directory``."""
     import numpy as np
 
+    stateful = _stateful(callbacks)
     state = {name: {field: float(getattr(callback, field)) if field == "best" else int(getattr(callback, field))
                     for field in STATE_FIELDS[name]}
-             for name, callback in _stateful(callbacks).items()}
+             for name, callback in stateful.items()}
     (Path(directory) / CALLBACK_STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # inf is written as Infinity
-    best_weights = getattr(_stateful(callbacks).get("EarlyStopping"), "best_weights", None)
+    best_weights = getattr(stateful.get("EarlyStopping"), "best_weights", None)
     if best_weights is not None:
         np.savez(Path(directory) / BEST_WEIGHTS_FILE, *best_weights)
 

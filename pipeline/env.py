@@ -31,9 +31,10 @@ QUIET_ENV = {
     "RAY_DEDUP_LOGS_ALLOW_REGEX": r"worker \d+/\d+ on node ",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
-    # ray[train] is Ray's minimal install: no dashboard agent, so every Ray process logs a C++
-    # "Failed to establish connection to the metrics exporter agent" error; neither
-    # RAY_enable_metrics_collection=0 nor RAY_enable_open_telemetry=0 stops it (measured).
+    # Ray's C++ processes log start-up chatter at info level, and when no dashboard agent runs
+    # (a minimal Ray install, or a cluster started without it) a "Failed to establish connection to
+    # the metrics exporter agent" error; neither RAY_enable_metrics_collection=0 nor
+    # RAY_enable_open_telemetry=0 stops that one (measured with ray[train] alone).
     "RAY_BACKEND_LOG_LEVEL": "fatal",
 }
 # What `-v` turns back on (stages/_common.py).

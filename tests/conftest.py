@@ -83,22 +83,36 @@ def digits_pipeline(tmp_path_factory):
     return config, root
 
 
-@pytest.fixture(scope="session")
-def trained_mlp(digits_pipeline):
-    """A small MLP fitted in-process (no Ray) on the digits splits and saved as the train stage does."""
+def fit_and_save(config, num_classes: int, epochs: int):
+    """A model of ``config.model`` fitted in-process (no Ray) on the train split and saved as the
+    train stage does (``paths.models``); returns it."""
+    from pipeline.env import import_tensorflow
+    from pipeline.models import build_model, compile_model
     from pipeline.preprocess import load_split
     from pipeline.worker import save_model
-    from pipeline.models import build_model, compile_model
-    from pipeline.env import import_tensorflow
 
-    config, root = digits_pipeline
     tf = import_tensorflow()
     tf.keras.utils.set_random_seed(0)
     x, y = load_split(Path(config.paths.processed), "train")
-    model = compile_model(build_model(config.model, x.shape[1:], 10), config.model, config.train, 10)
-    model.fit(x, y, epochs=15, batch_size=32, verbose=0)
+    model = compile_model(build_model(config.model, x.shape[1:], num_classes), config.model, config.train, num_classes)
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
     save_model(model, {"loss": [0.0]}, Path(config.paths.models))
-    return config, root, model
+    return model
+
+
+def saved_model_cli_show(directory: Path) -> str:
+    """``saved_model_cli show --all`` of a SavedModel, asserted to succeed."""
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    shown = subprocess.run([str(cli), "show", "--all", "--dir", str(directory)], capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    return shown.stdout
+
+
+@pytest.fixture(scope="session")
+def trained_mlp(digits_pipeline):
+    """A small MLP fitted in-process (no Ray) on the digits splits and saved as the train stage does."""
+    config, root = digits_pipeline
+    return config, root, fit_and_save(config, 10, epochs=15)
 
 
 @pytest.fixture

@@ -5,13 +5,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import saved_model_cli_show
 from pipeline.errors import UserError
 from pipeline.evaluate import class_probabilities, compute_metrics, confusion_matrix, run_evaluate
 from pipeline.export import run_export
@@ -107,13 +106,10 @@ def test_saved_model_takes_raw_inputs_and_returns_class_names(exported_mlp, digi
 
 def test_saved_model_cli_lists_the_signatures(exported_mlp):
     _, out, _ = exported_mlp
-    cli = Path(sys.executable).with_name("saved_model_cli")
-    shown = subprocess.run([str(cli), "show", "--all", "--dir", str(out / "saved_model")], capture_output=True, text=True,
-                           timeout=300)
-    assert shown.returncode == 0, shown.stderr[-2000:]
+    shown = saved_model_cli_show(out / "saved_model")
     for expected in ("signature_def['serving_default']", "signature_def['serving_images']", "outputs['class_names']",
                      "dtype: DT_STRING", "inputs['images']", "dtype: DT_UINT8", "outputs['probabilities']"):
-        assert expected in shown.stdout, expected
+        assert expected in shown, expected
 
 
 def test_export_above_tolerance_fails_and_writes_nothing(trained_mlp, tmp_path):

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import compose, tmp_paths
+from conftest import compose, fit_and_save, saved_model_cli_show, tmp_paths
 from pipeline.errors import UserError
 
 HEADER = ["age", "colour name", "size", "label"]
@@ -47,12 +45,9 @@ def raw_columns(path: Path) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def csv_export(tmp_path_factory):
     """Ingest (data.missing=median), preprocess, a few epochs of an MLP, and the export: ``(root, csv, exports)``."""
-    from pipeline.env import import_tensorflow
     from pipeline.export import run_export
     from pipeline.ingest import run_ingest
-    from pipeline.models import build_model, compile_model
-    from pipeline.preprocess import load_split, run_preprocess
-    from pipeline.worker import save_model
+    from pipeline.preprocess import run_preprocess
 
     root = tmp_path_factory.mktemp("csv_export")
     path = write_mixed_csv(root / "mixed.csv")
@@ -60,12 +55,7 @@ def csv_export(tmp_path_factory):
                      *tmp_paths(root))
     run_ingest(config.data, Path(config.paths.raw))
     run_preprocess(config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed))
-    tf = import_tensorflow()
-    tf.keras.utils.set_random_seed(0)
-    x, y = load_split(Path(config.paths.processed), "train")
-    model = compile_model(build_model(config.model, x.shape[1:], 3), config.model, config.train, 3)
-    model.fit(x, y, epochs=10, batch_size=32, verbose=0)
-    save_model(model, {"loss": [0.0]}, Path(config.paths.models))
+    fit_and_save(config, 3, epochs=10)
     settings = dataclasses.replace(config.export, tflite=[], tfjs=False, latency_repeats=0, max_accuracy_drop=1.0)
     run_export(settings, Path(config.paths.processed), Path(config.paths.models), root / "exports", None)
     return root, path, root / "exports"
@@ -95,11 +85,7 @@ def test_raw_rows_signature_encodes_exactly_like_ingest(csv_export):
 
 def test_saved_model_cli_lists_the_raw_rows_signature(csv_export):
     _, _, exports = csv_export
-    cli = Path(sys.executable).with_name("saved_model_cli")
-    shown = subprocess.run([str(cli), "show", "--all", "--dir", str(exports / "saved_model")], capture_output=True, text=True,
-                           timeout=300)
-    assert shown.returncode == 0, shown.stderr[-2000:]
-    section = shown.stdout.split("signature_def['serving_raw_rows']:")[1].split("signature_def[")[0]
+    section = saved_model_cli_show(exports / "saved_model").split("signature_def['serving_raw_rows']:")[1].split("signature_def[")[0]
     for expected in ("inputs['age']", "inputs['colour_name']", "inputs['size']", "dtype: DT_STRING", "dtype: DT_FLOAT",
                      "outputs['probabilities']", "outputs['class_names']"):
         assert expected in section, expected
