@@ -1,9 +1,10 @@
 """The ``serving_raw_rows`` signature: raw CSV columns in, the pipeline's own encoding inside.
 
 A model trained on a CSV (:mod:`pipeline.sources_tabular`) sees features the ingest stage built:
-numeric columns as they are, text columns one-hot encoded over the schema's vocabulary, missing
-values filled with the schema's fill value (``data.missing``). This signature repeats that in the
-graph, from the vocabularies and fill values stored in ``meta.json``, so a client sends one tensor
+numeric columns as they are, text columns one-hot encoded over the schema's vocabulary (or as one
+code per column, ``data.categorical=embedding``), missing values filled by preprocess with values
+fitted on the train split (``data.missing``, :mod:`pipeline.imputation`). This signature repeats
+that in the graph, from the vocabularies and fill values stored in ``meta.json``, so a client sends one tensor
 per raw column, shape ``[batch]``: float32 for a numeric column (NaN = missing), string for a
 categorical one (``""`` = missing). A value outside the vocabulary encodes as all zeros (as at
 ingest). With ``data.missing=drop`` training dropped rows with missing values, so there is no fill
@@ -27,6 +28,11 @@ def input_key(column: str) -> str:
     return key if key and key[0].isalpha() else f"c_{key}"
 
 
+def feature_width(spec: dict) -> int:
+    """How many features a raw column became: 1 (numeric, or an embedded categorical's code) or its vocabulary size."""
+    return 1 if spec["kind"] == "numeric" or spec.get("encoding") == "embedding" else len(spec["vocabulary"])
+
+
 def column_layout(columns: dict, feature_names: list[str]) -> list[tuple[str, dict]]:
     """``columns`` (stored with sorted keys) in the order ingest laid their features out in ``feature_names``.
 
@@ -36,8 +42,9 @@ def column_layout(columns: dict, feature_names: list[str]) -> list[tuple[str, di
     layout, position = [], 0
     while position < len(feature_names):
         for name, spec in columns.items():
-            width = 1 if spec["kind"] == "numeric" else len(spec["vocabulary"])
-            expected = [name] if spec["kind"] == "numeric" else [f"{name}={value}" for value in spec["vocabulary"]]
+            width = feature_width(spec)
+            single = spec["kind"] == "numeric" or spec.get("encoding") == "embedding"
+            expected = [name] if single else [f"{name}={value}" for value in spec["vocabulary"]]
             if width and feature_names[position:position + width] == expected and all(name != done for done, _ in layout):
                 layout.append((name, spec))
                 position += width

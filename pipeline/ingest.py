@@ -55,12 +55,16 @@ def check_shapes(data: RawData) -> RawData:
 
 
 def _bad_rows(data: RawData, policy: str) -> np.ndarray:
-    """Mask of usable rows: finite features and a label inside the class set (``fail``: one line at the first bad one)."""
+    """Mask of usable rows: finite features and a label inside the class set (``fail``: one line at the first bad one).
+
+    NaN is a missing value, not a bad record, when the source keeps gaps for preprocess to fill (``missing_allowed``).
+    """
     x, y, name, num_classes = data.x, data.y, data.source, len(data.class_names)
     bad = BadRecords(policy, name)
     keep = np.ones(len(y), dtype=bool)
     if np.issubdtype(x.dtype, np.floating):
-        finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+        usable = ~np.isinf(x) if data.missing_allowed else np.isfinite(x)
+        finite = usable.reshape(len(x), -1).all(axis=1)
         if policy == "fail" and not finite.all():
             raise UserError(f"data '{name}': {int((~finite).sum())} examples contain NaN or inf (first at index "
                             f"{int(np.argmax(~finite))}): clean or drop them, or set data.on_bad_record=skip")

@@ -16,7 +16,9 @@ Output contract (``paths.processed``):
   tables, one scalar for images), ``seed``, ``test_split``, ``splits`` (per split: shard ``file``
   names and ``num_examples``), ``class_counts`` (train) and ``class_weights`` (balanced, per class
   index: ``n / (classes * count)``; used when ``train.class_weight=balanced``); for a CSV source
-  also ``columns`` (kind, vocabulary, fill value per raw column) and ``feature_names`` (ingest's).
+  also ``columns`` (kind, vocabulary, fill value per raw column), ``feature_names`` (ingest's) and
+  ``imputation`` (``data.missing``'s fills fitted on the train split: per feature and per column;
+  ``null`` under ``drop``). Missing cells (NaN in ``x.npy``) are filled before normalising.
 
 Normalisation is applied here, so training, evaluation and export read the same numbers.
 Augmentation is not: it runs on the fly in each worker's ``tf.data`` pipeline (pipeline.augment).
@@ -31,6 +33,7 @@ from typing import Iterator
 import numpy as np
 
 from pipeline.errors import UserError
+from pipeline.imputation import FILL_STRATEGIES, apply_fills, fit_fills
 from pipeline.io import atomic_dir, read_json, write_json
 from pipeline.settings import PreprocessSettings
 
@@ -96,18 +99,18 @@ def choose_splits(settings: PreprocessSettings, seed: int, input_dir: Path, y: n
     return split_indices(y, settings.val_fraction, settings.test_fraction, seed)
 
 
-def iter_chunks(x: np.ndarray, indices: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(indices, rows)`` of ``x`` in pieces of :data:`CHUNK_BYTES` as float64 (memmaps read lazily)."""
+def iter_chunks(x: np.ndarray, indices: np.ndarray | None = None, fill: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(indices, rows)`` of ``x`` in pieces of :data:`CHUNK_BYTES` (memmaps read lazily), NaN replaced by ``fill``."""
     indices = np.arange(len(x)) if indices is None else np.asarray(indices)
     row_bytes = max(1, int(np.prod(x.shape[1:], dtype=np.int64)) * 8)
     step = max(1, CHUNK_BYTES // row_bytes)
     for start in range(0, len(indices), step):
         part = indices[start:start + step]
-        yield part, np.asarray(x[part])
+        yield part, apply_fills(np.asarray(x[part]), fill)
 
 
-def fit_normalizer(x: np.ndarray, method: str, indices: np.ndarray | None = None) -> dict:
-    """Statistics of ``x[indices]`` (the train split), streamed chunk by chunk.
+def fit_normalizer(x: np.ndarray, method: str, indices: np.ndarray | None = None, fill: np.ndarray | None = None) -> dict:
+    """Statistics of ``x[indices]`` (the train split, gaps filled by ``fill``), streamed chunk by chunk.
 
     Per feature for tables (``x.ndim == 2``), one scalar for images. Standard deviations use
     Chan's pairwise update, so chunking does not cost precision.
@@ -116,7 +119,7 @@ def fit_normalizer(x: np.ndarray, method: str, indices: np.ndarray | None = None
         return {"method": "none", "offset": 0.0, "scale": 1.0}
     axis = 0 if x.ndim == 2 else None
     count, mean, m2, low, high = 0, 0.0, 0.0, np.inf, -np.inf
-    for _, rows in iter_chunks(x, indices):
+    for _, rows in iter_chunks(x, indices, fill):
         chunk = rows.astype(np.float64)
         low, high = np.minimum(low, chunk.min(axis=axis)), np.maximum(high, chunk.max(axis=axis))
         size = chunk.shape[0] if axis == 0 else chunk.size
@@ -138,6 +141,16 @@ def apply_normalizer(x: np.ndarray, stats: dict) -> np.ndarray:
     offset = np.asarray(stats["offset"], dtype=np.float64)
     scale = np.asarray(stats["scale"], dtype=np.float64)
     return ((x.astype(np.float64) - offset) / scale).astype(np.float32)
+
+
+def fit_imputation(x: np.ndarray, train: np.ndarray, manifest: dict, columns: dict | None) -> tuple[np.ndarray | None, dict | None]:
+    """Fill values for a CSV's missing cells, fitted on the train rows (``(None, None)`` when ingest kept no gaps)."""
+    strategy = manifest.get("missing_values", {}).get("strategy")
+    if not columns or strategy not in FILL_STRATEGIES:
+        return None, None
+    fill, per_column = fit_fills(np.asarray(x[train]), columns, manifest["feature_names"], strategy)
+    logger.info("Missing values filled with %s values of the train split: %s", strategy, per_column)
+    return fill, {"strategy": strategy, "fitted_on": "train", "fill": fill.tolist(), "columns": per_column}
 
 
 def balanced_class_weights(y_train: np.ndarray, num_classes: int) -> list[float]:
@@ -177,8 +190,8 @@ def decode_examples(serialized, input_shape):
 
 
 def write_shards(directory: Path, split: str, x: np.ndarray, y: np.ndarray, indices: np.ndarray, stats: dict,
-                 num_shards: int, seed: int) -> list[dict]:
-    """Normalise ``x[indices]`` chunk by chunk into ``num_shards`` TFRecord files; return their names and sizes."""
+                 num_shards: int, seed: int, fill: np.ndarray | None = None) -> list[dict]:
+    """Fill gaps, normalise ``x[indices]`` chunk by chunk into ``num_shards`` TFRecord files; return their names and sizes."""
     import tensorflow as tf
 
     names = [f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord" for index in range(num_shards)]
@@ -187,7 +200,7 @@ def write_shards(directory: Path, split: str, x: np.ndarray, y: np.ndarray, indi
     writers = [tf.io.TFRecordWriter(str(Path(directory) / name)) for name in names]
     try:
         position = 0
-        for part, rows in iter_chunks(x, indices):
+        for part, rows in iter_chunks(x, indices, fill):
             normalized = apply_normalizer(rows, stats)
             for offset in rng.permutation(len(part)):  # mixed order within a chunk: raw files are often sorted by class
                 writers[shard[position + offset]].write(serialize_example(normalized[offset], y[part[offset]]))
@@ -215,7 +228,9 @@ def run_preprocess(settings: PreprocessSettings, seed: int, input_dir: Path, out
     too_small = [name for name in ("train", "val") if len(splits[name]) < settings.num_shards]
     if too_small:
         raise UserError(f"preprocess: the {too_small[0]} split has {len(splits[too_small[0]])} examples for {settings.num_shards} shards: lower preprocess.num_shards")
-    stats = fit_normalizer(x, settings.normalize, splits["train"])
+    columns = manifest.get("schema", {}).get("columns")
+    fill, imputation = fit_imputation(x, splits["train"], manifest, columns)
+    stats = fit_normalizer(x, settings.normalize, splits["train"], fill)
     num_classes = len(manifest["class_names"])
     meta = {
         "format": FORMAT,
@@ -229,13 +244,14 @@ def run_preprocess(settings: PreprocessSettings, seed: int, input_dir: Path, out
         "class_weights": balanced_class_weights(y[splits["train"]], num_classes),
         "splits": {},
     }
-    columns = manifest.get("schema", {}).get("columns")
-    if columns:  # a CSV source: how its raw columns became features, for the SavedModel's serving_raw_rows
-        meta.update(columns=columns, feature_names=manifest["feature_names"])
+    if columns:  # a CSV source: how its raw columns became features (and their fills), for the SavedModel's serving_raw_rows
+        meta.update(columns={name: {**spec, "fill": imputation["columns"].get(name) if imputation else None}
+                             for name, spec in columns.items()},
+                    feature_names=manifest["feature_names"], imputation=imputation)
     with atomic_dir(Path(output_dir)) as tmp:
         for number, (name, indices) in enumerate(splits.items()):
             shards = 1 if name == "test" else settings.num_shards
-            meta["splits"][name] = write_shards(tmp, name, x, y, indices, stats, shards, seed + 10 * number)
+            meta["splits"][name] = write_shards(tmp, name, x, y, indices, stats, shards, seed + 10 * number, fill)
         write_json(tmp / "meta.json", meta)
     logger.info("Split %d examples: train %d, val %d, test %d (test_split=%s, normalize=%s, %d shards)", len(y),
                 len(splits["train"]), len(splits["val"]), len(splits["test"]), settings.test_split, settings.normalize, settings.num_shards)

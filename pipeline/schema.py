@@ -25,8 +25,11 @@ def _feature_ranges(data: RawData) -> list[dict]:
     x = data.x
     if x.ndim == 2:
         names = data.feature_names or [f"feature_{index}" for index in range(x.shape[1])]
-        low, high = (x.min(axis=0), x.max(axis=0)) if len(x) else (np.zeros(x.shape[1]), np.zeros(x.shape[1]))
-        return [{"name": name, "dtype": str(x.dtype), "min": float(a), "max": float(b)} for name, a, b in zip(names, low, high)]
+        present = ~np.isnan(x)  # missing values (kept for preprocess to fill) have no range
+        low = np.where(present, x, np.inf).min(axis=0, initial=np.inf)
+        high = np.where(present, x, -np.inf).max(axis=0, initial=-np.inf)
+        return [{"name": name, "dtype": str(x.dtype), "min": float(a) if np.isfinite(a) else None, "max": float(b) if np.isfinite(b) else None}
+                for name, a, b in zip(names, low, high)]
     low, high = data.value_range if data.value_range else (float(x.min()), float(x.max()))
     return [{"name": "image", "dtype": str(x.dtype), "shape": list(x.shape[1:]), "min": float(low), "max": float(high)}]
 
@@ -82,6 +85,8 @@ def _compare_features(stored: dict, current: dict) -> list[dict]:
         if before.get("shape") != after.get("shape") or before["dtype"] != after["dtype"]:
             anomalies.append({"feature": name, "anomaly": f"type {after['dtype']} {after.get('shape', '')} differs from the "
                                                           f"schema's {before['dtype']} {before.get('shape', '')}".replace("  ", " ")})
+        elif None in (after["min"], before["min"]):
+            continue  # a feature with no values on one side: its absence is reported as a missing column
         elif after["min"] < before["min"] or after["max"] > before["max"]:
             anomalies.append({"feature": name, "anomaly": f"values span [{after['min']:g}, {after['max']:g}], outside the "
                                                           f"schema's range [{before['min']:g}, {before['max']:g}]"})

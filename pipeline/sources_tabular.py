@@ -1,11 +1,12 @@
 """``csv``: a table with a label column -> float32 features and class indices.
 
 Numeric columns are kept as they are; text columns are one-hot encoded (``column=value``
-features). Missing feature values follow ``data.missing``: ``drop`` the row, or fill with the
-column's ``mean``/``median`` (numeric; text columns use the most frequent value) or
-``most_frequent``. Fill values and vocabularies are computed over the whole file at ingest (the
-split happens later), stored in the schema, and reused when ``data.schema`` points at one, so
-new data is encoded exactly like the data a model was trained on.
+features). Missing feature values follow ``data.missing``: ``drop`` the row here, or keep the cell
+as NaN (a missing category as NaN across its features) for preprocess to fill with a value fitted
+on the train split only (``mean``/``median``/``most_frequent``; text columns take the most
+frequent category; see :mod:`pipeline.imputation`). Vocabularies are computed over the whole file
+(a category list, not a statistic), stored in the schema, and reused when ``data.schema`` points
+at one, so new data is encoded exactly like the data a model was trained on.
 """
 
 from __future__ import annotations
@@ -128,33 +129,33 @@ def coerce_numbers(frame, columns: dict, bad: BadRecords, keep: np.ndarray, line
 
 
 def describe_columns(frame, settings: DataSettings, reference: Optional[dict]) -> dict:
-    """Each feature column's kind (numeric | categorical), vocabulary and fill value.
+    """Each feature column's kind (numeric | categorical) and vocabulary.
 
-    With a ``reference`` schema its columns are used as stored (same order, vocabularies and fill
-    values), so the features line up with what a model was trained on.
+    With a ``reference`` schema its columns are used as stored (same order and vocabularies), so
+    the features line up with what a model was trained on.
     """
     import pandas as pd
 
     if reference and reference.get("columns"):
-        return {name: dict(spec) for name, spec in reference["columns"].items()}
+        return {name: {key: value for key, value in spec.items() if key != "fill"} for name, spec in reference["columns"].items()}
     columns = {}
     for name in frame.columns:
         values = frame[name]
         if values.isna().all():
             raise UserError(f"data: column '{name}' has no values: remove it from the CSV")
         if _numeric(values):
-            values = pd.to_numeric(values, errors="coerce")
-            fill = {"mean": values.mean(), "median": values.median(), "most_frequent": values.mode().iloc[0]}.get(settings.missing)
-            columns[name] = {"kind": "numeric", "fill": None if fill is None else float(fill)}
+            columns[name] = {"kind": "numeric"}
         else:
-            text = values.dropna().astype(str).str.strip()
-            columns[name] = {"kind": "categorical", "vocabulary": sorted(set(text)),
-                             "fill": None if settings.missing == "drop" else str(text.mode().iloc[0])}
+            columns[name] = {"kind": "categorical", "vocabulary": sorted(set(values.dropna().astype(str).str.strip()))}
     return columns
 
 
 def encode_features(frame, columns: dict) -> tuple[np.ndarray, list[str], dict]:
-    """Float32 features (numeric as-is, categoricals one-hot) and their names; values unseen in a vocabulary encode as zeros."""
+    """Float32 features (numeric as-is, categoricals one-hot) and their names.
+
+    A value unseen in a vocabulary encodes as zeros; a missing value stays NaN (across all of a
+    categorical's features) for preprocess to fill.
+    """
     import pandas as pd
 
     blocks, names, unseen = [], [], {}
@@ -166,7 +167,9 @@ def encode_features(frame, columns: dict) -> tuple[np.ndarray, list[str], dict]:
             continue
         text = values.astype(str).str.strip().where(values.notna(), None)
         vocabulary = spec["vocabulary"]
-        blocks.append(np.stack([(text == value).to_numpy(dtype=np.float64) for value in vocabulary], axis=1))
+        block = np.stack([(text == value).to_numpy(dtype=np.float64) for value in vocabulary], axis=1)
+        block[text.isna().to_numpy()] = np.nan
+        blocks.append(block)
         names.extend(f"{name}={value}" for value in vocabulary)
         new = sorted(set(text.dropna()) - set(vocabulary))
         if new:
@@ -174,13 +177,12 @@ def encode_features(frame, columns: dict) -> tuple[np.ndarray, list[str], dict]:
     return np.concatenate(blocks, axis=1).astype(np.float32), names, unseen
 
 
-def handle_missing(frame, columns: dict, strategy: str, keep: np.ndarray) -> tuple[object, dict]:
-    """Drop or fill missing feature values; returns the frame and counts per column for the manifest."""
+def handle_missing(frame, strategy: str, keep: np.ndarray) -> dict:
+    """Drop rows with missing feature values (``drop``; others are filled in preprocess); counts per column for the manifest."""
     counts = {name: int(count) for name, count in frame.isna().sum().items() if count}
     if strategy == "drop":
         keep &= ~frame.isna().any(axis=1).to_numpy()
-        return frame, counts
-    return frame.fillna({name: spec["fill"] for name, spec in columns.items() if spec.get("fill") is not None}), counts
+    return counts
 
 
 def load_csv(settings: DataSettings, staging_dir=None, reference: Optional[dict] = None) -> RawData:
@@ -206,13 +208,14 @@ def load_csv(settings: DataSettings, staging_dir=None, reference: Optional[dict]
         frame = frame.reindex(columns=list(columns))
     frame = coerce_numbers(frame, columns, bad, keep, line_of)
     before = int(keep.sum())
-    frame, missing = handle_missing(frame, columns, settings.missing, keep)
+    missing = handle_missing(frame, settings.missing, keep)
     x, feature_names, unseen = encode_features(frame, columns)
     if missing:
         logger.info("Missing values per column (%s): %s", settings.missing, missing)
-    notes["missing_values"] = {"strategy": settings.missing, "per_column": missing, "rows_dropped": before - int(keep.sum())}
+    notes["missing_values"] = {"strategy": settings.missing, "per_column": missing, "rows_dropped": before - int(keep.sum()),
+                               "filled": "no (rows dropped)" if settings.missing == "drop" else "in preprocess, from the train split"}
     if unseen:
         notes["unseen_categories"] = {name: values[:20] for name, values in unseen.items()}
     data = RawData(x=x[keep], y=y[keep], class_names=class_names, source="csv", feature_names=feature_names,
-                   columns=columns, notes=notes)
+                   columns=columns, notes=notes, missing_allowed=settings.missing != "drop")
     return bad.attach(data)

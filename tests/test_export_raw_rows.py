@@ -12,6 +12,7 @@ import pytest
 
 from conftest import compose, fit_and_save, saved_model_cli_show, tmp_paths
 from pipeline.errors import UserError
+from pipeline.imputation import apply_fills
 
 HEADER = ["age", "colour name", "size", "label"]
 
@@ -42,6 +43,14 @@ def raw_columns(path: Path) -> dict[str, np.ndarray]:
             "size": pd.to_numeric(frame["size"], errors="coerce").to_numpy(np.float32)}
 
 
+def encoded_features(root: Path) -> np.ndarray:
+    """The pipeline's own encoding of the CSV: ingest's one-hot (NaN in gaps), gaps filled with preprocess's train medians."""
+    meta = json.loads((root / "processed" / "meta.json").read_text())
+    raw = np.load(root / "raw" / "x.npy")
+    assert np.isnan(raw).any() and meta["imputation"]["strategy"] == "median"
+    return apply_fills(raw.astype(np.float64), np.asarray(meta["imputation"]["fill"])).astype(np.float32)
+
+
 @pytest.fixture(scope="module")
 def csv_export(tmp_path_factory):
     """Ingest (data.missing=median), preprocess, a few epochs of an MLP, and the export: ``(root, csv, exports)``."""
@@ -68,7 +77,7 @@ def test_raw_rows_signature_encodes_exactly_like_ingest(csv_export):
     manifest = json.loads((root / "raw" / "manifest.json").read_text())
     assert manifest["feature_names"] == ["age", "colour name=blue", "colour name=green", "colour name=red", "size"]
     assert manifest["num_examples"] == 240, "data.missing=median keeps every row, in file order"
-    encoded = np.load(root / "raw" / "x.npy")  # the pipeline's own imputation + one-hot encoding
+    encoded = encoded_features(root)
     loaded = tf.saved_model.load(str(exports / "saved_model"))
     columns = raw_columns(path)
     assert np.isnan(columns["age"]).any() and (columns["colour_name"] == "").any() and np.isnan(columns["size"]).any()
@@ -100,7 +109,7 @@ def test_predict_sends_raw_csv_rows_through_the_signature(csv_export, tmp_path):
     reordered.write_text("size,colour name,age\n" + "\n".join(",".join([r.split(",")[2], r.split(",")[1], r.split(",")[0]])
                                                               for r in rows[1:6]) + "\n")
     results = run_predict(exports / "saved_model", [reordered], k=3, progress=False)
-    encoded = np.load(root / "raw" / "x.npy")[:5]
+    encoded = encoded_features(root)[:5]
     by_features = run_predict(exports / "saved_model", [_npy(tmp_path, encoded)], k=3, progress=False)
     assert [[item["class"] for item in r["top"]] for r in results] == [[item["class"] for item in r["top"]] for r in by_features]
     assert np.allclose([[item["probability"] for item in r["top"]] for r in results],

@@ -3,11 +3,16 @@ headerless files with an integer label column, and bad rows named by line; sklea
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from conftest import data_settings, run_stage, tmp_paths
+from conftest import compose, data_settings, run_stage, tmp_paths
 from pipeline.errors import UserError
+from pipeline.imputation import apply_fills, fit_fills
+from pipeline.io import read_json
+from pipeline.preprocess import load_split, run_preprocess, split_indices
 from pipeline.ingest import run_ingest
 from pipeline.sources import load_source
 
@@ -37,15 +42,40 @@ def test_numeric_and_one_hot_features_with_string_labels(tmp_path):
     assert manifest["feature_names"] == ["age", "colour=blue", "colour=green", "colour=red", "size"]
     x = np.load(tmp_path / "raw" / "x.npy", mmap_mode="r")
     assert x.dtype == np.float32 and x[0].tolist() == [31, 0, 0, 1, 1.5]
-    assert manifest["missing_values"] == {"strategy": "drop", "per_column": {"age": 1, "size": 1}, "rows_dropped": 2}
+    assert manifest["missing_values"] == {"strategy": "drop", "per_column": {"age": 1, "size": 1}, "rows_dropped": 2,
+                                          "filled": "no (rows dropped)"}
     assert manifest["schema"]["columns"]["colour"]["vocabulary"] == ["blue", "green", "red"]
 
 
 @pytest.mark.parametrize("strategy,age,size", [("mean", 38.2, 2.4), ("median", 38.0, 2.5), ("most_frequent", 27.0, 1.0)])
-def test_missing_values_are_filled(tmp_path, strategy, age, size):
-    raw = load_source(csv(write(tmp_path, TABLE), missing=strategy))
-    assert raw.x.shape == (6, 5)
-    assert raw.x[3, 0] == pytest.approx(age) and raw.x[1, 4] == pytest.approx(size)
+def test_missing_values_stay_nan_at_ingest_and_fills_come_from_the_rows_given(tmp_path, strategy, age, size):
+    raw = load_source(csv(write(tmp_path, TABLE + "33,,2.0,cat\n"), missing=strategy))
+    assert raw.x.shape == (7, 5) and raw.missing_allowed
+    assert np.isnan(raw.x[3, 0]) and np.isnan(raw.x[1, 4]) and np.isnan(raw.x[6, 1:4]).all(), "a missing category: NaN across its one-hot"
+    fill, per_column = fit_fills(raw.x[:6], raw.columns, raw.feature_names, strategy)  # the "train" rows: all but the last
+    assert per_column == {"age": pytest.approx(age), "colour": "red", "size": pytest.approx(size)}
+    assert apply_fills(raw.x[[3, 6]].astype(np.float64), fill).tolist() == [[age, 0, 1, 0, 3.0], [33, 0, 0, 1, 2.0]]
+    assert fit_fills(raw.x[5:], raw.columns, raw.feature_names, strategy)[1]["age"] == pytest.approx(35.5 if strategy == "mean" else
+                                                                                                  {"median": 35.5, "most_frequent": 33}[strategy])
+
+
+def test_preprocess_fits_fills_on_the_train_split_only(tmp_path):
+    """Huge values in val/test rows must not move the fill; the fills reach meta.json for serving_raw_rows."""
+    rows = ["v,kind,label"] + [f"{i % 10},{'ab'[i % 3 == 0]},{i % 2}" for i in range(60)] + ["1000,b,0", "1000,b,1", ",,0", ",,1"]
+    raw, processed = tmp_path / "raw", tmp_path / "processed"
+    run_ingest(csv(write(tmp_path, "\n".join(rows)), missing="mean"), raw)
+    settings = dataclasses.replace(compose().preprocess, normalize="none", num_shards=1)
+    meta = run_preprocess(settings, 0, raw, processed)
+    x, y = np.load(raw / "x.npy"), np.load(raw / "y.npy")
+    train = split_indices(y, settings.val_fraction, settings.test_fraction, 0)["train"]
+    expected = float(np.nanmean(x[train, 0]))
+    assert abs(expected - float(np.nanmean(x[:, 0]))) > 1, "the 1000s are not all in train: a whole-file mean would differ"
+    assert meta["imputation"]["columns"]["v"] == pytest.approx(expected) and meta["columns"]["v"]["fill"] == pytest.approx(expected)
+    assert meta["imputation"]["fitted_on"] == "train" and meta["columns"]["kind"]["fill"] == "a"
+    split_x = {split: load_split(processed, split)[0] for split in ("train", "val", "test")}
+    assert not any(np.isnan(part).any() for part in split_x.values()) and sum(map(len, split_x.values())) == 64
+    gaps = [row for row in split_x["train"].tolist() if row[1:] == [1.0, 0.0] and row[0] == pytest.approx(expected)]
+    assert len(gaps) == int(np.isnan(x[train, 0]).sum()), "a gap takes the fill: v = train mean, kind = a (one-hot)"
 
 
 def test_headerless_integer_labels_by_index(tmp_path):
