@@ -30,12 +30,15 @@ def is_enabled(settings: AugmentSettings) -> bool:
     return _image_layers_enabled(settings) or settings.noise > 0
 
 
-def build_augmenter(settings: AugmentSettings, seed: int, input_shape: list[int] | tuple[int, ...] | None = None):
-    """A ``tf.keras.Sequential`` of random layers for batches, or ``None`` when nothing applies.
+def build_augmenter(settings: AugmentSettings, seed: int, input_shape: list[int] | tuple[int, ...] | None = None,
+                    codes: list[int] | tuple[int, ...] = ()):
+    """A ``tf.keras.Sequential`` of random layers for batches (a callable alike), or ``None`` when nothing applies.
 
     Args:
         input_shape: the examples' shape; image layers are skipped (with a warning) for anything
             but ``(height, width, channels)``. ``None`` assumes images.
+        codes: table features that are category codes (``data.categorical=embedding``): noise
+            never touches them (a noisy code would be another category).
     """
     images = input_shape is None or len(input_shape) == 3
     if not images and _image_layers_enabled(settings):
@@ -59,7 +62,11 @@ def build_augmenter(settings: AugmentSettings, seed: int, input_shape: list[int]
             steps.append(layers.RandomContrast(settings.contrast, seed=seed + 4))
     if settings.noise > 0:  # its op seed pairs with the global seed the worker sets (set_random_seed)
         steps.append(layers.GaussianNoise(settings.noise, seed=seed + 5))
-    return tf.keras.Sequential(steps, name="augment")
+    augmenter = tf.keras.Sequential(steps, name="augment")
+    if images or not codes:
+        return augmenter
+    untouched = tf.constant([index in set(codes) for index in range(input_shape[-1])])
+    return lambda batch, training=False: tf.where(untouched, batch, augmenter(batch, training=training))
 
 
 def augmentation_grid(images: np.ndarray, augmenter, copies: int) -> np.ndarray:

@@ -54,6 +54,16 @@ def column_layout(columns: dict, feature_names: list[str]) -> list[tuple[str, di
     return layout
 
 
+def embedded_features(columns: dict, feature_names: list[str]) -> list[dict]:
+    """The code features of ``data.categorical=embedding`` columns: ``feature`` index, ``column`` and ``input_dim`` (categories + 1)."""
+    found, position = [], 0
+    for name, spec in column_layout(columns, feature_names):
+        if spec.get("encoding") == "embedding":
+            found.append({"feature": position, "column": name, "input_dim": len(spec["vocabulary"]) + 1})
+        position += feature_width(spec)
+    return found
+
+
 def has_raw_rows(meta: dict) -> bool:
     """Whether ``meta.json`` describes a CSV source's columns (so the signature can be built)."""
     return bool(meta.get("columns")) and bool(meta.get("feature_names"))
@@ -90,7 +100,10 @@ def raw_rows_function(tf, meta: dict, train_means: np.ndarray, labelled):
         if spec.get("fill") is not None:
             text = tf.where(tf.equal(text, ""), tf.fill(tf.shape(text), str(spec["fill"])), text)
         vocabulary = tf.constant([str(value) for value in spec["vocabulary"]])
-        return tf.cast(tf.equal(text[:, tf.newaxis], vocabulary[tf.newaxis]), tf.float32)
+        one_hot = tf.cast(tf.equal(text[:, tf.newaxis], vocabulary[tf.newaxis]), tf.float32)
+        if spec.get("encoding") == "embedding":  # the code: 1 + the vocabulary index, 0 outside it
+            return tf.linalg.matvec(one_hot, tf.range(1, len(spec["vocabulary"]) + 1, dtype=tf.float32))[:, tf.newaxis]
+        return one_hot
 
     def serve(*tensors):
         return labelled(tf.concat([encode(name, spec, values) for (name, spec), values in zip(layout, tensors)], axis=1))

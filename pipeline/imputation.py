@@ -54,7 +54,7 @@ def fit_fills(x_train: np.ndarray, columns: dict, feature_names: list[str], stra
         if spec["kind"] == "numeric":
             value = {"mean": np.mean, "median": np.median, "most_frequent": _most_frequent}[strategy](block[:, 0])
             fill[position], per_column[name] = value, float(value)
-        elif width == 1:  # an embedded categorical: one code column, 0 = outside the vocabulary
+        elif spec.get("encoding") == "embedding":  # an embedded categorical: one code column, 0 = outside the vocabulary
             code = _most_frequent(block[block[:, 0] > 0, 0]) if (block[:, 0] > 0).any() else 0.0
             fill[position], per_column[name] = code, spec["vocabulary"][int(code) - 1] if code else None
         else:  # one-hot: the category most often set

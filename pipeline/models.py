@@ -1,7 +1,10 @@
 """Models built by name from a small registry, with optimizer, loss and metrics from settings.
 
-Every builder takes ``(settings, input_shape, num_classes)`` and returns an uncompiled
-``tf.keras.Model``. Two classes give one sigmoid unit (binary cross-entropy); more give softmax.
+Every builder takes ``(settings, input_shape, num_classes, embeddings)`` and returns an
+uncompiled ``tf.keras.Model``. Two classes give one sigmoid unit (binary cross-entropy); more give
+softmax. ``embeddings`` (preprocess's ``meta.json``) names the table features that are category
+codes (``data.categorical=embedding``): the MLP embeds each inside the graph and concatenates the
+vectors with the numeric features, so the model (and every export) still takes one float tensor.
 """
 
 from __future__ import annotations
@@ -41,18 +44,41 @@ def _output(x, num_classes: int):
     return tf.keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
 
 
-def build_mlp(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int):
-    """The seeds' multilayer perceptron: flatten, ``hidden_units`` dense layers, output."""
+def embedding_dim(settings: ModelSettings, input_dim: int) -> int:
+    """``model.embedding_dim``, or for 0 the fast.ai-style rule ``min(50, (categories + 1) // 2)`` (at least 1)."""
+    return settings.embedding_dim or max(1, min(50, input_dim // 2))
+
+
+def _embedded_table(inputs, settings: ModelSettings, embeddings: list[dict]):
+    """Numeric features as they are, each category-code feature through its own ``Embedding``, concatenated."""
+    import tensorflow as tf
+
+    coded = {spec["feature"] for spec in embeddings}
+    numeric = [index for index in range(inputs.shape[-1]) if index not in coded]
+    parts = [tf.gather(inputs, numeric, axis=1)] if numeric else []
+    for spec in embeddings:
+        codes = tf.clip_by_value(tf.round(inputs[:, spec["feature"]]), 0.0, float(spec["input_dim"] - 1))
+        layer = tf.keras.layers.Embedding(spec["input_dim"], embedding_dim(settings, spec["input_dim"]),
+                                          name=f"embedding_{spec['feature']}")
+        parts.append(layer(codes))
+    return tf.keras.layers.Concatenate(name="table_features")(parts) if len(parts) > 1 else parts[0]
+
+
+def build_mlp(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int, embeddings: list[dict] | None = None):
+    """The seeds' multilayer perceptron: flatten (or embed category codes), ``hidden_units`` dense layers, output."""
     import tensorflow as tf
 
     inputs = tf.keras.Input(shape=input_shape, name="inputs")
-    x = tf.keras.layers.Flatten()(inputs) if len(input_shape) > 1 else inputs
+    if embeddings:
+        x = _embedded_table(inputs, settings, embeddings)
+    else:
+        x = tf.keras.layers.Flatten()(inputs) if len(input_shape) > 1 else inputs
     for units in settings.hidden_units:
         x = _dense_block(x, units, settings)
     return tf.keras.Model(inputs, _output(x, num_classes), name=settings.name)
 
 
-def build_cnn(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int):
+def build_cnn(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int, embeddings: list[dict] | None = None):
     """The seeds' CNN: (conv, max-pool) per entry of ``filters``, then dense ``hidden_units``, output."""
     import tensorflow as tf
 
@@ -77,8 +103,8 @@ def build_cnn(settings: ModelSettings, input_shape: tuple[int, ...], num_classes
 MODEL_BUILDERS: dict[str, Callable] = {"mlp": build_mlp, "cnn": build_cnn, "pima_mlp": build_mlp}
 
 
-def build_model(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int):
-    """Build the model named ``settings.name``.
+def build_model(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int, embeddings: list[dict] | None = None):
+    """Build the model named ``settings.name`` (``embeddings``: ``meta.json``'s category-code features, if any).
 
     Example:
         >>> model = build_model(settings, input_shape=(8, 8, 1), num_classes=10)
@@ -88,7 +114,7 @@ def build_model(settings: ModelSettings, input_shape: tuple[int, ...], num_class
     """
     if settings.name not in MODEL_BUILDERS:
         raise UserError(f"model: unknown model '{settings.name}': choose one of {', '.join(sorted(MODEL_BUILDERS))}")
-    return MODEL_BUILDERS[settings.name](settings, tuple(input_shape), num_classes)
+    return MODEL_BUILDERS[settings.name](settings, tuple(input_shape), num_classes, embeddings or None)
 
 
 def make_optimizer(train: TrainSettings, learning_rate: float | None = None):

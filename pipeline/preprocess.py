@@ -18,7 +18,8 @@ Output contract (``paths.processed``):
   index: ``n / (classes * count)``; used when ``train.class_weight=balanced``); for a CSV source
   also ``columns`` (kind, vocabulary, fill value per raw column), ``feature_names`` (ingest's) and
   ``imputation`` (``data.missing``'s fills fitted on the train split: per feature and per column;
-  ``null`` under ``drop``). Missing cells (NaN in ``x.npy``) are filled before normalising.
+  ``null`` under ``drop``) and ``embeddings`` (``data.categorical=embedding``: each code feature's
+  index, column and ``input_dim``; codes are never normalised). Missing cells (NaN in ``x.npy``) are filled before normalising.
 
 Normalisation is applied here, so training, evaluation and export read the same numbers.
 Augmentation is not: it runs on the fly in each worker's ``tf.data`` pipeline (pipeline.augment).
@@ -33,6 +34,7 @@ from typing import Iterator
 import numpy as np
 
 from pipeline.errors import UserError
+from pipeline.export_raw_rows import embedded_features
 from pipeline.imputation import FILL_STRATEGIES, apply_fills, fit_fills
 from pipeline.io import atomic_dir, read_json, write_json
 from pipeline.settings import PreprocessSettings
@@ -231,6 +233,10 @@ def run_preprocess(settings: PreprocessSettings, seed: int, input_dir: Path, out
     columns = manifest.get("schema", {}).get("columns")
     fill, imputation = fit_imputation(x, splits["train"], manifest, columns)
     stats = fit_normalizer(x, settings.normalize, splits["train"], fill)
+    embeddings = embedded_features(columns, manifest["feature_names"]) if columns else []
+    if embeddings and settings.normalize != "none":  # category codes are indices, not quantities: never rescaled
+        for spec in embeddings:
+            stats["offset"][spec["feature"]], stats["scale"][spec["feature"]] = 0.0, 1.0
     num_classes = len(manifest["class_names"])
     meta = {
         "format": FORMAT,
@@ -247,7 +253,7 @@ def run_preprocess(settings: PreprocessSettings, seed: int, input_dir: Path, out
     if columns:  # a CSV source: how its raw columns became features (and their fills), for the SavedModel's serving_raw_rows
         meta.update(columns={name: {**spec, "fill": imputation["columns"].get(name) if imputation else None}
                              for name, spec in columns.items()},
-                    feature_names=manifest["feature_names"], imputation=imputation)
+                    feature_names=manifest["feature_names"], imputation=imputation, embeddings=embeddings)
     with atomic_dir(Path(output_dir)) as tmp:
         for number, (name, indices) in enumerate(splits.items()):
             shards = 1 if name == "test" else settings.num_shards

@@ -28,6 +28,7 @@ class DataSettings:
     on_anomaly: str  # fail | warn
     on_bad_record: str  # fail | skip
     label_mode: str  # cifar100: fine (100 classes) | coarse (20 superclasses)
+    categorical: str  # csv: text columns onehot | embedding (one integer code per column, embedded in the model)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class ModelSettings:
     l2: float
     batch_norm: bool
     loss: str  # auto picks the loss from the number of classes
+    embedding_dim: int  # embedded categoricals (data.categorical=embedding): vector size; 0 = min(50, (categories + 1) // 2)
     metrics: list[str]
 
 
@@ -167,6 +169,7 @@ class PipelineConfig:
 
 
 MISSING_STRATEGIES = ("drop", "mean", "median", "most_frequent")
+CATEGORICAL_ENCODINGS = ("onehot", "embedding")
 ANOMALY_POLICIES = ("fail", "warn")
 BAD_RECORD_POLICIES = ("fail", "skip")
 NORMALIZERS = ("minmax", "standardize", "none")
@@ -224,6 +227,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     _one_of("data.on_anomaly", data.on_anomaly, ANOMALY_POLICIES)
     _one_of("data.on_bad_record", data.on_bad_record, BAD_RECORD_POLICIES)
     _one_of("data.label_mode", data.label_mode, ("fine", "coarse"))
+    _one_of("data.categorical", data.categorical, CATEGORICAL_ENCODINGS)
     _require(data.channels in (None, 1, 3), "data.channels", data.channels, "1 (grey), 3 (RGB) or null (keep)")
     _require(data.image_size is None or (len(data.image_size) == 2 and min(data.image_size) > 0), "data.image_size",
              data.image_size, "[height, width] of positive integers or null (keep each image's size)")
@@ -243,6 +247,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     _require(train.checkpoint_every >= 1, "train.checkpoint_every", train.checkpoint_every, "an integer >= 1")
     _require(0 <= config.model.dropout_rate < 1, "model.dropout_rate", config.model.dropout_rate, "a rate in [0, 1)")
     _require(config.model.l2 >= 0, "model.l2", config.model.l2, "a number >= 0")
+    _require(config.model.embedding_dim >= 0, "model.embedding_dim", config.model.embedding_dim, "an integer >= 0 (0 = sized by the vocabulary)")
     _one_of("model.loss", config.model.loss, LOSSES)
     for metric in config.model.metrics:
         _one_of("model.metrics", metric, METRICS)

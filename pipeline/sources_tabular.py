@@ -1,7 +1,8 @@
 """``csv``: a table with a label column -> float32 features and class indices.
 
 Numeric columns are kept as they are; text columns are one-hot encoded (``column=value``
-features). Missing feature values follow ``data.missing``: ``drop`` the row here, or keep the cell
+features) or, with ``data.categorical=embedding``, become one integer code per column (1 + the
+value's index in the vocabulary, 0 for a value outside it) that the model embeds. Missing feature values follow ``data.missing``: ``drop`` the row here, or keep the cell
 as NaN (a missing category as NaN across its features) for preprocess to fill with a value fitted
 on the train split only (``mean``/``median``/``most_frequent``; text columns take the most
 frequent category; see :mod:`pipeline.imputation`). Vocabularies are computed over the whole file
@@ -146,15 +147,16 @@ def describe_columns(frame, settings: DataSettings, reference: Optional[dict]) -
         if _numeric(values):
             columns[name] = {"kind": "numeric"}
         else:
-            columns[name] = {"kind": "categorical", "vocabulary": sorted(set(values.dropna().astype(str).str.strip()))}
+            columns[name] = {"kind": "categorical", "vocabulary": sorted(set(values.dropna().astype(str).str.strip())),
+                             "encoding": settings.categorical}
     return columns
 
 
 def encode_features(frame, columns: dict) -> tuple[np.ndarray, list[str], dict]:
-    """Float32 features (numeric as-is, categoricals one-hot) and their names.
+    """Float32 features (numeric as-is, categoricals one-hot or as codes) and their names.
 
-    A value unseen in a vocabulary encodes as zeros; a missing value stays NaN (across all of a
-    categorical's features) for preprocess to fill.
+    A value unseen in a vocabulary encodes as zeros (one-hot) or code 0 (embedding); a missing
+    value stays NaN (across all of a categorical's features) for preprocess to fill.
     """
     import pandas as pd
 
@@ -168,9 +170,13 @@ def encode_features(frame, columns: dict) -> tuple[np.ndarray, list[str], dict]:
         text = values.astype(str).str.strip().where(values.notna(), None)
         vocabulary = spec["vocabulary"]
         block = np.stack([(text == value).to_numpy(dtype=np.float64) for value in vocabulary], axis=1)
+        if spec.get("encoding") == "embedding":
+            block = block @ np.arange(1, len(vocabulary) + 1, dtype=np.float64)[:, None]  # 1 + index; 0 = unseen
+            names.append(name)
+        else:
+            names.extend(f"{name}={value}" for value in vocabulary)
         block[text.isna().to_numpy()] = np.nan
         blocks.append(block)
-        names.extend(f"{name}={value}" for value in vocabulary)
         new = sorted(set(text.dropna()) - set(vocabulary))
         if new:
             unseen[name] = new

@@ -73,7 +73,7 @@ def _build_model(job: TrainJob, meta: dict, strategy):
 
     num_classes = len(meta["class_names"])
     with strategy.scope():
-        model = build_model(job.model, tuple(meta["input_shape"]), num_classes)
+        model = build_model(job.model, tuple(meta["input_shape"]), num_classes, meta.get("embeddings"))
         if job.mixed_precision:  # float16 compute, float32 outputs (a float16 softmax loses precision)
             model = tf.keras.Model(model.inputs, tf.keras.layers.Activation("linear", dtype="float32")(model.outputs[0]))
         return compile_model(model, job.model, job.train, num_classes)
@@ -128,7 +128,7 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None, resume_dir
     meta = read_json(Path(job.processed_dir) / "meta.json")
     train_plan = plan_shards(meta["splits"]["train"], world_size, job.train.batch_size)
     val_plan = plan_shards(meta["splits"]["val"], world_size, job.train.batch_size, split="val")
-    augmenter = build_augmenter(job.augment, job.seed, meta["input_shape"])
+    augmenter = build_augmenter(job.augment, job.seed, meta["input_shape"], [spec["feature"] for spec in meta.get("embeddings") or []])
     class_weights = class_weight_table(meta, job.train.class_weight)
     if rank == 0:
         write_augmentation_grid(job.augment, job.seed, job.processed_dir, train_plan.files_per_worker[0], job.tensorboard_dir)

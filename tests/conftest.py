@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import shutil
 import signal
@@ -94,7 +95,8 @@ def fit_and_save(config, num_classes: int, epochs: int):
     tf = import_tensorflow()
     tf.keras.utils.set_random_seed(0)
     x, y = load_split(Path(config.paths.processed), "train")
-    model = compile_model(build_model(config.model, x.shape[1:], num_classes), config.model, config.train, num_classes)
+    embeddings = json.loads((Path(config.paths.processed) / "meta.json").read_text()).get("embeddings")
+    model = compile_model(build_model(config.model, x.shape[1:], num_classes, embeddings), config.model, config.train, num_classes)
     model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
     save_model(model, {"loss": [0.0]}, Path(config.paths.models))
     return model

@@ -46,6 +46,14 @@ def test_presets_build_the_configured_layers():
     assert build_augmenter(compose("augment=light").augment, 0, [8]) is None
 
 
+def test_noise_never_touches_category_codes():
+    """With data.categorical=embedding a code feature is an index: noise on it would name another category."""
+    batch = np.tile(np.array([[0.5, 3.0, -1.0, 1.0]], np.float32), (64, 1))
+    noisy = build_augmenter(compose("augment.noise=0.3").augment, 0, [4], codes=[1, 3])(batch, training=True).numpy()
+    assert (noisy[:, [1, 3]] == batch[:, [1, 3]]).all() and not np.allclose(noisy[:, [0, 2]], batch[:, [0, 2]])
+    assert np.array_equal(build_augmenter(compose("augment.noise=0.3").augment, 0, [4], codes=[1])(batch, training=False), batch)
+
+
 @pytest.mark.parametrize("override", ["augment.noise=1.5", "augment.contrast=-0.1", "augment.rotation=2"])
 def test_out_of_range_strengths_are_one_line(override):
     key = override.split("=")[0]

@@ -140,6 +140,8 @@ def test_preprocess_rejects_more_shards_than_examples(tmp_path, tiny_images):
     ("data.missing=zero", "data.missing='zero' is invalid: expected one of drop, mean, median, most_frequent"),
     ("data.on_bad_record=ignore", "data.on_bad_record='ignore' is invalid: expected one of fail, skip"),
     ("data.on_anomaly=log", "data.on_anomaly='log' is invalid: expected one of fail, warn"),
+    ("data.categorical=hash", "data.categorical='hash' is invalid: expected one of onehot, embedding"),
+    ("model.embedding_dim=-1", "model.embedding_dim=-1 is invalid: expected an integer >= 0"),
     ("data.channels=2", "data.channels=2 is invalid"),
     ("data.image_size=[0,5]", "data.image_size=[0, 5] is invalid"),
     ("data.image_size=[5]", "data.image_size=[5] is invalid"),

@@ -12,7 +12,9 @@ import pytest
 
 from conftest import compose, fit_and_save, saved_model_cli_show, tmp_paths
 from pipeline.errors import UserError
-from pipeline.imputation import apply_fills
+from pipeline.imputation import apply_fills, fit_fills
+from pipeline.sources_tabular import encode_features
+from pipeline.tfjs_node import tfjs_runner_status
 
 HEADER = ["age", "colour name", "size", "label"]
 
@@ -53,7 +55,8 @@ def encoded_features(root: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def csv_export(tmp_path_factory):
-    """Ingest (data.missing=median), preprocess, a few epochs of an MLP, and the export: ``(root, csv, exports)``."""
+    """Ingest (data.missing=median, the text column embedded), preprocess, a few epochs of an MLP, and the export
+    (SavedModel, TFLite float32 and TF.js when Node is there, each checked against the model): ``(root, csv, exports)``."""
     from pipeline.export import run_export
     from pipeline.ingest import run_ingest
     from pipeline.preprocess import run_preprocess
@@ -61,11 +64,11 @@ def csv_export(tmp_path_factory):
     root = tmp_path_factory.mktemp("csv_export")
     path = write_mixed_csv(root / "mixed.csv")
     config = compose("experiment=smoke", "data=csv", f"data.path={path}", "data.label_column=label", "data.missing=median",
-                     *tmp_paths(root))
+                     "data.categorical=embedding", *tmp_paths(root))
     run_ingest(config.data, Path(config.paths.raw))
     run_preprocess(config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed))
-    fit_and_save(config, 3, epochs=10)
-    settings = dataclasses.replace(config.export, tflite=[], tfjs=False, latency_repeats=0, max_accuracy_drop=1.0)
+    fit_and_save(config, 3, epochs=30)
+    settings = dataclasses.replace(config.export, tflite=[], tfjs=tfjs_runner_status() is None, latency_repeats=0, max_accuracy_drop=0.0)
     run_export(settings, Path(config.paths.processed), Path(config.paths.models), root / "exports", None)
     return root, path, root / "exports"
 
@@ -75,7 +78,7 @@ def test_raw_rows_signature_encodes_exactly_like_ingest(csv_export):
 
     root, path, exports = csv_export
     manifest = json.loads((root / "raw" / "manifest.json").read_text())
-    assert manifest["feature_names"] == ["age", "colour name=blue", "colour name=green", "colour name=red", "size"]
+    assert manifest["feature_names"] == ["age", "colour name", "size"], "the text column is one code (1 + vocabulary index)"
     assert manifest["num_examples"] == 240, "data.missing=median keeps every row, in file order"
     encoded = encoded_features(root)
     loaded = tf.saved_model.load(str(exports / "saved_model"))
@@ -88,8 +91,46 @@ def test_raw_rows_signature_encodes_exactly_like_ingest(csv_export):
     assert raw_rows["predicted_class"].numpy().tolist() == reference["predicted_class"].numpy().tolist()
     unseen = loaded.signatures["serving_raw_rows"](age=tf.constant([40.0]), colour_name=tf.constant(["purple"]),
                                                     size=tf.constant([2.0]))
-    as_zeros = loaded.signatures["serving_default"](inputs=tf.constant([[40.0, 0, 0, 0, 2.0]]))
+    as_zeros = loaded.signatures["serving_default"](inputs=tf.constant([[40.0, 0, 2.0]]))  # code 0: outside the vocabulary
     assert np.allclose(unseen["probabilities"].numpy(), as_zeros["probabilities"].numpy(), atol=1e-6)  # like ingest
+
+
+def test_embedded_column_is_learned_in_the_model_and_every_export_matches_it(csv_export):
+    from pipeline.evaluate import load_trained_model
+
+    root, _, exports = csv_export
+    meta = json.loads((root / "processed" / "meta.json").read_text())
+    assert meta["embeddings"] == [{"feature": 1, "column": "colour name", "input_dim": 4}]
+    assert meta["normalization"]["offset"][1] == 0.0 and meta["normalization"]["scale"][1] == 1.0, "codes are not rescaled"
+    embedding = load_trained_model(root / "models").get_layer("embedding_1")
+    assert embedding.input_dim == 4 and embedding.output_dim == 2, "(categories + 1) // 2 wide"
+    report = json.loads((exports / "report.json").read_text())
+    expected = {"saved_model", "tflite_float32"} | ({"tfjs"} if tfjs_runner_status() is None else set())
+    assert expected <= set(report["artifacts"])
+    assert report["keras_accuracy"] > 0.8, "above the 2/3 reachable without the colour: the embedding is learned"
+    for name in expected:
+        assert report["artifacts"][name]["max_abs_diff"] <= report["tolerance"] and report["artifacts"][name]["accuracy_drop"] <= 0, name
+
+
+@pytest.mark.parametrize("encoding", ["onehot", "embedding"])
+def test_raw_rows_graph_encodes_and_fills_exactly_like_ingest_and_preprocess(encoding):
+    """The in-graph encoding equals ingest's (``encode_features``) followed by preprocess's fills, for both encodings."""
+    import pandas as pd
+
+    from pipeline.env import import_tensorflow
+    from pipeline.export_raw_rows import raw_rows_function
+
+    tf = import_tensorflow()
+    frame = pd.DataFrame({"b": [1.0, None, 3.0, 4.0, 5.0], "a": ["x", "y", None, "zz", "y"]})
+    columns = {"b": {"kind": "numeric"}, "a": {"kind": "categorical", "vocabulary": ["x", "y"], "encoding": encoding}}
+    x, names, unseen = encode_features(frame, columns)
+    assert unseen == {"a": ["zz"]} and names == (["b", "a"] if encoding == "embedding" else ["b", "a=x", "a=y"])
+    fill, per_column = fit_fills(x, columns, names, "median")
+    assert per_column == {"b": 3.5, "a": "y"}
+    meta = {"columns": {name: {**spec, "fill": per_column[name]} for name, spec in columns.items()}, "feature_names": names}
+    serve = raw_rows_function(tf, meta, np.zeros(len(names)), lambda features: {"features": features})
+    served = serve(tf.constant([1.0, np.nan, 3.0, 4.0, 5.0], tf.float32), tf.constant(["x", "y", "", " zz", "y "]))["features"]
+    assert served.numpy().tolist() == apply_fills(x, fill).tolist()
 
 
 def test_saved_model_cli_lists_the_raw_rows_signature(csv_export):
@@ -120,7 +161,7 @@ def test_predict_sends_raw_csv_rows_through_the_signature(csv_export, tmp_path):
     with pytest.raises(UserError, match=r"missing.csv lacks the column\(s\) colour name: the model takes raw columns age, colour name, size"):
         run_predict(exports / "saved_model", [missing], k=1, progress=False)
     with pytest.raises(UserError, match=r"row 2 has a non-numeric value: .*takes raw rows only as exports/saved_model"):
-        (tmp_path / "text.csv").write_text("40,0,0,1,2.5\n41,red,0,1,2.5\n")  # TFLite: encoded features only
+        (tmp_path / "text.csv").write_text("40,3,2.5\n41,red,2.5\n")  # TFLite: encoded features only
         run_predict(exports / "model.tflite", [tmp_path / "text.csv"], k=1, progress=False)
     with pytest.raises(UserError, match=r"bad.csv row 1: 'x' in column age is not a number"):
         (tmp_path / "bad.csv").write_text("age,colour name,size\nx,red,1\n")

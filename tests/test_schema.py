@@ -28,7 +28,7 @@ def test_schema_is_inferred_and_written(tmp_path):
     assert schema == manifest["schema"] and manifest["anomalies"] == []
     assert schema["label"] == {"class_names": ["no", "yes"], "class_counts": {"no": 2, "yes": 2}}
     assert schema["features"][0] == {"name": "age", "dtype": "float32", "min": 30.0, "max": 60.0}
-    assert schema["columns"]["colour"] == {"kind": "categorical", "vocabulary": ["blue", "red"]}
+    assert schema["columns"]["colour"] == {"kind": "categorical", "vocabulary": ["blue", "red"], "encoding": "onehot"}
 
 
 def test_matching_data_has_no_anomalies(tmp_path):

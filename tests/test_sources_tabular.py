@@ -59,6 +59,26 @@ def test_missing_values_stay_nan_at_ingest_and_fills_come_from_the_rows_given(tm
                                                                                                   {"median": 35.5, "most_frequent": 33}[strategy])
 
 
+def test_embedded_categoricals_are_one_code_per_column(tmp_path):
+    """data.categorical=embedding: 1 + vocabulary index, 0 for a category outside a stored schema's vocabulary, NaN when missing."""
+    rows = TABLE.splitlines()[1:]
+    first = csv(write(tmp_path, "\n".join([TABLE.splitlines()[0], *rows * 3])), missing="mean", categorical="embedding", label_column="label")
+    manifest = run_ingest(first, tmp_path / "raw")
+    assert manifest["feature_names"] == ["age", "colour", "size"]
+    assert manifest["schema"]["columns"]["colour"] == {"kind": "categorical", "vocabulary": ["blue", "green", "red"], "encoding": "embedding"}
+    assert np.load(tmp_path / "raw" / "x.npy")[:6, 1].tolist() == [3, 1, 3, 2, 1, 3]
+    new = csv(write(tmp_path, "age,colour,size,label\n30,purple,1,cat\n31,,2,dog\n32,blue,2,cat\n", "new.csv"), missing="mean",
+              on_anomaly="warn")  # data.categorical is the stored schema's, whatever the setting
+    raw = load_source(new, None, read_json(tmp_path / "raw" / "schema.json"))
+    assert raw.x[:, 1].tolist()[::2] == [0, 1] and np.isnan(raw.x[1, 1]) and raw.notes["unseen_categories"] == {"colour": ["purple"]}
+    meta = run_preprocess(dataclasses.replace(compose().preprocess, normalize="standardize", num_shards=1, val_fraction=0.25,
+                                              test_fraction=0.25), 0, tmp_path / "raw", tmp_path / "processed")
+    assert meta["embeddings"] == [{"feature": 1, "column": "colour", "input_dim": 4}]
+    assert meta["normalization"]["offset"][1] == 0 and meta["normalization"]["scale"][1] == 1 and meta["normalization"]["scale"][0] != 1
+    codes = np.concatenate([load_split(tmp_path / "processed", split)[0][:, 1] for split in ("train", "val", "test")])
+    assert sorted(codes.tolist()) == sorted([3, 1, 3, 2, 1, 3] * 3), "codes pass through preprocess as they are"
+
+
 def test_preprocess_fits_fills_on_the_train_split_only(tmp_path):
     """Huge values in val/test rows must not move the fill; the fills reach meta.json for serving_raw_rows."""
     rows = ["v,kind,label"] + [f"{i % 10},{'ab'[i % 3 == 0]},{i % 2}" for i in range(60)] + ["1000,b,0", "1000,b,1", ",,0", ",,1"]
