@@ -7,7 +7,7 @@ What is measured (same config, model, data, seed and number of epochs for both p
   ``model.fit(x, y, batch_size, epochs, validation_data=..., verbose=0)`` in this process, timed
   per epoch by a small callback (examples/s = train examples / epoch seconds). Its wall time
   covers importing TensorFlow (if not yet imported), building the model and the fit.
-* **library**: :func:`pipeline.train.run_train` (local Ray, ``TensorflowTrainer``, one
+* **library**: :func:`pipeline.train.run_train` (local Ray, Ray Train with a ``TF_CONFIG`` backend, one
   ``MultiWorkerMirroredStrategy`` replica per worker, ``tf.data`` input, TensorBoard, a Ray
   checkpoint every ``train.checkpoint_every`` epochs). Per-epoch numbers are the library's own
   ``epoch_seconds`` / ``examples_per_second`` from ``history.json`` (steps x global batch per

@@ -125,8 +125,11 @@ def _installed_version(distribution: str) -> str:
         return "not installed"
 
 
-def preflight() -> str:
+def preflight(import_tf: bool = True) -> str:
     """Import TensorFlow and check it runs the Keras flavour this pipeline needs.
+
+    ``import_tf=False`` (a driver that only hands work to Ray workers, which import TensorFlow
+    themselves) checks the installed distributions instead and imports nothing.
 
     Returns:
         A short description of the flavour, e.g. ``"tf-keras 2.19.0 (legacy Keras 2) on TF 2.19.0"``.
@@ -136,6 +139,15 @@ def preflight() -> str:
     """
     already_imported = "tensorflow" in sys.modules
     configure_process_env()
+    if not import_tf and not already_imported:
+        versions = {name: _installed_version(name) for name in ("tensorflow", "tf-keras")}
+        if "not installed" in versions.values():
+            missing = " and ".join(name for name, version in versions.items() if version == "not installed")
+            raise UserError(f"Keras flavour: {missing} not installed: this pipeline needs legacy Keras 2 (tf-keras) on "
+                            "TensorFlow; install the pinned requirements (pip install -r requirements.lock)")
+        flavour = f"tf-keras {versions['tf-keras']} (legacy Keras 2, TF_USE_LEGACY_KERAS=1) on TensorFlow {versions['tensorflow']}"
+        logger.info("Keras flavour: %s", flavour)
+        return flavour
     tf = import_tensorflow()
 
     quiet_tensorflow_loggers()

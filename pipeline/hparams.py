@@ -2,12 +2,17 @@
 
 Written by the driver after training into the run's TensorBoard directory (next to Keras's
 ``train/`` and ``validation/`` event files), so ``tensorboard --logdir <train.tensorboard_dir>/<sweep>``
-shows every trial of a sweep in the HParams tab, comparable by ``final/<metric>``.
+shows every trial of a sweep in the HParams tab, comparable by ``final/<metric>``. The event
+file is written with TensorBoard's own protos and record writer, without TensorFlow: the train
+stage's driver never imports it (that import cost every run ~5 s before Ray could start).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
 from pathlib import Path
 
 from pipeline.settings import PipelineConfig
@@ -38,19 +43,31 @@ def log_hparams(run_dir: Path, config: PipelineConfig, final_metrics: dict) -> N
     Example:
         >>> log_hparams(Path("logs/tensorboard/lr-sweep/trial-3"), config, {"val_loss": 0.21, "epochs": 5})
     """
-    from tensorboard.plugins.hparams import api as hp
+    import numpy as np
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.plugins.hparams import summary_v2 as hp_summary
+    from tensorboard.plugins.scalar import metadata as scalar_metadata
+    from tensorboard.summary.writer.record_writer import RecordWriter
+    from tensorboard.util import tensor_util
 
-    from pipeline.env import import_tensorflow
-
-    tf = import_tensorflow()
     step = int(final_metrics.get("epochs", 0))
-    writer = tf.summary.create_file_writer(str(run_dir))
-    with writer.as_default():
-        hp.hparams(hparams_from_settings(config), trial_id=Path(run_dir).name)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}.hparams.v2"
+    with open(path, "wb") as stream:
+        writer = RecordWriter(stream)
+
+        def write(step: int, **fields) -> None:
+            writer.write(event_pb2.Event(wall_time=time.time(), step=step, **fields).SerializeToString())
+
+        write(0, file_version="brain.Event:2")
+        write(0, summary=hp_summary.hparams_pb(hparams_from_settings(config), trial_id=run_dir.name))
         for name, value in final_metrics.items():
-            if name != "epochs":
-                tf.summary.scalar(f"{FINAL_TAG_PREFIX}{name}", float(value), step=step)
-    writer.close()
+            if name != "epochs":  # what tf.summary.scalar writes: a float32 tensor tagged for the scalars plugin
+                tag = f"{FINAL_TAG_PREFIX}{name}"
+                write(step, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+                    tag=tag, tensor=tensor_util.make_tensor_proto(np.float32(value)),
+                    metadata=scalar_metadata.create_summary_metadata(display_name=tag, description=""))]))
     logger.info("HParams: %s (final metrics under %s*)", run_dir, FINAL_TAG_PREFIX)
 
 

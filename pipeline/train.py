@@ -1,4 +1,6 @@
-"""Train stage: Ray Train's ``TensorflowTrainer`` on a local Ray (or an existing cluster).
+"""Train stage: Ray Train's data-parallel trainer with a TensorFlow backend on a local Ray (or an existing cluster).
+
+The driver never imports TensorFlow (see :mod:`pipeline.ray_backend`); only the workers do.
 
 Output contract (``paths.models``): ``model.keras`` (tf-keras), ``history.json`` (per-epoch
 metrics, learning rate, examples/s) and ``run.json`` (run name, TensorBoard directory, workers).
@@ -153,14 +155,16 @@ def prune_set_aside(fs, root: str, keep: int = SET_ASIDE_KEPT) -> list[str]:
 
 def _fit_on_ray(request: TrainRequest, job: TrainJob, storage: str, run_name: str):
     import ray.train
-    from ray.train.tensorflow import TensorflowTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from pipeline.env import worker_env_vars
+    from pipeline.ray_backend import TFConfigBackend
 
     cluster = request.cluster
-    trainer = TensorflowTrainer(
+    trainer = DataParallelTrainer(  # Ray's TensorflowTrainer with a backend that leaves TensorFlow to the workers
         train_loop_per_worker,
         train_loop_config=job_to_dict(job),
+        backend_config=TFConfigBackend(),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cluster.num_workers, use_gpu=cluster.use_gpu, placement_strategy=cluster.placement_strategy,
             resources_per_worker={"CPU": cluster.cpus_per_worker, **cluster.resources_per_worker}),

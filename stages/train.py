@@ -15,7 +15,7 @@ from pipeline.train import TrainRequest, run_train
 
 def train(config: PipelineConfig) -> dict:
     """Train, log the run's hyperparameters and final metrics to TensorBoard HParams; return the final metrics."""
-    preflight()
+    preflight(import_tf=False)  # the driver only hands work to Ray workers: no TensorFlow import here
     request = TrainRequest(seed=config.seed, model=config.model, train=config.train, augment=config.augment,
                            cluster=config.cluster, data_name=config.data.name)
     models = Path(config.paths.models)

@@ -60,3 +60,25 @@ def test_worker_noise_filter_keeps_progress_and_errors():
             "RuntimeError: Collective ops must be configured at program startup"]
     assert all(is_noise(line) for line in noise)
     assert not any(is_noise(line) for line in kept)
+
+
+def test_the_train_driver_never_imports_tensorflow(tmp_path):
+    """The train stage's driver hands TensorFlow to the Ray workers: preflight, the trainer's backend (also unpickled by
+    Ray's controller) and the HParams writer import none of it (each import cost a run ~5 s before its workers started)."""
+    result = python(
+        "import sys, pickle, pathlib\n"
+        "from pipeline.env import preflight\n"
+        "from conftest import compose\n"
+        "from pipeline.hparams import log_hparams, read_hparams\n"
+        "from pipeline.ray_backend import TFConfigBackend\n"
+        "import pipeline.train\n"
+        "from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer\n"
+        "print(preflight(import_tf=False))\n"
+        "assert pickle.loads(pickle.dumps(TFConfigBackend())).backend_cls.__name__ == '_TFConfigBackend'\n"
+        f"log_hparams(pathlib.Path('{tmp_path}'), compose(), {{'epochs': 2, 'loss': 0.5}})\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+        f"print(read_hparams(pathlib.Path('{tmp_path}'))[1])\n",
+        PYTHONPATH=f"{REPO}:{REPO / 'tests'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "tf-keras 2.19.0 (legacy Keras 2, TF_USE_LEGACY_KERAS=1) on TensorFlow 2.19.0" in result.stdout
+    assert "{'final/loss': 0.5}" in result.stdout
