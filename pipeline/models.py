@@ -2,6 +2,11 @@
 
 Every builder takes ``(settings, input_shape, num_classes)`` and returns an uncompiled
 ``tf.keras.Model``. Two classes give one sigmoid unit (binary cross-entropy); more give softmax.
+No classes (``num_classes=0``: a regression target, ``data.task=regression``) give one linear unit
+whose output :func:`build_model` rescales by the train target's std and mean inside the model
+(a ``Rescaling`` layer named ``predictions``), so training fits a standardised target while the
+model and its exports predict in the target's units; the loss is ``mse`` (or ``mae``, ``huber``,
+computed in the target's units) and the metrics ``mae``, ``mse``, ``rmse``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ def _dense_block(x, units: int, settings: ModelSettings):
 def _output(x, num_classes: int):
     import tensorflow as tf
 
+    if num_classes == REGRESSION:  # one linear unit predicting the standardised target (build_model rescales it)
+        return tf.keras.layers.Dense(1, name="standardized_target")(x)
     if num_classes == 2:
         return tf.keras.layers.Dense(1, activation="sigmoid", name="probabilities")(x)
     return tf.keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
@@ -75,20 +82,38 @@ def build_cnn(settings: ModelSettings, input_shape: tuple[int, ...], num_classes
 # pima_mlp is the seeds' tabular MLP (12 relu -> 8 relu -> 1 sigmoid): the MLP builder with its
 # own conf/model/pima_mlp.yaml widths; a separate name keeps configs and run names readable.
 MODEL_BUILDERS: dict[str, Callable] = {"mlp": build_mlp, "cnn": build_cnn, "pima_mlp": build_mlp}
+REGRESSION = 0  # num_classes of a regression target (no class names): one linear output unit
 
 
-def build_model(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int):
+def build_model(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int, target: dict | None = None):
     """Build the model named ``settings.name``.
+
+    Args:
+        num_classes: the number of classes; ``0`` (:data:`REGRESSION`, ``meta.json`` of a regression
+            run has no class names) builds a regression model.
+        target: a regression target's train ``mean`` and ``std`` (``meta.json``'s ``target``): the
+            linear unit's output is multiplied by ``std`` and ``mean`` is added inside the model, so
+            the network learns a standardised target while the model (and every export) predicts in
+            the target's own units.
 
     Example:
         >>> model = build_model(settings, input_shape=(8, 8, 1), num_classes=10)
+        >>> regressor = build_model(settings, input_shape=(6,), num_classes=0, target={"mean": 50.0, "std": 12.0})
 
     Raises:
         UserError: unknown name, listing the valid ones.
     """
+    import tensorflow as tf
+
     if settings.name not in MODEL_BUILDERS:
         raise UserError(f"model: unknown model '{settings.name}': choose one of {', '.join(sorted(MODEL_BUILDERS))}")
-    return MODEL_BUILDERS[settings.name](settings, tuple(input_shape), num_classes)
+    model = MODEL_BUILDERS[settings.name](settings, tuple(input_shape), num_classes)
+    if num_classes != REGRESSION:
+        return model
+    if not target:
+        raise UserError("model: a regression model needs the target's train mean and std (meta.json 'target'): rerun preprocess")
+    rescale = tf.keras.layers.Rescaling(scale=float(target["std"]), offset=float(target["mean"]), name="predictions")
+    return tf.keras.Model(model.inputs, rescale(model.outputs[0]), name=model.name)
 
 
 def make_optimizer(train: TrainSettings, learning_rate: float | None = None):
@@ -107,16 +132,42 @@ def make_optimizer(train: TrainSettings, learning_rate: float | None = None):
 
 
 def loss_name(settings: ModelSettings, num_classes: int) -> str:
-    """The loss to compile with: ``auto`` follows the output layer."""
+    """The loss to compile with: ``auto`` follows the output layer (a regression model: ``mse``).
+
+    Raises:
+        UserError: a classification loss for a regression model or the reverse.
+    """
+    regression_losses = ("mse", "mae", "huber")
+    if (num_classes == REGRESSION) != (settings.loss in regression_losses) and settings.loss != "auto":
+        wanted = "mse, mae or huber" if num_classes == REGRESSION else "binary_crossentropy or sparse_categorical_crossentropy"
+        raise UserError(f"model: model.loss={settings.loss} does not fit {'a regression target' if num_classes == REGRESSION else 'class labels'}: "
+                        f"set model.loss=auto (or {wanted})")
     if settings.loss != "auto":
         return settings.loss
+    if num_classes == REGRESSION:
+        return "mse"
     return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+
+
+def regression_metrics(names: list[str]) -> list:
+    """Keras metrics for a regression model, named as ``model.metrics`` names them (``mae``, ``mse``, ``rmse``)."""
+    import tensorflow as tf
+
+    known = {"mae": tf.keras.metrics.MeanAbsoluteError, "mse": tf.keras.metrics.MeanSquaredError,
+             "rmse": tf.keras.metrics.RootMeanSquaredError}
+    wrong = [name for name in names if name not in known]
+    if wrong:
+        raise UserError(f"model: model.metrics={list(names)} holds classification metric(s) {', '.join(wrong)} but the data is a "
+                        f"regression target: use model.metrics=[mae] (any of {', '.join(known)})")
+    return [known[name](name=name) for name in names]
 
 
 def make_metrics(settings: ModelSettings, num_classes: int) -> list:
     """Keras metric objects for the names in ``settings.metrics``."""
     import tensorflow as tf
 
+    if num_classes == REGRESSION:
+        return regression_metrics(settings.metrics)
     binary_only = {"auc": tf.keras.metrics.AUC, "precision": tf.keras.metrics.Precision, "recall": tf.keras.metrics.Recall}
     metrics = []
     for name in settings.metrics:
@@ -124,6 +175,9 @@ def make_metrics(settings: ModelSettings, num_classes: int) -> list:
             metrics.append("accuracy")
         elif num_classes == 2:
             metrics.append(binary_only[name](name=name))
+        elif name not in binary_only:
+            raise UserError(f"model: metric '{name}' needs a regression target (data.task=regression) but the data has "
+                            f"{num_classes} classes: use model.metrics=[accuracy]")
         else:
             raise UserError(f"model: metric '{name}' needs binary labels, the data has {num_classes} classes: use model.metrics=[accuracy]")
     return metrics

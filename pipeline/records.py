@@ -41,6 +41,7 @@ class RawData:
     notes: dict = field(default_factory=dict)  # source-specific facts for the manifest (e.g. missing values)
     written: bool = False
     is_test: Optional[np.ndarray] = None  # 1 per example of the source's own test split, 0 for its train pool
+    task: str = "classification"  # regression: ``y`` is a float32 target and ``class_names`` is empty
 
 
 class BadRecords:

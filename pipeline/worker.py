@@ -73,7 +73,7 @@ def _build_model(job: TrainJob, meta: dict, strategy):
 
     num_classes = len(meta["class_names"])
     with strategy.scope():
-        model = build_model(job.model, tuple(meta["input_shape"]), num_classes)
+        model = build_model(job.model, tuple(meta["input_shape"]), num_classes, target=meta.get("target"))  # no classes: regression
         if job.mixed_precision:  # float16 compute, float32 outputs (a float16 softmax loses precision)
             model = tf.keras.Model(model.inputs, tf.keras.layers.Activation("linear", dtype="float32")(model.outputs[0]))
         return compile_model(model, job.model, job.train, num_classes)
