@@ -130,6 +130,10 @@ def run_ingest(settings: DataSettings, output_dir: Path) -> dict:
         The manifest written.
     """
     reference = load_schema(settings.schema) if settings.schema else None
+    if reference and reference.get("task", "classification") != settings.task:
+        stored = reference.get("task", "classification")
+        raise UserError(f"data: data.schema={settings.schema} holds a {stored} schema but data.task={settings.task}: set "
+                        f"data.task={stored}, or point data.schema at a {settings.task} run's schema")
     with atomic_dir(Path(output_dir)) as tmp:
         data = check_records(load_source(settings, tmp, reference), settings.on_bad_record)
         if not data.written:
