@@ -112,7 +112,8 @@ def build_model(settings: ModelSettings, input_shape: tuple[int, ...], num_class
         return model
     if not target:
         raise UserError("model: a regression model needs the target's train mean and std (meta.json 'target'): rerun preprocess")
-    rescale = tf.keras.layers.Rescaling(scale=float(target["std"]), offset=float(target["mean"]), name="predictions")
+    # float32 even under mixed_float16: a target mean such as 1e5 overflows float16 (max 65504)
+    rescale = tf.keras.layers.Rescaling(scale=float(target["std"]), offset=float(target["mean"]), name="predictions", dtype="float32")
     return tf.keras.Model(model.inputs, rescale(model.outputs[0]), name=model.name)
 
 

@@ -219,6 +219,20 @@ def test_linear_output_is_rescaled_to_the_target_units_inside_the_model():
         loss_name(dataclasses.replace(config.model, loss="mse"), 3)
 
 
+def test_rescaling_stays_float32_under_mixed_precision():
+    import tensorflow as tf
+
+    from pipeline.models import build_model
+
+    tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    try:  # a target around 1e5 overflows float16 (max 65504)
+        model = build_model(compose("experiment=regression").model, (3,), 0, target={"mean": 1e5, "std": 10.0})
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    predicted = model.predict(np.zeros((2, 3), np.float32), verbose=0)
+    assert np.all(np.isfinite(predicted)) and np.allclose(predicted, 1e5, rtol=1e-3)
+
+
 # ---- evaluate, gate, export maths, predict --------------------------------------------------------
 
 def test_regression_metrics_on_known_values():
@@ -320,11 +334,15 @@ def _ok(result) -> str:
 @pytest.mark.slow
 def test_regression_run_end_to_end_through_the_stages(tmp_path):
     """ingest -> preprocess -> train (Ray, 1 worker) -> evaluate -> gate -> export -> predict on a 600-row CSV."""
+    from pipeline.sweep import objective_value
+
     path = write_regression_csv(tmp_path / "table.csv")
     overrides = ["experiment=regression", f"data.path={path}", "data.label_column=price", "train.epochs=40",
                  "export.latency_repeats=2", *tmp_paths(tmp_path)]
     for stage in ("ingest", "preprocess", "train", "evaluate", "gate", "export"):
         _ok(run_stage(stage, *overrides))
+    history = json.loads((tmp_path / "models" / "history.json").read_text())
+    assert objective_value({key: values[-1] for key, values in history.items()}, "val_mae") > 0  # what sweep.objective=val_mae reads
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert metrics["r2"] >= 0.9 and metrics["mae"] < 1.5, metrics  # noise alone: MAE 0.4; the mean alone: R^2 0
     assert json.loads((tmp_path / "reports" / "blessing.json").read_text())["blessed"]
