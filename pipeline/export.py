@@ -188,7 +188,7 @@ def regression_report(meta: dict, settings: ExportSettings, artifacts: list[Arti
         "input_shape": meta["input_shape"],
         "class_names": [],
         "pixel_to_raw": None,
-        "artifacts": {artifact.name: measure_regression_artifact(artifact, workdir, raw_x, y, reference, settings.latency_repeats, target_std)
-                      for artifact in artifacts},
+        "artifacts": {artifact.name: measure_regression_artifact(artifact, workdir, raw_x, y, reference, settings.latency_repeats,
+                                                                 target_std) for artifact in artifacts},
         "skipped": {directory: switch for directory, (switch, _) in disabled_formats(settings).items()},
     }

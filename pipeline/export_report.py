@@ -107,7 +107,8 @@ def regression_failures(report: dict) -> str | None:
     """:func:`report_failures` for a regression model: float artifacts within ``export.tolerance`` train
     target standard deviations of the model, every artifact's MAE at most ``export.max_mae_increase`` above it."""
     tolerance, max_increase, artifacts = report["tolerance"], report["max_mae_increase"], report["artifacts"]
-    diffs = {name: check["max_diff_in_std"] for name, check in artifacts.items() if check["exact"] and not check["max_diff_in_std"] <= tolerance}
+    diffs = {name: check["max_diff_in_std"] for name, check in artifacts.items()
+             if check["exact"] and not check["max_diff_in_std"] <= tolerance}
     if diffs:
         worst = max(diffs, key=diffs.get)
         return (f"export: the {worst} export differs from the trained model by {artifacts[worst]['max_abs_diff']:.3g} "

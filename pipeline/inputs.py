@@ -122,7 +122,8 @@ def make_dataset(processed_dir: Path, files: list[str], batch_size: int, *, shuf
         batches = records.batch(batch_size)
     else:
         batches = _exact_batches(records, sum(sizes[name] for name in files), steps, batch_size)
-    dataset = batches.map(lambda serialized: decode_examples(serialized, meta["input_shape"], meta.get("task", "classification")), num_parallel_calls=tf.data.AUTOTUNE)
+    task = meta.get("task", "classification")  # regression: float targets
+    dataset = batches.map(lambda serialized: decode_examples(serialized, meta["input_shape"], task), num_parallel_calls=tf.data.AUTOTUNE)
     if augmenter is not None:
         dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     if class_weights is not None:

@@ -141,8 +141,8 @@ def loss_name(settings: ModelSettings, num_classes: int) -> str:
     regression_losses = ("mse", "mae", "huber")
     if (num_classes == REGRESSION) != (settings.loss in regression_losses) and settings.loss != "auto":
         wanted = "mse, mae or huber" if num_classes == REGRESSION else "binary_crossentropy or sparse_categorical_crossentropy"
-        raise UserError(f"model: model.loss={settings.loss} does not fit {'a regression target' if num_classes == REGRESSION else 'class labels'}: "
-                        f"set model.loss=auto (or {wanted})")
+        labels = "a regression target" if num_classes == REGRESSION else "class labels"
+        raise UserError(f"model: model.loss={settings.loss} does not fit {labels}: set model.loss=auto (or {wanted})")
     if settings.loss != "auto":
         return settings.loss
     if num_classes == REGRESSION:

@@ -8,7 +8,7 @@ split), used when ``preprocess.test_split=source``.
 Output contract (``paths.processed``):
 - ``{split}-{index:05d}-of-{count:05d}.tfrecord`` shards of ``tf.train.Example`` records, one per
   example: ``x`` (bytes: the *normalised* features as little-endian float32, C order, shape
-  ``meta.input_shape``) and ``y`` (int64 label; a float, ``float_list``, for a regression target). ``train`` and ``val`` have ``num_shards`` shards
+  ``meta.input_shape``) and ``y`` (int64 label). ``train`` and ``val`` have ``num_shards`` shards
   each, ``test`` one. Examples go to shards by a seeded permutation, so every shard mixes all
   classes and shard sizes differ by at most one; no shard is empty.
 - ``meta.json``: ``format`` ("tfrecord"), ``source``, ``class_names``, ``input_shape``,
@@ -17,16 +17,17 @@ Output contract (``paths.processed``):
   names and ``num_examples``), ``class_counts`` (train) and ``class_weights`` (balanced, per class
   index: ``n / (classes * count)``; used when ``train.class_weight=balanced``); for a CSV source
   also ``columns`` (kind, vocabulary, fill value per raw column) and ``feature_names`` (ingest's).
-  ``task``: ``classification`` or ``regression``; a regression run has no classes (empty counts and
-  weights) and ``target``: the train split's mean, std, min and max, which the model rescales its
-  linear output by (:mod:`pipeline.models`).
-
-Regression splits are stratified on the target's quantile bins (:func:`strata`) rather than drawn
-by a plain shuffle: with a few hundred rows a plain shuffle can leave the test split without the
-target's tails, and binning costs nothing and is just as seeded.
 
 Normalisation is applied here, so training, evaluation and export read the same numbers.
 Augmentation is not: it runs on the fly in each worker's ``tf.data`` pipeline (pipeline.augment).
+
+A regression target (ingest's ``task: regression``, float32 ``y.npy``): ``y`` is a float
+(``float_list``), ``meta.json`` has ``task: regression``, no classes (empty ``class_counts`` and
+``class_weights``) and ``target``: the train split's mean, std, min and max, which the model
+rescales its linear output by (:mod:`pipeline.models`). Its splits are stratified on the target's
+quantile bins (:func:`strata`) rather than drawn by a plain shuffle: with a few hundred rows a
+plain shuffle can leave the test split without the target's tails; binning costs nothing and is
+just as seeded.
 """
 
 from __future__ import annotations

@@ -179,11 +179,13 @@ TEST_SPLITS = ("auto", "source")
 CLASS_WEIGHTS = ("none", "balanced")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
-LOSSES = ("auto", "sparse_categorical_crossentropy", "binary_crossentropy")
-METRICS = ("accuracy", "auc", "precision", "recall")
-TASKS = ("classification", "regression")
+CLASSIFICATION_LOSSES = ("auto", "sparse_categorical_crossentropy", "binary_crossentropy")
 REGRESSION_LOSSES = ("auto", "mse", "mae", "huber")
+LOSSES = (*CLASSIFICATION_LOSSES, *REGRESSION_LOSSES[1:])
+CLASSIFICATION_METRICS = ("accuracy", "auc", "precision", "recall")
 REGRESSION_METRICS = ("mae", "mse", "rmse")
+METRICS = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS)
+TASKS = ("classification", "regression")
 REGRESSION_SOURCES = ("csv", "npz")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
@@ -226,7 +228,11 @@ def _validate_task(config: PipelineConfig) -> None:
     _require(evaluate.min_r2 is None or evaluate.min_r2 <= 1, "evaluate.min_r2", evaluate.min_r2, "an R^2 <= 1 or null")
     _require(evaluate.max_error_increase >= 0, "evaluate.max_error_increase", evaluate.max_error_increase, "a fraction >= 0")
     _require(config.export.max_mae_increase >= 0, "export.max_mae_increase", config.export.max_mae_increase, "a fraction >= 0")
-    if data.task != "regression":
+    if data.task == "classification":
+        _one_of("model.loss", model.loss, CLASSIFICATION_LOSSES)
+        wrong = [metric for metric in model.metrics if metric not in CLASSIFICATION_METRICS]
+        _require(not wrong, "model.metrics", list(model.metrics),
+                 f"classification metrics ({', '.join(CLASSIFICATION_METRICS)}); {', '.join(wrong)} need data.task=regression")
         return
     _require(data.name in REGRESSION_SOURCES, "data.task", data.task,
              f"classification for data={data.name} (regression needs a numeric target: data={' or data='.join(REGRESSION_SOURCES)})")
@@ -273,10 +279,9 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     _require(train.checkpoint_every >= 1, "train.checkpoint_every", train.checkpoint_every, "an integer >= 1")
     _require(0 <= config.model.dropout_rate < 1, "model.dropout_rate", config.model.dropout_rate, "a rate in [0, 1)")
     _require(config.model.l2 >= 0, "model.l2", config.model.l2, "a number >= 0")
-    if data.task == "classification":
-        _one_of("model.loss", config.model.loss, LOSSES)
-        for metric in config.model.metrics:
-            _one_of("model.metrics", metric, METRICS)
+    _one_of("model.loss", config.model.loss, LOSSES)
+    for metric in config.model.metrics:
+        _one_of("model.metrics", metric, METRICS)
     _one_of("augment.flip", config.augment.flip, FLIP_MODES)
     _one_of("preprocess.test_split", pre.test_split, TEST_SPLITS)
     _one_of("train.class_weight", train.class_weight, CLASS_WEIGHTS)

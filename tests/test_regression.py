@@ -59,7 +59,9 @@ def test_the_preset_switches_a_run_to_regression_with_val_mae_as_sweep_objective
     (("experiment=regression", "model.loss=binary_crossentropy"), "model.loss='binary_crossentropy' is invalid: expected one of auto, mse, mae, huber"),
     (("data.task=regression",), "data.task='regression' is invalid: expected classification for data=digits"),
     (("data.task=ranking",), "data.task='ranking' is invalid: expected one of classification, regression"),
-    (("model.metrics=[mae]",), "model.metrics='mae' is invalid: expected one of accuracy"),
+    (("model.metrics=[mae]",), "model.metrics=['mae'] is invalid: expected classification metrics (accuracy, auc, precision, recall); "
+                               "mae need data.task=regression"),
+    (("model.loss=mse",), "model.loss='mse' is invalid: expected one of auto, sparse_categorical_crossentropy, binary_crossentropy"),
     (("evaluate.max_mae=0",), "evaluate.max_mae=0.0 is invalid"),
     (("export.max_mae_increase=-1",), "export.max_mae_increase=-1.0 is invalid"),
 ])
