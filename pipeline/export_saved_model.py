@@ -83,11 +83,11 @@ def _serving_module(model, meta: dict, pixel_to_raw: float, train_means: np.ndar
     def predicted(raw):  # a regression model: one value per example, in the target's units
         return {PREDICTIONS_NAME: tf.reshape(module.model((raw - offset) / scale, training=False), [-1])}
 
-    if meta.get("task") == "regression":
-        labelled = predicted
+    regression = meta.get("task") == "regression"
+    outputs = predicted if regression else labelled  # what every signature returns
     raw_spec = tf.TensorSpec([None, *input_shape], tf.float32, name=INPUT_NAME)
-    module.serve = tf.function(labelled, input_signature=[raw_spec])
-    if meta.get("task") == "regression":
+    module.serve = tf.function(outputs, input_signature=[raw_spec])
+    if regression:
         module.serve_predictions = tf.function(predicted, input_signature=[raw_spec])
         signatures = {SIGNATURE: module.serve, PREDICTIONS_SIGNATURE: module.serve_predictions}
     else:
@@ -99,13 +99,13 @@ def _serving_module(model, meta: dict, pixel_to_raw: float, train_means: np.ndar
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, channels], tf.uint8, name=IMAGES_INPUT_NAME)])
         def serve_images(images):
             resized = tf.image.resize(tf.cast(images, tf.float32), [height, width], antialias=True)
-            return labelled(resized * pixel_to_raw)
+            return outputs(resized * pixel_to_raw)
 
         module.serve_images = serve_images
         signatures[IMAGES_SIGNATURE] = serve_images
     if has_raw_rows(meta):
         means = np.zeros(input_shape, np.float32) if train_means is None else np.asarray(train_means)
-        module.serve_raw_rows = raw_rows_function(tf, meta, means, labelled)
+        module.serve_raw_rows = raw_rows_function(tf, meta, means, outputs)
         module.raw_column_names = tf.Variable(raw_column_names(meta), trainable=False)  # the CSV header a client sends
         signatures[RAW_ROWS_SIGNATURE] = module.serve_raw_rows
     return module, signatures
