@@ -5,12 +5,14 @@ Every builder takes ``(settings, input_shape, num_classes)`` and returns an unco
 No classes (``num_classes=0``: a regression target, ``data.task=regression``) give one linear unit
 whose output :func:`build_model` rescales by the train target's std and mean inside the model
 (a ``Rescaling`` layer named ``predictions``), so training fits a standardised target while the
-model and its exports predict in the target's units; the loss is ``mse`` (or ``mae``, ``huber``,
-computed in the target's units) and the metrics ``mae``, ``mse``, ``rmse``.
+model and its exports predict in the target's units; the loss is ``mse`` (or ``mae``, ``huber``) of
+the error in train target standard deviations (:func:`standardized_loss_class`) and the metrics
+``mae``, ``mse``, ``rmse`` are in the target's units.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from pipeline.errors import UserError
@@ -184,11 +186,48 @@ def make_metrics(settings: ModelSettings, num_classes: int) -> list:
     return metrics
 
 
+@functools.lru_cache(maxsize=None)
+def standardized_loss_class():
+    """The Keras loss class of regression models (registered, so a checkpoint loads with its compile config).
+
+    ``StandardizedLoss(base, scale)`` is the ``base`` loss (``mse``, ``mae``, ``huber``) of
+    ``y_true / scale`` and ``y_pred / scale`` with ``scale`` the train target's std: the error in
+    standard deviations, the units the network's linear unit works in, so gradients keep the same
+    size whatever the target's scale (with a target in the millions, plain SGD on an MSE in the
+    target's units diverges at once) and ``huber``'s delta of 1 means one std.
+    """
+    import tensorflow as tf
+
+    @tf.keras.utils.register_keras_serializable(package="pipeline")
+    class StandardizedLoss(tf.keras.losses.Loss):
+        def __init__(self, base: str = "mse", scale: float = 1.0, name: str | None = None, **kwargs):
+            super().__init__(name=name or base, **kwargs)
+            self.base, self.scale = base, float(scale)
+            self._loss = tf.keras.losses.get(base)
+
+        def call(self, y_true, y_pred):
+            y_true = tf.cast(y_true, y_pred.dtype)
+            return self._loss(y_true / self.scale, y_pred / self.scale)
+
+        def get_config(self):
+            return {**super().get_config(), "base": self.base, "scale": self.scale}
+
+    return StandardizedLoss
+
+
+def make_loss(model, settings: ModelSettings, num_classes: int):
+    """:func:`loss_name`'s loss; a regression model's divided by its target std (:func:`standardized_loss_class`)."""
+    name = loss_name(settings, num_classes)
+    if num_classes != REGRESSION:
+        return name
+    return standardized_loss_class()(name, scale=float(model.get_layer("predictions").scale))
+
+
 def compile_model(model, model_settings: ModelSettings, train: TrainSettings, num_classes: int, learning_rate: float | None = None):
     """Compile ``model`` with the configured optimizer, loss and metrics; return it."""
     model.compile(
         optimizer=make_optimizer(train, learning_rate),
-        loss=loss_name(model_settings, num_classes),
+        loss=make_loss(model, model_settings, num_classes),
         metrics=make_metrics(model_settings, num_classes),
         steps_per_execution=train.steps_per_execution,
     )

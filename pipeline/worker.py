@@ -60,6 +60,9 @@ def _restore_model(resume_dir: Path, strategy):
     """The checkpointed model (weights and optimizer state) and its history, built under ``strategy``."""
     import tensorflow as tf
 
+    from pipeline.models import standardized_loss_class
+
+    standardized_loss_class()  # registers a regression model's loss, which the checkpoint's compile config names
     with strategy.scope():
         model = tf.keras.models.load_model(str(Path(resume_dir) / MODEL_FILE))
     history = json.loads((Path(resume_dir) / HISTORY_FILE).read_text())

@@ -221,6 +221,27 @@ def test_linear_output_is_rescaled_to_the_target_units_inside_the_model():
         loss_name(dataclasses.replace(config.model, loss="mse"), 3)
 
 
+def test_loss_in_target_stds_trains_a_huge_target_with_plain_sgd_and_survives_a_checkpoint(tmp_path):
+    import tensorflow as tf
+
+    from pipeline.models import build_model, compile_model
+
+    config = compose("experiment=regression", "train.optimizer=sgd", "train.learning_rate=0.05", "train.steps_per_execution=1")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 3)).astype(np.float32)
+    y = (2e6 + 3e5 * (x @ np.array([1.0, -0.5, 0.25]))).astype(np.float32)  # millions: an MSE in these units explodes under SGD
+    tf.keras.utils.set_random_seed(0)
+    model = build_model(config.model, (3,), 0, target={"mean": float(y.mean()), "std": float(y.std())})
+    compile_model(model, config.model, config.train, 0)
+    history = model.fit(x, y, epochs=15, batch_size=32, verbose=0).history
+    assert np.all(np.isfinite(history["loss"])) and history["loss"][-1] < 0.05 * history["loss"][0], history["loss"]
+    assert history["mae"][-1] < 0.1 * float(y.std())  # the metric stays in the target's units
+    model.save(str(tmp_path / "model.keras"), save_format="keras_v3")
+    restored = tf.keras.models.load_model(str(tmp_path / "model.keras"))  # compiled, as a resumed run loads it
+    assert restored.loss.get_config()["scale"] == pytest.approx(float(y.std()))
+    assert restored.evaluate(x, y, verbose=0)[0] == pytest.approx(model.evaluate(x, y, verbose=0)[0], rel=1e-5)
+
+
 def test_rescaling_stays_float32_under_mixed_precision():
     import tensorflow as tf
 
