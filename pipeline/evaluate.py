@@ -7,7 +7,8 @@ since ``dvc.yaml`` declares them: ``metrics.json`` holds ``loss`` (MSE), ``mse``
 ``r2`` and ``num_examples``; ``confusion.csv`` the ``actual,predicted`` values (plot them with
 ``dvc plots show reports/confusion.csv --template scatter -x actual -y predicted``);
 ``confusion.png`` a predicted-vs-actual scatter; ``per_class.json`` only a note (no classes).
-Every file is written to a temporary directory first and moved into place with ``metrics.json`` last, so an interrupted run never leaves metrics that look complete.
+Every file is written to a temporary directory first and moved into place with ``metrics.json``
+last, so an interrupted run never leaves metrics that look complete.
 """
 
 from __future__ import annotations

@@ -161,8 +161,9 @@ def _regression_markdown(report: dict) -> list[str]:
 def markdown_report(report: dict) -> str:
     """A short markdown table of ``report`` for CI job summaries."""
     if report.get("task") == "regression":
-        return _markdown_tail(report, _regression_markdown(report), f"{report['target_std']:.4g} * {report['tolerance']:g} "
-                              f"(export.tolerance target std); every artifact's MAE may be at most {100 * report['max_mae_increase']:g}% higher.")
+        promise = (f"{report['tolerance']:g} train target std ({report['tolerance'] * report['target_std']:.3g} in the target's units); "
+                   f"every artifact's MAE may be at most {100 * report['max_mae_increase']:g}% higher.")
+        return _markdown_tail(report, _regression_markdown(report), promise)
     lines = [f"### Exports ({report['num_test_examples']} test examples, trained model accuracy {report['keras_accuracy']:.4f})", "",
              "| artifact | size | max abs diff | accuracy | drop | latency (ms, batch 1) |",
              "|---|---:|---:|---:|---:|---:|"]
