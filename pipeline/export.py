@@ -16,6 +16,12 @@ runs on the whole test split, fed the raw inputs a client would send; float arti
 the Keras model (fed the normalised inputs) within ``export.tolerance`` and every artifact may lose
 at most ``export.max_accuracy_drop`` accuracy. Everything is built in a temporary directory and
 moved into ``exports/`` only when every check passed (``report.json`` last).
+
+A regression model (``meta.json`` ``task: regression``) exports the same artifacts, each
+predicting the target in its own units; parity then means: float artifacts within
+``export.tolerance`` train target standard deviations of the Keras predictions (the scale the
+network computes in, so the check means the same for a target in cents or in millions), and every
+artifact's test MAE at most ``export.max_mae_increase`` (a fraction) above the trained model's.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.evaluate import class_probabilities, load_trained_model
-from pipeline.export_report import Artifact, markdown_report, measure_artifact, report_failures, timed_runner
-from pipeline.export_saved_model import MAX_PIXEL, is_image_shape, raw_inputs, saved_model_predictor, write_saved_model
+from pipeline.export_report import (Artifact, markdown_report, measure_artifact, measure_regression_artifact, report_failures,
+                                    timed_runner)
+from pipeline.export_saved_model import (MAX_PIXEL, converter_signature, is_image_shape, raw_inputs, saved_model_predictor,
+                                         write_saved_model)
 from pipeline.export_tflite import DEFAULT_TFLITE, FLOAT_VARIANTS, TFLITE_DIR, TFLITE_METADATA, tflite_predictor, tflite_relative_path, write_tflite
 from pipeline.export_tfjs import tfjs_runner, write_tfjs
 from pipeline.gate import require_blessing
@@ -85,16 +93,18 @@ def build_artifacts(model, meta: dict, settings: ExportSettings, representative:
     """Write every artifact ``settings`` asks for under ``workdir``; return how to run each."""
     saved_model_dir = workdir / "saved_model"
     write_saved_model(model, meta, pixel_to_raw, saved_model_dir, train_means)
+    signature = converter_signature(meta)
     artifacts = []
     if settings.saved_model:
         artifacts.append(Artifact("saved_model", "saved_model", True, timed_runner(saved_model_predictor(saved_model_dir))))
     for variant in tflite_variants(settings):
         relative = tflite_relative_path(variant)
-        write_tflite(saved_model_dir, workdir / relative, variant, representative, settings.allow_select_tf_ops)
+        write_tflite(saved_model_dir, workdir / relative, variant, representative, settings.allow_select_tf_ops, signature)
         artifacts.append(Artifact(f"tflite_{variant}", relative, variant in FLOAT_VARIANTS, timed_runner(tflite_predictor(workdir / relative))))
-    write_json(workdir / TFLITE_METADATA, {"class_names": [str(name) for name in meta["class_names"]], "pixel_to_raw": pixel_to_raw})
+    write_json(workdir / TFLITE_METADATA, {"class_names": [str(name) for name in meta["class_names"]], "pixel_to_raw": pixel_to_raw,
+                                           "task": meta.get("task", "classification")})
     if settings.tfjs:
-        write_tfjs(saved_model_dir, workdir / "tfjs", meta["class_names"], settings.tfjs_quantization)
+        write_tfjs(saved_model_dir, workdir / "tfjs", meta["class_names"], settings.tfjs_quantization, signature)
         name = "tfjs" if settings.tfjs_quantization == "none" else f"tfjs_{settings.tfjs_quantization}"
         artifacts.append(Artifact(name, "tfjs", settings.tfjs_quantization == "none", tfjs_runner(workdir / "tfjs")))
     if not settings.saved_model:
@@ -133,14 +143,16 @@ def run_export(settings: ExportSettings, processed_dir: Path, models_dir: Path, 
     meta = read_json(processed_dir / "meta.json")
     model = load_trained_model(models_dir)
     x, y = load_split(processed_dir, "test")
-    reference = class_probabilities(model.predict(x, batch_size=256, verbose=0))
+    regression = meta.get("task") == "regression"
+    reference = model.predict(x, batch_size=256, verbose=0)
+    reference = reference.reshape(len(x)) if regression else class_probabilities(reference)
     raw_x = raw_inputs(x, meta["normalization"])
     representative, pixel_to_raw, train_means = train_split_inputs(processed_dir, meta["normalization"], settings.calibration_examples)
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".exports.tmp-", dir=output_dir) as tmp:
         workdir = Path(tmp)
         artifacts = build_artifacts(model, meta, settings, representative, pixel_to_raw, train_means, workdir)
-        report = {
+        report = regression_report(meta, settings, artifacts, workdir, raw_x, y, reference) if regression else {
             "tolerance": settings.tolerance,
             "max_accuracy_drop": settings.max_accuracy_drop,
             "num_test_examples": int(len(y)),
@@ -156,6 +168,27 @@ def run_export(settings: ExportSettings, processed_dir: Path, models_dir: Path, 
         if failure:
             raise UserError(failure)
         _install(workdir, output_dir, report)
-    logger.info("Exported %s to %s (float artifacts within %g, accuracy drop at most %g)", ", ".join(report["artifacts"]),
-                output_dir, settings.tolerance, settings.max_accuracy_drop)
+    logger.info("Exported %s to %s (float artifacts within %g, %s)", ", ".join(report["artifacts"]), output_dir, settings.tolerance,
+                f"MAE increase at most {settings.max_mae_increase:g}" if regression else f"accuracy drop at most {settings.max_accuracy_drop:g}")
     return report
+
+
+def regression_report(meta: dict, settings: ExportSettings, artifacts: list[Artifact], workdir: Path, raw_x: np.ndarray,
+                      y: np.ndarray, reference: np.ndarray) -> dict:
+    """``report.json`` for a regression model: each artifact's predictions against the trained model's
+    (within ``export.tolerance`` train target stds) and its test MAE (at most ``export.max_mae_increase`` higher)."""
+    target_std = float(meta["target"]["std"])
+    return {
+        "task": "regression",
+        "tolerance": settings.tolerance,
+        "max_mae_increase": settings.max_mae_increase,
+        "target_std": target_std,
+        "num_test_examples": int(len(y)),
+        "keras_mae": float(np.mean(np.abs(reference - y))),
+        "input_shape": meta["input_shape"],
+        "class_names": [],
+        "pixel_to_raw": None,
+        "artifacts": {artifact.name: measure_regression_artifact(artifact, workdir, raw_x, y, reference, settings.latency_repeats,
+                                                                 target_std) for artifact in artifacts},
+        "skipped": {directory: switch for directory, (switch, _) in disabled_formats(settings).items()},
+    }

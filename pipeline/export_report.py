@@ -77,8 +77,56 @@ def measure_artifact(artifact: Artifact, workdir: Path, raw_x: np.ndarray, y: np
     return check
 
 
+def regression_parity(outputs: np.ndarray, y: np.ndarray, reference: np.ndarray, target_std: float) -> dict:
+    """A regression artifact against the trained model: the largest difference from its predictions (in the
+    target's units, and in train target standard deviations: what ``export.tolerance`` bounds, since the
+    network computes the standardised target), the test MAE and its increase relative to the model's."""
+    predicted = np.asarray(outputs, dtype=np.float64).reshape(len(y))
+    reference, y = np.asarray(reference, dtype=np.float64).reshape(len(y)), np.asarray(y, dtype=np.float64)
+    mae, keras_mae = float(np.mean(np.abs(predicted - y))), float(np.mean(np.abs(reference - y)))
+    difference = float(np.max(np.abs(predicted - reference))) if len(y) else 0.0
+    increase = (mae - keras_mae) / keras_mae if keras_mae > 0 else (0.0 if mae == 0 else float("inf"))
+    return {"max_abs_diff": difference, "max_diff_in_std": difference / target_std, "mae": mae, "mae_increase": increase}
+
+
+def measure_regression_artifact(artifact: Artifact, workdir: Path, raw_x: np.ndarray, y: np.ndarray, reference: np.ndarray,
+                                latency_repeats: int, target_std: float) -> dict:
+    """Run a regression ``artifact`` on the raw test inputs and compare with the Keras predictions ``reference``."""
+    outputs, latency = artifact.run(raw_x, latency_repeats)
+    path = workdir / artifact.relative_path
+    check = {"path": artifact.relative_path, "size_bytes": directory_size(path) if path.is_dir() else path.stat().st_size,
+             "exact": artifact.exact, **regression_parity(outputs, y, reference, target_std),
+             "latency_ms_batch1": None if latency is None else round(latency * 1000.0, 4)}
+    logger.info("Checked %-21s max abs diff %.2e (%.2e std), MAE %.4g (%+.2f%%), %s ms/example, %s bytes", artifact.name,
+                check["max_abs_diff"], check["max_diff_in_std"], check["mae"], 100 * check["mae_increase"],
+                check["latency_ms_batch1"], f"{check['size_bytes']:,}")
+    return check
+
+
+def regression_failures(report: dict) -> str | None:
+    """:func:`report_failures` for a regression model: float artifacts within ``export.tolerance`` train
+    target standard deviations of the model, every artifact's MAE at most ``export.max_mae_increase`` above it."""
+    tolerance, max_increase, artifacts = report["tolerance"], report["max_mae_increase"], report["artifacts"]
+    diffs = {name: check["max_diff_in_std"] for name, check in artifacts.items()
+             if check["exact"] and not check["max_diff_in_std"] <= tolerance}
+    if diffs:
+        worst = max(diffs, key=diffs.get)
+        return (f"export: the {worst} export differs from the trained model by {artifacts[worst]['max_abs_diff']:.3g} "
+                f"({diffs[worst]:.3g} target std > export.tolerance={tolerance:g}); nothing was exported: check the conversion "
+                "or raise export.tolerance")
+    increases = {name: check["mae_increase"] for name, check in artifacts.items() if not check["mae_increase"] <= max_increase}
+    if increases:
+        worst = max(increases, key=lambda name: (not artifacts[name]["exact"], increases[name]))
+        return (f"export: the {worst} export's test MAE {artifacts[worst]['mae']:.4g} is {100 * increases[worst]:.1f}% above the "
+                f"trained model's {report['keras_mae']:.4g} (> export.max_mae_increase={max_increase:g}); nothing was exported: "
+                "drop that variant from export.tflite / export.tfjs_quantization or raise export.max_mae_increase")
+    return None
+
+
 def report_failures(report: dict) -> str | None:
     """The worst broken promise of ``report``, as one line, or None when every artifact passed."""
+    if report.get("task") == "regression":
+        return regression_failures(report)
     tolerance, max_drop = report["tolerance"], report["max_accuracy_drop"]
     artifacts = report["artifacts"]
     diffs = {name: check["max_abs_diff"] for name, check in artifacts.items() if check["exact"] and not check["max_abs_diff"] <= tolerance}
@@ -99,8 +147,23 @@ def _size(size_bytes: int) -> str:
     return f"{size_bytes / 1024:.1f} KiB" if size_bytes < 1024 * 1024 else f"{size_bytes / 1024 / 1024:.2f} MiB"
 
 
+def _regression_markdown(report: dict) -> list[str]:
+    lines = [f"### Exports ({report['num_test_examples']} test examples, trained model MAE {report['keras_mae']:.4g})", "",
+             "| artifact | size | max abs diff | MAE | MAE increase | latency (ms, batch 1) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, check in report["artifacts"].items():
+        latency = "-" if check["latency_ms_batch1"] is None else f"{check['latency_ms_batch1']:.3f}"
+        lines.append(f"| {name} (`{check['path']}`) | {_size(check['size_bytes'])} | {check['max_abs_diff']:.2e} | "
+                     f"{check['mae']:.4g} | {100 * check['mae_increase']:+.2f}% | {latency} |")
+    return lines
+
+
 def markdown_report(report: dict) -> str:
     """A short markdown table of ``report`` for CI job summaries."""
+    if report.get("task") == "regression":
+        promise = (f"{report['tolerance']:g} train target std ({report['tolerance'] * report['target_std']:.3g} in the target's units); "
+                   f"every artifact's MAE may be at most {100 * report['max_mae_increase']:g}% higher.")
+        return _markdown_tail(report, _regression_markdown(report), promise)
     lines = [f"### Exports ({report['num_test_examples']} test examples, trained model accuracy {report['keras_accuracy']:.4f})", "",
              "| artifact | size | max abs diff | accuracy | drop | latency (ms, batch 1) |",
              "|---|---:|---:|---:|---:|---:|"]
@@ -108,9 +171,12 @@ def markdown_report(report: dict) -> str:
         latency = "-" if check["latency_ms_batch1"] is None else f"{check['latency_ms_batch1']:.3f}"
         lines.append(f"| {name} (`{check['path']}`) | {_size(check['size_bytes'])} | {check['max_abs_diff']:.2e} | "
                      f"{check['accuracy']:.4f} | {check['accuracy_drop']:+.4f} | {latency} |")
+    return _markdown_tail(report, lines, f"{report['tolerance']:g}; every artifact may lose at most {report['max_accuracy_drop']:g} accuracy.")
+
+
+def _markdown_tail(report: dict, lines: list[str], promise: str) -> str:
     skipped = report.get("skipped") or {}
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"`{directory}/` ({switch})" for directory, switch in skipped.items()) + "."]
-    lines += ["", f"Float artifacts must match within {report['tolerance']:g}; every artifact may lose at most "
-              f"{report['max_accuracy_drop']:g} accuracy."]
+    lines += ["", f"Float artifacts must match within {promise}"]
     return "\n".join(lines) + "\n"

@@ -16,6 +16,10 @@ lives inside the graph, so a client sends raw values and never re-implements it.
   graph exactly as ingest did (:mod:`pipeline.export_raw_rows`). Same outputs as ``serving_default``.
 * ``probabilities``: ``serving_default`` with the ``probabilities`` output only; the TFLite and
   TF.js converters start from it (one numeric output, no string tensors).
+
+A regression model (``meta.json`` ``task: regression``) has the same signatures and inputs, but
+every one returns ``predictions`` float32 ``[batch]`` (the target, in its own units) and
+``predictions`` replaces ``probabilities`` as the converters' signature (:func:`converter_signature`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,14 @@ PROBABILITIES_SIGNATURE = "probabilities"
 INPUT_NAME = "inputs"
 IMAGES_INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
+PREDICTIONS_SIGNATURE = "predictions"  # a regression model's converter input, and its output name
+PREDICTIONS_NAME = "predictions"
 MAX_PIXEL = 255.0
+
+
+def converter_signature(meta: dict) -> str:
+    """The signature TFLite and TF.js convert from: ``predictions`` for a regression model, else ``probabilities``."""
+    return PREDICTIONS_SIGNATURE if meta.get("task") == "regression" else PROBABILITIES_SIGNATURE
 
 
 def raw_inputs(x: np.ndarray, normalization: dict) -> np.ndarray:
@@ -69,23 +80,32 @@ def _serving_module(model, meta: dict, pixel_to_raw: float, train_means: np.ndar
                 "class_names": tf.tile(names[tf.newaxis], [tf.shape(probs)[0], 1]),
                 "predicted_class": tf.gather(names, tf.argmax(probs, axis=-1))}
 
+    def predicted(raw):  # a regression model: one value per example, in the target's units
+        return {PREDICTIONS_NAME: tf.reshape(module.model((raw - offset) / scale, training=False), [-1])}
+
+    regression = meta.get("task") == "regression"
+    outputs = predicted if regression else labelled  # what every signature returns
     raw_spec = tf.TensorSpec([None, *input_shape], tf.float32, name=INPUT_NAME)
-    module.serve = tf.function(labelled, input_signature=[raw_spec])
-    module.serve_probabilities = tf.function(lambda inputs: {OUTPUT_NAME: probabilities(inputs)}, input_signature=[raw_spec])
-    signatures = {SIGNATURE: module.serve, PROBABILITIES_SIGNATURE: module.serve_probabilities}
+    module.serve = tf.function(outputs, input_signature=[raw_spec])
+    if regression:
+        module.serve_predictions = tf.function(predicted, input_signature=[raw_spec])
+        signatures = {SIGNATURE: module.serve, PREDICTIONS_SIGNATURE: module.serve_predictions}
+    else:
+        module.serve_probabilities = tf.function(lambda inputs: {OUTPUT_NAME: probabilities(inputs)}, input_signature=[raw_spec])
+        signatures = {SIGNATURE: module.serve, PROBABILITIES_SIGNATURE: module.serve_probabilities}
     if is_image_shape(input_shape):
         height, width, channels = input_shape
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, channels], tf.uint8, name=IMAGES_INPUT_NAME)])
         def serve_images(images):
             resized = tf.image.resize(tf.cast(images, tf.float32), [height, width], antialias=True)
-            return labelled(resized * pixel_to_raw)
+            return outputs(resized * pixel_to_raw)
 
         module.serve_images = serve_images
         signatures[IMAGES_SIGNATURE] = serve_images
     if has_raw_rows(meta):
         means = np.zeros(input_shape, np.float32) if train_means is None else np.asarray(train_means)
-        module.serve_raw_rows = raw_rows_function(tf, meta, means, labelled)
+        module.serve_raw_rows = raw_rows_function(tf, meta, means, outputs)
         module.raw_column_names = tf.Variable(raw_column_names(meta), trainable=False)  # the CSV header a client sends
         signatures[RAW_ROWS_SIGNATURE] = module.serve_raw_rows
     return module, signatures
@@ -115,4 +135,5 @@ def saved_model_predictor(directory: Path) -> Callable[[np.ndarray], np.ndarray]
 
     tf = import_tensorflow()
     signature = tf.saved_model.load(str(directory)).signatures[SIGNATURE]
-    return lambda x: signature(**{INPUT_NAME: tf.constant(x, tf.float32)})[OUTPUT_NAME].numpy()
+    output = PREDICTIONS_NAME if PREDICTIONS_NAME in signature.structured_outputs else OUTPUT_NAME
+    return lambda x: signature(**{INPUT_NAME: tf.constant(x, tf.float32)})[output].numpy()

@@ -38,7 +38,8 @@ def converter_executable() -> str:
     return found
 
 
-def write_tfjs(saved_model_dir: Path, directory: Path, class_names: list[str], quantization: str = "none") -> None:
+def write_tfjs(saved_model_dir: Path, directory: Path, class_names: list[str], quantization: str = "none",
+               signature: str = PROBABILITIES_SIGNATURE) -> None:
     """Convert the SavedModel to a TF.js graph model with the official converter.
 
     Args:
@@ -46,12 +47,13 @@ def write_tfjs(saved_model_dir: Path, directory: Path, class_names: list[str], q
         directory: Output directory (``model.json`` + weight shards).
         class_names: Stored as ``userDefinedMetadata.labels`` in ``model.json``.
         quantization: ``none``, ``float16`` or ``uint8`` weight storage.
+        signature: The SavedModel signature to convert (``predictions`` for a regression model).
     """
     with tempfile.TemporaryDirectory(prefix="tfjs-metadata-") as tmp:
         labels = Path(tmp) / "labels.json"
         labels.write_text(json.dumps([str(name) for name in class_names]))
         command = [converter_executable(), "--input_format=tf_saved_model", "--output_format=tfjs_graph_model",
-                   f"--signature_name={PROBABILITIES_SIGNATURE}", "--saved_model_tags=serve", f"--metadata=labels:{labels}"]
+                   f"--signature_name={signature}", "--saved_model_tags=serve", f"--metadata=labels:{labels}"]
         if quantization != "none":
             command.append(f"--quantize_{quantization}=*")
         command += [str(saved_model_dir), str(directory)]

@@ -1,4 +1,4 @@
-"""TFLite variants converted from the SavedModel's ``probabilities`` signature, and their interpreter.
+"""TFLite variants converted from the SavedModel's ``probabilities`` (regression: ``predictions``) signature, and their interpreter.
 
 Variants (``export.tflite``): ``float32`` (plain conversion), ``dynamic_range`` (int8 weights,
 float activations), ``float16`` (float16 weights) and ``int8`` (full integer quantization of
@@ -34,11 +34,12 @@ def tflite_relative_path(variant: str) -> str:
     return DEFAULT_TFLITE if variant == "float32" else f"{TFLITE_DIR}/{variant}.tflite"
 
 
-def _converter(saved_model_dir: Path, variant: str, representative: np.ndarray | None, allow_select_tf_ops: bool):
+def _converter(saved_model_dir: Path, variant: str, representative: np.ndarray | None, allow_select_tf_ops: bool,
+               signature: str = PROBABILITIES_SIGNATURE):
     from pipeline.env import import_tensorflow
 
     tf = import_tensorflow()
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[PROBABILITIES_SIGNATURE])
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[signature])
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if variant == "int8" else tf.lite.OpsSet.TFLITE_BUILTINS]
     if allow_select_tf_ops:
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
@@ -61,7 +62,7 @@ def unsupported_op(message: str) -> str | None:
 
 
 def write_tflite(saved_model_dir: Path, path: Path, variant: str, representative: np.ndarray | None = None,
-                 allow_select_tf_ops: bool = False) -> None:
+                 allow_select_tf_ops: bool = False, signature: str = PROBABILITIES_SIGNATURE) -> None:
     """Convert the SavedModel to one TFLite variant.
 
     Args:
@@ -70,12 +71,13 @@ def write_tflite(saved_model_dir: Path, path: Path, variant: str, representative
         variant: One of :data:`TFLITE_VARIANTS`.
         representative: Raw train inputs to calibrate ``int8`` activations on.
         allow_select_tf_ops: Let ops TFLite lacks run as TensorFlow ops (the Flex delegate).
+        signature: The SavedModel signature to convert (``predictions`` for a regression model).
 
     Raises:
         UserError: an op TFLite cannot convert (naming it and ``export.allow_select_tf_ops``), or
             any other conversion failure.
     """
-    converter = _converter(saved_model_dir, variant, representative, allow_select_tf_ops)
+    converter = _converter(saved_model_dir, variant, representative, allow_select_tf_ops, signature)
     try:
         with quiet_native_stderr():
             flatbuffer = converter.convert()

@@ -7,6 +7,12 @@ the same metrics file as it was at that revision, read through DVC, so it works 
 committed to git or (the default layout) a DVC-cached output recorded in ``dvc.lock``. ``git:HEAD``
 compares with the last committed run; a revision that has no such file yet is a first run and passes.
 
+A regression model (its ``metrics.json`` has ``mae`` and no ``accuracy``) has its own thresholds:
+``evaluate.max_mae`` and ``evaluate.min_r2`` (null = none), ``evaluate.max_loss``, and with a baseline
+its MAE and RMSE may be at most ``1 + evaluate.max_error_increase`` times the baseline's; the
+accuracy keys do not apply. ``blessing.json`` lists the checks that ran and, under
+``not_applicable``, the other task's keys.
+
 ``reports/blessing.json`` is written either way with a human-readable reason; the export refuses
 a model whose blessing says no, and the gate itself fails so ``dvc repro`` exits non-zero.
 """
@@ -61,7 +67,7 @@ def read_at_revision(path: Path, revision: str) -> tuple[str | None, str]:
                         f"run `dvc fetch --rev {revision}` (or `dvc pull`) first, or set evaluate.baseline to a metrics.json path") from None
 
 
-def load_baseline(baseline: str, metrics_path: Path) -> tuple[dict | None, str]:
+def load_baseline(baseline: str, metrics_path: Path, required: str = "accuracy") -> tuple[dict | None, str]:
     """Baseline metrics and where they came from; ``(None, why)`` when a git revision has none yet.
 
     Raises:
@@ -81,13 +87,50 @@ def load_baseline(baseline: str, metrics_path: Path) -> tuple[dict | None, str]:
         metrics = json.loads(text)
     except json.JSONDecodeError as error:
         raise UserError(f"gate: baseline {source} is not JSON ({error}): point evaluate.baseline at a metrics.json") from None
-    if not isinstance(metrics, dict) or "accuracy" not in metrics:
-        raise UserError(f"gate: baseline {source} has no 'accuracy': point evaluate.baseline at a reports/metrics.json")
+    if not isinstance(metrics, dict) or required not in metrics:
+        raise UserError(f"gate: baseline {source} has no '{required}': point evaluate.baseline at a reports/metrics.json "
+                        "of the same task")
     return metrics, source
+
+
+def metrics_task(metrics: dict) -> str:
+    """``regression`` for a regression model's ``metrics.json`` (MAE, no accuracy), else ``classification``."""
+    return "regression" if "accuracy" not in metrics and "mae" in metrics else "classification"
+
+
+NOT_APPLICABLE = {  # keys of the other task, listed in blessing.json so a reader sees why they did not run
+    "classification": ["evaluate.max_mae", "evaluate.min_r2", "evaluate.max_error_increase"],
+    "regression": ["evaluate.min_accuracy", "evaluate.max_accuracy_regression"],
+}
+
+
+def _at_most(name: str, value: float, threshold: float) -> dict:
+    return {"name": name, "value": float(value), "threshold": float(threshold), "passed": bool(value <= threshold)}
+
+
+def regression_checks(metrics: dict, settings: EvaluateSettings, baseline: dict | None) -> list[dict]:
+    """A regression model's thresholds: ``max_mae``, ``min_r2``, ``max_loss`` (each when set) and, with a
+    baseline, MAE and RMSE at most the baseline's times ``1 + max_error_increase``."""
+    checks = []
+    if settings.max_mae is not None:
+        checks.append(_at_most("mae <= evaluate.max_mae", metrics["mae"], settings.max_mae))
+    if settings.min_r2 is not None:
+        checks.append({"name": "r2 >= evaluate.min_r2", "value": metrics["r2"], "threshold": settings.min_r2,
+                       "passed": metrics["r2"] >= settings.min_r2})
+    if settings.max_loss is not None:
+        checks.append(_at_most("loss <= evaluate.max_loss", metrics["loss"], settings.max_loss))
+    if baseline is not None:
+        for key in ("mae", "rmse"):
+            if key in baseline:
+                ceiling = float(baseline[key]) * (1.0 + settings.max_error_increase)
+                checks.append(_at_most(f"{key} <= baseline {key} x (1 + evaluate.max_error_increase)", metrics[key], ceiling))
+    return checks
 
 
 def gate_checks(metrics: dict, settings: EvaluateSettings, baseline: dict | None) -> list[dict]:
     """Each threshold as ``{name, value, threshold, passed}`` (``value``/``threshold`` are numbers)."""
+    if metrics_task(metrics) == "regression":
+        return regression_checks(metrics, settings, baseline)
     checks = [{"name": "accuracy >= evaluate.min_accuracy", "value": metrics["accuracy"], "threshold": settings.min_accuracy,
                "passed": metrics["accuracy"] >= settings.min_accuracy}]
     if settings.max_loss is not None:
@@ -101,6 +144,8 @@ def gate_checks(metrics: dict, settings: EvaluateSettings, baseline: dict | None
 
 
 def _reason(checks: list[dict], baseline_source: str) -> str:
+    if not checks:
+        return f"blessed: no threshold is set (every evaluate.* threshold of this task is null) [baseline: {baseline_source}]"
     failed = [check for check in checks if not check["passed"]]
     shown = failed or checks
     parts = [f"{check['name'].split(' ')[0]} {check['value']:.4f} {'fails' if failed else 'passes'} "
@@ -122,11 +167,15 @@ def run_gate(settings: EvaluateSettings, metrics_path: Path, blessing_path: Path
     if not metrics_path.is_file():
         raise UserError(f"gate: no metrics at {metrics_path}: run the evaluate stage first (dvc repro evaluate)")
     metrics = read_json(metrics_path)
-    baseline, source = (None, "none (evaluate.baseline is null)") if settings.baseline is None else load_baseline(settings.baseline, metrics_path)
+    task = metrics_task(metrics)
+    required = "mae" if task == "regression" else "accuracy"
+    baseline, source = ((None, "none (evaluate.baseline is null)") if settings.baseline is None
+                        else load_baseline(settings.baseline, metrics_path, required))
     checks = gate_checks(metrics, settings, baseline)
     blessed = all(check["passed"] for check in checks)
-    blessing = {"blessed": blessed, "reason": _reason(checks, source), "checks": checks,
-                "metrics": {key: metrics[key] for key in ("accuracy", "loss") if key in metrics}, "baseline": source}
+    blessing = {"blessed": blessed, "task": task, "reason": _reason(checks, source), "checks": checks,
+                "not_applicable": NOT_APPLICABLE[task],
+                "metrics": {key: metrics[key] for key in ("accuracy", "mae", "rmse", "r2", "loss") if key in metrics}, "baseline": source}
     blessing_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(blessing_path, blessing)
     logger.info("Gate: %s -> %s", blessing["reason"], blessing_path)

@@ -2,12 +2,14 @@
 
 Output contract (``paths.raw``):
 - ``x.npy``: ``uint8 (n, height, width, channels)`` images or ``float32 (n, features)`` tables,
-  loadable with ``np.load(..., mmap_mode="r")``; ``y.npy``: ``int64`` class indices;
+  loadable with ``np.load(..., mmap_mode="r")``; ``y.npy``: ``int64`` class indices (``float32`` targets
+  under ``data.task=regression``);
 - ``split.npy`` (sources with their own test split: Keras's datasets, an ``.npz`` with
   ``x_test``/``y_test``): ``int8`` per example, 1 = the source's test split (kept apart by
   ``preprocess.test_split=source``);
 - ``schema.json``: see :mod:`pipeline.schema`;
-- ``manifest.json``: source, example count, class names and counts, feature shape/dtype/names,
+- ``manifest.json``: source, ``task``, example count, class names and counts (regression: ``class_names``
+  is empty and ``label_stats`` holds the target's min, max, mean, std), feature shape/dtype/names,
   SHA-256 checksums, the schema, bad records skipped (by path or row) and schema anomalies.
 """
 
@@ -46,11 +48,15 @@ def check_shapes(data: RawData) -> RawData:
         raise UserError(f"data '{name}': no examples: check the source file")
     if not np.issubdtype(x.dtype, np.number):
         raise UserError(f"data '{name}': features have dtype {x.dtype}: expected numbers")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise UserError(f"data '{name}': labels have dtype {y.dtype}: expected integer class indices")
+    if data.task == "regression":
+        if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+            raise UserError(f"data '{name}': targets have dtype {y.dtype}: data.task=regression needs numeric targets")
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise UserError(f"data '{name}': labels have dtype {y.dtype}: expected integer class indices"
+                        + (" (a numeric target? set data.task=regression)" if np.issubdtype(y.dtype, np.floating) else ""))
     if x.ndim == 2 and x.dtype != np.float32:
         x = x.astype(np.float32)
-    data.x, data.y = x, y.astype(np.int64)
+    data.x, data.y = x, y.astype(np.float32 if data.task == "regression" else np.int64)
     return data
 
 
@@ -59,7 +65,7 @@ def _bad_rows(data: RawData, policy: str) -> np.ndarray:
 
     NaN is a missing value, not a bad record, when the source keeps gaps for preprocess to fill (``missing_allowed``).
     """
-    x, y, name, num_classes = data.x, data.y, data.source, len(data.class_names)
+    x, y, name = data.x, data.y, data.source
     bad = BadRecords(policy, name)
     keep = np.ones(len(y), dtype=bool)
     if np.issubdtype(x.dtype, np.floating):
@@ -71,14 +77,26 @@ def _bad_rows(data: RawData, policy: str) -> np.ndarray:
         for index in np.flatnonzero(~finite):
             bad.add(f"index {index}", "NaN or inf in the features")
         keep &= finite
+    inside = _usable_labels(data, bad)
+    bad.attach(data)
+    return keep & inside
+
+
+def _usable_labels(data: RawData, bad: BadRecords) -> np.ndarray:
+    """Mask of labels inside the class set (classification) or finite (regression targets); the rest are bad records."""
+    y, name, num_classes = data.y, data.source, len(data.class_names)
+    if data.task == "regression":
+        finite = np.isfinite(y)
+        for index in np.flatnonzero(~finite):
+            bad.add(f"index {index}", f"target {y[index]} is NaN or inf")  # fail: raises at the first
+        return finite
     inside = (y >= 0) & (y < num_classes)
-    if policy == "fail" and not inside.all():
+    if bad.policy == "fail" and not inside.all():
         raise UserError(f"data '{name}': labels span {int(y.min())}..{int(y.max())}: expected 0..{num_classes - 1} for "
                         f"{num_classes} classes; fix the labels or class_names, or set data.on_bad_record=skip")
     for index in np.flatnonzero(~inside):
         bad.add(f"index {index}", f"label {int(y[index])} outside the label set 0..{num_classes - 1}")
-    bad.attach(data)
-    return keep & inside
+    return inside
 
 
 def check_records(data: RawData, policy: str) -> RawData:
@@ -99,6 +117,10 @@ def check_records(data: RawData, policy: str) -> RawData:
         raise UserError(f"data '{name}': no usable examples remain ({data.bad_record_count} bad records, first: "
                         f"{first['record']}: {first['reason']}): fix the source")
     present = np.unique(data.y)
+    if data.task == "regression":
+        if len(present) < 2:
+            raise UserError(f"data '{name}': every example has target {float(present[0]):g}: a regression needs a target that varies")
+        return data
     if len(present) < 2:
         raise UserError(f"data '{name}': every example has label {data.class_names[int(present[0])]!r}: a classifier needs "
                         f"at least two classes")
@@ -112,6 +134,10 @@ def run_ingest(settings: DataSettings, output_dir: Path) -> dict:
         The manifest written.
     """
     reference = load_schema(settings.schema) if settings.schema else None
+    if reference and reference.get("task", "classification") != settings.task:
+        stored = reference.get("task", "classification")
+        raise UserError(f"data: data.schema={settings.schema} holds a {stored} schema but data.task={settings.task}: set "
+                        f"data.task={stored}, or point data.schema at a {settings.task} run's schema")
     with atomic_dir(Path(output_dir)) as tmp:
         data = check_records(load_source(settings, tmp, reference), settings.on_bad_record)
         if not data.written:
@@ -129,8 +155,9 @@ def run_ingest(settings: DataSettings, output_dir: Path) -> dict:
         manifest = {
             "source": data.source,
             "num_examples": int(len(data.y)),
+            "task": data.task,
             "class_names": data.class_names,
-            "class_counts": schema["label"]["class_counts"],
+            **({"label_stats": schema["label"]["stats"]} if data.task == "regression" else {"class_counts": schema["label"]["class_counts"]}),
             "feature_shape": list(data.x.shape[1:]),
             "feature_dtype": str(data.x.dtype),
             "feature_names": [feature["name"] for feature in schema["features"]] if data.x.ndim == 2 else None,

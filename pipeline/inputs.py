@@ -58,7 +58,14 @@ def plan_shards(shards: list[dict], num_workers: int, global_batch_size: int, sp
 
 
 def class_weight_table(meta: dict, mode: str) -> list[float] | None:
-    """Per-class loss weights for ``train.class_weight=mode`` (``none`` -> ``None``) from ``meta.json``."""
+    """Per-class loss weights for ``train.class_weight=mode`` (``none`` -> ``None``) from ``meta.json``.
+
+    Raises:
+        UserError: ``balanced`` for a regression target (no classes to balance).
+    """
+    if mode == "balanced" and meta.get("task") == "regression":
+        raise UserError("train: train.class_weight=balanced needs classes but the data is a regression target (data.task=regression): "
+                        "set train.class_weight=none")
     return list(meta["class_weights"]) if mode == "balanced" else None
 
 
@@ -115,7 +122,8 @@ def make_dataset(processed_dir: Path, files: list[str], batch_size: int, *, shuf
         batches = records.batch(batch_size)
     else:
         batches = _exact_batches(records, sum(sizes[name] for name in files), steps, batch_size)
-    dataset = batches.map(lambda serialized: decode_examples(serialized, meta["input_shape"]), num_parallel_calls=tf.data.AUTOTUNE)
+    task = meta.get("task", "classification")  # regression: float targets
+    dataset = batches.map(lambda serialized: decode_examples(serialized, meta["input_shape"], task), num_parallel_calls=tf.data.AUTOTUNE)
     if augmenter is not None:
         dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     if class_weights is not None:

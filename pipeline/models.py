@@ -5,10 +5,17 @@ uncompiled ``tf.keras.Model``. Two classes give one sigmoid unit (binary cross-e
 softmax. ``embeddings`` (preprocess's ``meta.json``) names the table features that are category
 codes (``data.categorical=embedding``): the MLP embeds each inside the graph and concatenates the
 vectors with the numeric features, so the model (and every export) still takes one float tensor.
+No classes (``num_classes=0``: a regression target, ``data.task=regression``) give one linear unit
+whose output :func:`build_model` rescales by the train target's std and mean inside the model
+(a ``Rescaling`` layer named ``predictions``), so training fits a standardised target while the
+model and its exports predict in the target's units; the loss is ``mse`` (or ``mae``, ``huber``) of
+the error in train target standard deviations (:func:`standardized_loss_class`) and the metrics
+``mae``, ``mse``, ``rmse`` are in the target's units.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from pipeline.errors import UserError
@@ -39,6 +46,8 @@ def _dense_block(x, units: int, settings: ModelSettings):
 def _output(x, num_classes: int):
     import tensorflow as tf
 
+    if num_classes == REGRESSION:  # one linear unit predicting the standardised target (build_model rescales it)
+        return tf.keras.layers.Dense(1, name="standardized_target")(x)
     if num_classes == 2:
         return tf.keras.layers.Dense(1, activation="sigmoid", name="probabilities")(x)
     return tf.keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
@@ -101,20 +110,40 @@ def build_cnn(settings: ModelSettings, input_shape: tuple[int, ...], num_classes
 # pima_mlp is the seeds' tabular MLP (12 relu -> 8 relu -> 1 sigmoid): the MLP builder with its
 # own conf/model/pima_mlp.yaml widths; a separate name keeps configs and run names readable.
 MODEL_BUILDERS: dict[str, Callable] = {"mlp": build_mlp, "cnn": build_cnn, "pima_mlp": build_mlp}
+REGRESSION = 0  # num_classes of a regression target (no class names): one linear output unit
 
 
-def build_model(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int, embeddings: list[dict] | None = None):
-    """Build the model named ``settings.name`` (``embeddings``: ``meta.json``'s category-code features, if any).
+def build_model(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int, embeddings: list[dict] | None = None,
+                target: dict | None = None):
+    """Build the model named ``settings.name``.
+
+    Args:
+        num_classes: the number of classes; ``0`` (:data:`REGRESSION`, ``meta.json`` of a regression
+            run has no class names) builds a regression model.
+        target: a regression target's train ``mean`` and ``std`` (``meta.json``'s ``target``): the
+            linear unit's output is multiplied by ``std`` and ``mean`` is added inside the model, so
+            the network learns a standardised target while the model (and every export) predicts in
+            the target's own units.
 
     Example:
         >>> model = build_model(settings, input_shape=(8, 8, 1), num_classes=10)
+        >>> regressor = build_model(settings, input_shape=(6,), num_classes=0, target={"mean": 50.0, "std": 12.0})
 
     Raises:
         UserError: unknown name, listing the valid ones.
     """
+    import tensorflow as tf
+
     if settings.name not in MODEL_BUILDERS:
         raise UserError(f"model: unknown model '{settings.name}': choose one of {', '.join(sorted(MODEL_BUILDERS))}")
-    return MODEL_BUILDERS[settings.name](settings, tuple(input_shape), num_classes, embeddings or None)
+    model = MODEL_BUILDERS[settings.name](settings, tuple(input_shape), num_classes, embeddings or None)
+    if num_classes != REGRESSION:
+        return model
+    if not target:
+        raise UserError("model: a regression model needs the target's train mean and std (meta.json 'target'): rerun preprocess")
+    # float32 even under mixed_float16: a target mean such as 1e5 overflows float16 (max 65504)
+    rescale = tf.keras.layers.Rescaling(scale=float(target["std"]), offset=float(target["mean"]), name="predictions", dtype="float32")
+    return tf.keras.Model(model.inputs, rescale(model.outputs[0]), name=model.name)
 
 
 def make_optimizer(train: TrainSettings, learning_rate: float | None = None):
@@ -133,16 +162,42 @@ def make_optimizer(train: TrainSettings, learning_rate: float | None = None):
 
 
 def loss_name(settings: ModelSettings, num_classes: int) -> str:
-    """The loss to compile with: ``auto`` follows the output layer."""
+    """The loss to compile with: ``auto`` follows the output layer (a regression model: ``mse``).
+
+    Raises:
+        UserError: a classification loss for a regression model or the reverse.
+    """
+    regression_losses = ("mse", "mae", "huber")
+    if (num_classes == REGRESSION) != (settings.loss in regression_losses) and settings.loss != "auto":
+        wanted = "mse, mae or huber" if num_classes == REGRESSION else "binary_crossentropy or sparse_categorical_crossentropy"
+        labels = "a regression target" if num_classes == REGRESSION else "class labels"
+        raise UserError(f"model: model.loss={settings.loss} does not fit {labels}: set model.loss=auto (or {wanted})")
     if settings.loss != "auto":
         return settings.loss
+    if num_classes == REGRESSION:
+        return "mse"
     return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+
+
+def regression_metrics(names: list[str]) -> list:
+    """Keras metrics for a regression model, named as ``model.metrics`` names them (``mae``, ``mse``, ``rmse``)."""
+    import tensorflow as tf
+
+    known = {"mae": tf.keras.metrics.MeanAbsoluteError, "mse": tf.keras.metrics.MeanSquaredError,
+             "rmse": tf.keras.metrics.RootMeanSquaredError}
+    wrong = [name for name in names if name not in known]
+    if wrong:
+        raise UserError(f"model: model.metrics={list(names)} holds classification metric(s) {', '.join(wrong)} but the data is a "
+                        f"regression target: use model.metrics=[mae] (any of {', '.join(known)})")
+    return [known[name](name=name) for name in names]
 
 
 def make_metrics(settings: ModelSettings, num_classes: int) -> list:
     """Keras metric objects for the names in ``settings.metrics``."""
     import tensorflow as tf
 
+    if num_classes == REGRESSION:
+        return regression_metrics(settings.metrics)
     binary_only = {"auc": tf.keras.metrics.AUC, "precision": tf.keras.metrics.Precision, "recall": tf.keras.metrics.Recall}
     metrics = []
     for name in settings.metrics:
@@ -150,16 +205,56 @@ def make_metrics(settings: ModelSettings, num_classes: int) -> list:
             metrics.append("accuracy")
         elif num_classes == 2:
             metrics.append(binary_only[name](name=name))
+        elif name not in binary_only:
+            raise UserError(f"model: metric '{name}' needs a regression target (data.task=regression) but the data has "
+                            f"{num_classes} classes: use model.metrics=[accuracy]")
         else:
             raise UserError(f"model: metric '{name}' needs binary labels, the data has {num_classes} classes: use model.metrics=[accuracy]")
     return metrics
+
+
+@functools.lru_cache(maxsize=None)
+def standardized_loss_class():
+    """The Keras loss class of regression models (registered, so a checkpoint loads with its compile config).
+
+    ``StandardizedLoss(base, scale)`` is the ``base`` loss (``mse``, ``mae``, ``huber``) of
+    ``y_true / scale`` and ``y_pred / scale`` with ``scale`` the train target's std: the error in
+    standard deviations, the units the network's linear unit works in, so gradients keep the same
+    size whatever the target's scale (with a target in the millions, plain SGD on an MSE in the
+    target's units diverges at once) and ``huber``'s delta of 1 means one std.
+    """
+    import tensorflow as tf
+
+    @tf.keras.utils.register_keras_serializable(package="pipeline")
+    class StandardizedLoss(tf.keras.losses.Loss):
+        def __init__(self, base: str = "mse", scale: float = 1.0, name: str | None = None, **kwargs):
+            super().__init__(name=name or base, **kwargs)
+            self.base, self.scale = base, float(scale)
+            self._loss = tf.keras.losses.get(base)
+
+        def call(self, y_true, y_pred):
+            y_true = tf.cast(y_true, y_pred.dtype)
+            return self._loss(y_true / self.scale, y_pred / self.scale)
+
+        def get_config(self):
+            return {**super().get_config(), "base": self.base, "scale": self.scale}
+
+    return StandardizedLoss
+
+
+def make_loss(model, settings: ModelSettings, num_classes: int):
+    """:func:`loss_name`'s loss; a regression model's divided by its target std (:func:`standardized_loss_class`)."""
+    name = loss_name(settings, num_classes)
+    if num_classes != REGRESSION:
+        return name
+    return standardized_loss_class()(name, scale=float(model.get_layer("predictions").scale))
 
 
 def compile_model(model, model_settings: ModelSettings, train: TrainSettings, num_classes: int, learning_rate: float | None = None):
     """Compile ``model`` with the configured optimizer, loss and metrics; return it."""
     model.compile(
         optimizer=make_optimizer(train, learning_rate),
-        loss=loss_name(model_settings, num_classes),
+        loss=make_loss(model, model_settings, num_classes),
         metrics=make_metrics(model_settings, num_classes),
         steps_per_execution=train.steps_per_execution,
     )

@@ -11,7 +11,9 @@ Inputs are raw, as a client would send them (the preprocessing is inside the exp
   did. Otherwise: as many numeric columns as the model has input values (a non-numeric first row
   is a header and skipped).
 
-A folder is expanded to the supported files in it (sorted).
+A folder is expanded to the supported files in it (sorted). A regression model (its SavedModel
+returns ``predictions``; a ``.tflite`` file's ``metadata.json`` says ``task: regression``) yields
+one number per example, in the target's units, instead of top-k classes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.export_raw_rows import RAW_ROWS_SIGNATURE, input_key
-from pipeline.export_saved_model import IMAGES_INPUT_NAME, IMAGES_SIGNATURE, INPUT_NAME, OUTPUT_NAME, SIGNATURE
+from pipeline.export_saved_model import IMAGES_INPUT_NAME, IMAGES_SIGNATURE, INPUT_NAME, OUTPUT_NAME, PREDICTIONS_NAME, SIGNATURE
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".npy", ".csv")
@@ -45,6 +47,7 @@ class Predictor:
     predict_images: Callable[[np.ndarray], np.ndarray] | None = None  # uint8 pixels, any size (SavedModel)
     raw_columns: dict[str, bool] | None = None  # CSV column -> numeric? (SavedModel trained on a CSV)
     predict_rows: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None  # raw CSV columns -> probabilities
+    task: str = "classification"  # regression: predict returns one value per example and class_names is empty
 
 
 def _load_saved_model(path: Path) -> Predictor:
@@ -59,18 +62,21 @@ def _load_saved_model(path: Path) -> Predictor:
         raise UserError(f"predict: {path} is not a usable SavedModel ({first}): pass the exports/saved_model directory "
                         "written by the export stage") from None
     input_shape = [int(size) for size in signature.structured_input_signature[1][INPUT_NAME].shape[1:]]
-    probe = signature(**{INPUT_NAME: tf.zeros([1, *input_shape], tf.float32)})
-    class_names = [name.decode() for name in probe["class_names"].numpy()[0]]
+    regression = PREDICTIONS_NAME in signature.structured_outputs  # a regression model: one value per example, no classes
+    output = PREDICTIONS_NAME if regression else OUTPUT_NAME
+    probe = None if regression else signature(**{INPUT_NAME: tf.zeros([1, *input_shape], tf.float32)})
+    class_names = [] if regression else [name.decode() for name in probe["class_names"].numpy()[0]]
     images = loaded.signatures.get(IMAGES_SIGNATURE)
     predictor = Predictor(path, input_shape, class_names, 1.0,
-                          lambda x: signature(**{INPUT_NAME: tf.constant(x, tf.float32)})[OUTPUT_NAME].numpy(),
-                          None if images is None else lambda x: images(**{IMAGES_INPUT_NAME: tf.constant(x, tf.uint8)})[OUTPUT_NAME].numpy())
+                          lambda x: signature(**{INPUT_NAME: tf.constant(x, tf.float32)})[output].numpy(),
+                          None if images is None else lambda x: images(**{IMAGES_INPUT_NAME: tf.constant(x, tf.uint8)})[output].numpy(),
+                          task="regression" if regression else "classification")
     rows = loaded.signatures.get(RAW_ROWS_SIGNATURE)
     if rows is not None:
         specs = rows.structured_input_signature[1]
         names = [name.decode() for name in loaded.raw_column_names.numpy()]
         predictor.raw_columns = {name: specs[input_key(name)].dtype != tf.string for name in names}
-        predictor.predict_rows = lambda columns: rows(**{input_key(name): tf.constant(values) for name, values in columns.items()})[OUTPUT_NAME].numpy()
+        predictor.predict_rows = lambda columns: rows(**{input_key(name): tf.constant(values) for name, values in columns.items()})[output].numpy()
     return predictor
 
 
@@ -89,8 +95,9 @@ def _load_tflite(path: Path) -> Predictor:
     metadata_path = next((candidate for candidate in (path.with_name("metadata.json"), path.parent / "tflite" / "metadata.json")
                           if candidate.is_file()), path.with_name("metadata.json"))
     metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
-    class_names = metadata.get("class_names") or [str(index) for index in range(num_classes)]
-    return Predictor(path, input_shape, class_names, float(metadata.get("pixel_to_raw", 1.0)), predict)
+    task = metadata.get("task", "classification")
+    class_names = [] if task == "regression" else metadata.get("class_names") or [str(index) for index in range(num_classes)]
+    return Predictor(path, input_shape, class_names, float(metadata.get("pixel_to_raw", 1.0)), predict, task=task)
 
 
 def load_predictor(model_path: Path) -> Predictor:
@@ -245,7 +252,8 @@ def top_k(probabilities: np.ndarray, class_names: list[str], k: int) -> list[dic
 
 
 def run_predict(model_path: Path, inputs: list[Path], k: int, progress: bool = True) -> list[dict]:
-    """Top-``k`` classes for every example in ``inputs``: ``[{"input", "top": [{"class", "probability"}]}]``."""
+    """Top-``k`` classes for every example in ``inputs``: ``[{"input", "top": [{"class", "probability"}]}]``;
+    a regression model's value instead: ``[{"input", "prediction"}]`` (``k`` does not apply)."""
     from tqdm import tqdm
 
     predictor = load_predictor(model_path)
@@ -253,11 +261,15 @@ def run_predict(model_path: Path, inputs: list[Path], k: int, progress: bool = T
     results = []
     for path in tqdm(files, desc="predict", unit="file", disable=not progress or len(files) < 2):
         for label, probabilities in predict_file(path, predictor):
-            results.append({"input": label, "top": top_k(probabilities, predictor.class_names, k)})
+            if predictor.task == "regression":
+                results.append({"input": label, "prediction": float(np.ravel(probabilities)[0])})
+            else:
+                results.append({"input": label, "top": top_k(probabilities, predictor.class_names, k)})
     return results
 
 
 def format_results(results: list[dict]) -> str:
-    """One line per example: ``input: class (probability), ...``."""
-    return "\n".join(f"{result['input']}: " + ", ".join(f"{item['class']} ({item['probability']:.4f})" for item in result["top"])
+    """One line per example: ``input: class (probability), ...``, or ``input: value`` for a regression model."""
+    return "\n".join(f"{result['input']}: " + (f"{result['prediction']:.6g}" if "prediction" in result else
+                                               ", ".join(f"{item['class']} ({item['probability']:.4f})" for item in result["top"]))
                      for result in results)

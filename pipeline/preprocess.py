@@ -23,6 +23,14 @@ Output contract (``paths.processed``):
 
 Normalisation is applied here, so training, evaluation and export read the same numbers.
 Augmentation is not: it runs on the fly in each worker's ``tf.data`` pipeline (pipeline.augment).
+
+A regression target (ingest's ``task: regression``, float32 ``y.npy``): ``y`` is a float
+(``float_list``), ``meta.json`` has ``task: regression``, no classes (empty ``class_counts`` and
+``class_weights``) and ``target``: the train split's mean, std, min and max, which the model
+rescales its linear output by (:mod:`pipeline.models`). Its splits are stratified on the target's
+quantile bins (:func:`strata`) rather than drawn by a plain shuffle: with a few hundred rows a
+plain shuffle can leave the test split without the target's tails; binning costs nothing and is
+just as seeded.
 """
 
 from __future__ import annotations
@@ -44,13 +52,26 @@ logger = logging.getLogger(__name__)
 CHUNK_BYTES = 32 << 20  # float64 working copy per chunk (~4x that with temporaries), whatever x.npy's dtype
 SOURCE_SPLIT_FILE = "split.npy"
 FORMAT = "tfrecord"
+TARGET_BINS = 10  # quantile bins a regression target is stratified on
+
+
+def strata(y: np.ndarray) -> np.ndarray:
+    """What a split stratifies on: the class indices, or a float target's quantile bin (up to
+    :data:`TARGET_BINS` bins of equal size, at least 10 examples each), so every split spans the target's range."""
+    if np.issubdtype(y.dtype, np.integer):
+        return y
+    bins = int(min(TARGET_BINS, len(y) // 10))
+    if bins < 2:
+        return np.zeros(len(y), dtype=np.int64)
+    edges = np.quantile(y, np.linspace(0, 1, bins + 1)[1:-1])
+    return np.searchsorted(edges, y, side="right")
 
 
 def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """Stratified train/val/test indices, identical for the same labels and seed."""
+    """Stratified train/val/test indices, identical for the same labels and seed (float targets: by quantile bin)."""
     from sklearn.model_selection import train_test_split
 
-    indices = np.arange(len(y))
+    indices, y = np.arange(len(y)), strata(y)
     try:
         rest, test = train_test_split(indices, test_size=test_fraction, stratify=y, random_state=seed)
         val_share = val_fraction / (1.0 - test_fraction)
@@ -65,6 +86,7 @@ def source_split_indices(y: np.ndarray, is_test: np.ndarray, val_fraction: float
     from sklearn.model_selection import train_test_split
 
     pool, test = np.flatnonzero(is_test == 0), np.flatnonzero(is_test == 1)
+    y = strata(y)
     try:
         train, val = train_test_split(pool, test_size=val_fraction, stratify=y[pool], random_state=seed)
     except ValueError as error:
@@ -164,6 +186,19 @@ def balanced_class_weights(y_train: np.ndarray, num_classes: int) -> list[float]
     return weights.tolist()
 
 
+def label_meta(y_train: np.ndarray, manifest: dict) -> dict:
+    """``meta.json``'s label part: the ``task``, train class counts and balanced weights, or (regression)
+    the train split's ``target`` statistics the model rescales its output by."""
+    task = manifest.get("task", "classification")
+    if task == "regression":
+        y = np.asarray(y_train, dtype=np.float64)
+        return {"task": task, "class_counts": [], "class_weights": [],
+                "target": {"mean": float(y.mean()), "std": float(max(y.std(), 1e-12)), "min": float(y.min()), "max": float(y.max())}}
+    num_classes = len(manifest["class_names"])
+    return {"task": task, "class_counts": np.bincount(y_train, minlength=num_classes).tolist(),
+            "class_weights": balanced_class_weights(y_train, num_classes)}
+
+
 def shard_of_examples(num_examples: int, num_shards: int, seed: int) -> np.ndarray:
     """Shard number of each example: a seeded permutation dealt round-robin (sizes differ by <= 1)."""
     shard = np.empty(num_examples, dtype=np.int64)
@@ -171,22 +206,28 @@ def shard_of_examples(num_examples: int, num_shards: int, seed: int) -> np.ndarr
     return shard
 
 
-def serialize_example(features: np.ndarray, label: int) -> bytes:
-    """One ``tf.train.Example``: float32 feature bytes ``x`` and int64 label ``y``."""
+def serialize_example(features: np.ndarray, label: int | float) -> bytes:
+    """One ``tf.train.Example``: float32 feature bytes ``x`` and an int64 label ``y`` (a float one for a regression target)."""
     import tensorflow as tf
 
+    if isinstance(label, (float, np.floating)):
+        target = tf.train.Feature(float_list=tf.train.FloatList(value=[float(label)]))
+    else:
+        target = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))
     feature = {
         "x": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(features, dtype="<f4").tobytes()])),
-        "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+        "y": target,
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def decode_examples(serialized, input_shape):
-    """Parse a batch of serialized examples into ``(x float32 [batch, *input_shape], y int64 [batch])`` tensors."""
+def decode_examples(serialized, input_shape, task: str = "classification"):
+    """Parse a batch of serialized examples into ``(x float32 [batch, *input_shape], y [batch])`` tensors
+    (``y`` int64, or float32 for ``task="regression"``, ``meta.json``'s ``task``)."""
     import tensorflow as tf
 
-    parsed = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([], tf.string), "y": tf.io.FixedLenFeature([], tf.int64)})
+    label = tf.io.FixedLenFeature([], tf.float32 if task == "regression" else tf.int64)
+    parsed = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([], tf.string), "y": label})
     x = tf.io.decode_raw(parsed["x"], tf.float32, little_endian=True)
     return tf.reshape(x, [-1, *input_shape]), parsed["y"]
 
@@ -237,7 +278,6 @@ def run_preprocess(settings: PreprocessSettings, seed: int, input_dir: Path, out
     if embeddings and settings.normalize != "none":  # category codes are indices, not quantities: never rescaled
         for spec in embeddings:
             stats["offset"][spec["feature"]], stats["scale"][spec["feature"]] = 0.0, 1.0
-    num_classes = len(manifest["class_names"])
     meta = {
         "format": FORMAT,
         "source": manifest["source"],
@@ -246,8 +286,7 @@ def run_preprocess(settings: PreprocessSettings, seed: int, input_dir: Path, out
         "normalization": stats,
         "seed": seed,
         "test_split": settings.test_split,
-        "class_counts": np.bincount(y[splits["train"]], minlength=num_classes).tolist(),
-        "class_weights": balanced_class_weights(y[splits["train"]], num_classes),
+        **label_meta(y[splits["train"]], manifest),
         "splits": {},
     }
     if columns:  # a CSV source: how its raw columns became features (and their fills), for the SavedModel's serving_raw_rows
@@ -277,7 +316,8 @@ def load_split(processed_dir: Path, split: str, shard_files: list[str] | None = 
     if shard_files is None:
         shard_files = [shard["file"] for shard in meta["splits"][split]]
     records = tf.data.TFRecordDataset([str(processed_dir / name) for name in shard_files]).batch(4096)
-    parts = [(x.numpy(), y.numpy()) for x, y in records.map(lambda batch: decode_examples(batch, meta["input_shape"]))]
+    task = meta.get("task", "classification")
+    parts = [(x.numpy(), y.numpy()) for x, y in records.map(lambda batch: decode_examples(batch, meta["input_shape"], task))]
     if not parts:
-        return np.zeros((0, *meta["input_shape"]), np.float32), np.zeros((0,), np.int64)
+        return np.zeros((0, *meta["input_shape"]), np.float32), np.zeros((0,), np.float32 if task == "regression" else np.int64)
     return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])

@@ -42,6 +42,7 @@ class RawData:
     written: bool = False
     is_test: Optional[np.ndarray] = None  # 1 per example of the source's own test split, 0 for its train pool
     missing_allowed: bool = False  # NaN marks a missing value that preprocess fills (csv with data.missing != drop)
+    task: str = "classification"  # regression: ``y`` is a float32 target and ``class_names`` is empty
 
 
 class BadRecords:

@@ -1,9 +1,10 @@
 """The data's schema: inferred at every ingest, and new data validated against a stored one.
 
 The TFX ExampleValidator idea without the ceremony: ``schema.json`` records feature names,
-dtypes, shapes, value ranges, table columns (kind, vocabulary, fill value) and the label set with
-class counts. When ``data.schema`` points at a stored schema (e.g. a previous run's
-``data/raw/schema.json``), ingest lists every disagreement as an anomaly in ``manifest.json`` and
+dtypes, shapes, value ranges, table columns (kind, vocabulary, fill value), the ``task`` and the
+label set with class counts (regression: no classes; the target's min, max, mean and std, and new
+targets outside the stored range are an anomaly). When ``data.schema`` points at a stored schema
+(e.g. a previous run's ``data/raw/schema.json``), ingest lists every disagreement as an anomaly in ``manifest.json`` and
 ``data.on_anomaly`` decides whether the run fails or only warns.
 """
 
@@ -34,17 +35,26 @@ def _feature_ranges(data: RawData) -> list[dict]:
     return [{"name": "image", "dtype": str(x.dtype), "shape": list(x.shape[1:]), "min": float(low), "max": float(high)}]
 
 
+def infer_label(data: RawData) -> dict:
+    """The label set with class counts, or (regression) no classes and the target's ``stats``: min, max, mean, std."""
+    if data.task == "regression":
+        y = np.asarray(data.y, dtype=np.float64)
+        return {"class_names": [], "stats": {"min": float(y.min()), "max": float(y.max()), "mean": float(y.mean()), "std": float(y.std())}}
+    counts = np.bincount(data.y, minlength=len(data.class_names))
+    return {"class_names": list(data.class_names),
+            "class_counts": {name: int(count) for name, count in zip(data.class_names, counts)}}
+
+
 def infer_schema(data: RawData) -> dict:
     """The schema of validated ``data`` (see module docstring for the fields)."""
-    counts = np.bincount(data.y, minlength=len(data.class_names))
     schema = {
         "source": data.source,
+        "task": data.task,
         "num_examples": int(len(data.y)),
         "feature_shape": list(data.x.shape[1:]),
         "feature_dtype": str(data.x.dtype),
         "features": _feature_ranges(data),
-        "label": {"class_names": list(data.class_names),
-                  "class_counts": {name: int(count) for name, count in zip(data.class_names, counts)}},
+        "label": infer_label(data),
     }
     if data.columns is not None:
         schema["columns"] = data.columns
@@ -104,6 +114,14 @@ def _compare_columns(notes: dict) -> list[dict]:
     return anomalies
 
 
+def _compare_targets(before: dict, after: dict) -> list[dict]:
+    """A regression target outside the stored range (a model extrapolates there)."""
+    if after["min"] < before["min"] or after["max"] > before["max"]:
+        return [{"feature": "label", "anomaly": f"target values span [{after['min']:g}, {after['max']:g}], outside the "
+                                                f"schema's range [{before['min']:g}, {before['max']:g}]"}]
+    return []
+
+
 def find_anomalies(stored: dict, current: dict, notes: dict | None = None) -> list[dict]:
     """Every way ``current`` (inferred from new data) disagrees with the ``stored`` schema.
 
@@ -114,6 +132,11 @@ def find_anomalies(stored: dict, current: dict, notes: dict | None = None) -> li
         anomalies.append({"feature": "*", "anomaly": f"feature shape {current['feature_shape']} differs from the schema's {stored['feature_shape']}"})
     anomalies += _compare_features(stored, current)
     anomalies += _compare_columns(notes or {})
+    old_task, new_task = stored.get("task", "classification"), current.get("task", "classification")
+    if old_task != new_task:
+        return anomalies + [{"feature": "label", "anomaly": f"task {new_task} differs from the schema's {old_task}: set data.task={old_task}"}]
+    if new_task == "regression":
+        return anomalies + _compare_targets(stored["label"]["stats"], current["label"]["stats"])
     old_names, new_names = stored["label"]["class_names"], current["label"]["class_names"]
     if old_names != new_names:
         anomalies.append({"feature": "label", "anomaly": f"class names {new_names[:10]} differ from the schema's {old_names[:10]}"})

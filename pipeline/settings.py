@@ -29,6 +29,7 @@ class DataSettings:
     on_bad_record: str  # fail | skip
     label_mode: str  # cifar100: fine (100 classes) | coarse (20 superclasses)
     categorical: str  # csv: text columns onehot | embedding (one integer code per column, embedded in the model)
+    task: str  # classification | regression (csv, npz: a numeric target, linear output, MSE/MAE metrics)
 
 
 @dataclass
@@ -121,6 +122,9 @@ class EvaluateSettings:
     max_loss: Optional[float]  # gate: None = no loss threshold
     baseline: Optional[str]  # gate: a metrics.json path or git:<rev>; None = no relative check
     max_accuracy_regression: float  # gate: allowed accuracy loss vs the baseline
+    max_mae: Optional[float]  # gate (regression): bless only at or below this test MAE; None = no MAE threshold
+    min_r2: Optional[float]  # gate (regression): bless only at or above this test R^2; None = no R^2 threshold
+    max_error_increase: float  # gate (regression): allowed relative MAE/RMSE increase vs the baseline (0.1 = 10%)
 
 
 @dataclass
@@ -131,6 +135,7 @@ class ExportSettings:
     tfjs_quantization: str  # none | float16 | uint8 weight storage
     tolerance: float  # max abs difference of float artifacts from the trained model
     max_accuracy_drop: float  # max test-accuracy loss of any artifact vs the trained model
+    max_mae_increase: float  # regression: max relative test-MAE increase of any artifact vs the trained model
     allow_select_tf_ops: bool  # let TFLite fall back to TensorFlow ops it cannot convert
     calibration_examples: int  # train examples calibrating the int8 variant
     latency_repeats: int  # batch-1 runs whose median is the reported latency
@@ -177,8 +182,14 @@ TEST_SPLITS = ("auto", "source")
 CLASS_WEIGHTS = ("none", "balanced")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
-LOSSES = ("auto", "sparse_categorical_crossentropy", "binary_crossentropy")
-METRICS = ("accuracy", "auc", "precision", "recall")
+CLASSIFICATION_LOSSES = ("auto", "sparse_categorical_crossentropy", "binary_crossentropy")
+REGRESSION_LOSSES = ("auto", "mse", "mae", "huber")
+LOSSES = (*CLASSIFICATION_LOSSES, *REGRESSION_LOSSES[1:])
+CLASSIFICATION_METRICS = ("accuracy", "auc", "precision", "recall")
+REGRESSION_METRICS = ("mae", "mse", "rmse")
+METRICS = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS)
+TASKS = ("classification", "regression")
+REGRESSION_SOURCES = ("csv", "npz")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
@@ -210,6 +221,31 @@ def _validate_export_and_gate(config: PipelineConfig) -> None:
     _require(evaluate.max_accuracy_regression >= 0, "evaluate.max_accuracy_regression", evaluate.max_accuracy_regression, "a number >= 0")
     _require(evaluate.baseline is None or bool(evaluate.baseline.strip()), "evaluate.baseline", evaluate.baseline,
              "a metrics.json path, git:<rev>, or null")
+
+
+def _validate_task(config: PipelineConfig) -> None:
+    """``data.task`` and the keys whose meaning depends on it (regression: loss, metrics, class weights, thresholds)."""
+    data, model, evaluate = config.data, config.model, config.evaluate
+    _one_of("data.task", data.task, TASKS)
+    _require(evaluate.max_mae is None or evaluate.max_mae > 0, "evaluate.max_mae", evaluate.max_mae, "a number > 0 or null")
+    _require(evaluate.min_r2 is None or evaluate.min_r2 <= 1, "evaluate.min_r2", evaluate.min_r2, "an R^2 <= 1 or null")
+    _require(evaluate.max_error_increase >= 0, "evaluate.max_error_increase", evaluate.max_error_increase, "a fraction >= 0")
+    _require(config.export.max_mae_increase >= 0, "export.max_mae_increase", config.export.max_mae_increase, "a fraction >= 0")
+    if data.task == "classification":
+        _one_of("model.loss", model.loss, CLASSIFICATION_LOSSES)
+        wrong = [metric for metric in model.metrics if metric not in CLASSIFICATION_METRICS]
+        _require(not wrong, "model.metrics", list(model.metrics),
+                 f"classification metrics ({', '.join(CLASSIFICATION_METRICS)}); {', '.join(wrong)} need data.task=regression")
+        return
+    _require(data.name in REGRESSION_SOURCES, "data.task", data.task,
+             f"classification for data={data.name} (regression needs a numeric target: data={' or data='.join(REGRESSION_SOURCES)})")
+    _one_of("model.loss", model.loss, REGRESSION_LOSSES)
+    wrong = [metric for metric in model.metrics if metric not in REGRESSION_METRICS]
+    if wrong:
+        raise UserError(f"config: model.metrics={list(model.metrics)} holds classification metric(s) {', '.join(wrong)} but "
+                        f"data.task=regression: use model.metrics=[mae] (any of {', '.join(REGRESSION_METRICS)})")
+    _require(config.train.class_weight == "none", "train.class_weight", config.train.class_weight,
+             "none under data.task=regression (class weights need classes)")
 
 
 def validate(config: PipelineConfig) -> PipelineConfig:
@@ -273,6 +309,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     _require(not {"CPU", "GPU"} & set(cluster.resources_per_worker), "cluster.resources_per_worker", cluster.resources_per_worker,
              "custom resources only (CPU and GPU come from cluster.cpus_per_worker and cluster.use_gpu)")
     _validate_export_and_gate(config)
+    _validate_task(config)
     from pipeline.sweep import DIRECTIONS, available_objectives
 
     sweep = config.sweep

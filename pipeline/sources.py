@@ -42,7 +42,8 @@ def load_digits(settings: DataSettings, staging_dir=None, reference=None) -> Raw
 
 
 def load_npz(settings: DataSettings, staging_dir=None, reference=None) -> RawData:
-    """Your own arrays: ``data.path`` is an ``.npz`` with ``x`` (features or images) and ``y`` (integer labels).
+    """Your own arrays: ``data.path`` is an ``.npz`` with ``x`` (features or images) and ``y`` (integer labels;
+    with ``data.task=regression`` numeric targets, kept as float32).
 
     Optional ``class_names`` array; otherwise classes are named ``0..max(y)``. Optional ``x_test``
     and ``y_test``: your own test split, appended and kept apart by ``preprocess.test_split=source``.
@@ -65,6 +66,8 @@ def load_npz(settings: DataSettings, staging_dir=None, reference=None) -> RawDat
             names = [str(name) for name in archive["class_names"]] if "class_names" in archive.files else None
     except (OSError, ValueError) as error:
         raise UserError(f"data: cannot read {path} as .npz ({str(error).splitlines()[0]}): save it with np.savez(path, x=..., y=...)") from None
+    if settings.task == "regression":  # y is the target itself: no classes
+        return RawData(x=x, y=y, class_names=[], source="npz", is_test=is_test, task="regression")
     if names is None:
         top = int(y.max()) if y.size and np.issubdtype(y.dtype, np.integer) else 0
         names = [str(index) for index in range(top + 1)]

@@ -1,4 +1,7 @@
-"""``csv``: a table with a label column -> float32 features and class indices.
+"""``csv``: a table with a label column -> float32 features and class indices (or a float32 target).
+
+With ``data.task=regression`` the label column is a number to predict: kept as float32, no class
+names; a text value, a missing, NaN or inf target is a bad record (``data.on_bad_record``).
 
 Numeric columns are kept as they are; text columns are one-hot encoded (``column=value``
 features) or, with ``data.categorical=embedding``, become one integer code per column (1 + the
@@ -73,19 +76,22 @@ def label_column(frame, settings: DataSettings, path: Path) -> str:
                         f"of them or to an index (-1 = last)") from None
 
 
-def encode_labels(values, reference: Optional[dict], bad: BadRecords, line_of) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Class indices, class names, and the mask of rows whose label is usable."""
+def encode_labels(values, reference: Optional[dict], bad: BadRecords, line_of,
+                  task: str = "classification") -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Class indices (or, for ``task=regression``, float32 targets), class names, and the mask of rows whose label is usable."""
     import pandas as pd
 
     missing = values.isna().to_numpy()
     for row in np.flatnonzero(missing):
         bad.add(line_of(row), "label missing")
+    if task == "regression":
+        return encode_targets(values, missing, bad, line_of)
     present = values[~missing]
     if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
         numbers = present.to_numpy(dtype=np.float64)
         if not np.all(np.isfinite(numbers)) or not np.all(numbers == np.round(numbers)):
-            raise UserError("data: the label column holds non-integer numbers (a regression target): use integer or text "
-                            "class labels (regression is not supported yet)")
+            raise UserError("data: the label column holds non-integer numbers (a regression target): set data.task=regression "
+                            "(see conf/experiment/regression.yaml), or use integer or text class labels")
         text = pd.Series([str(int(v)) for v in numbers], index=present.index)
         order = sorted(set(text), key=int)
     else:
@@ -100,6 +106,19 @@ def encode_labels(values, reference: Optional[dict], bad: BadRecords, line_of) -
         else:
             bad.add(line_of(row), f"label '{name}' outside the label set ({', '.join(names[:10])})")
     return y, names, y >= 0
+
+
+def encode_targets(values, missing: np.ndarray, bad: BadRecords, line_of) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """A regression target as float32 (no class names); a text value, NaN or inf is a bad record."""
+    import pandas as pd
+
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    for row in np.flatnonzero(~missing & ~np.isfinite(numbers)):
+        shown = values.iloc[row]
+        reason = f"label '{shown}' is not a number" if np.isnan(numbers[row]) else f"label {shown} is not finite"
+        bad.add(line_of(row), f"{reason} (data.task=regression needs a numeric target)")
+    keep = ~missing & np.isfinite(numbers)
+    return np.where(keep, numbers, np.nan).astype(np.float32), [], keep
 
 
 def _numeric(values) -> bool:
@@ -199,7 +218,7 @@ def load_csv(settings: DataSettings, staging_dir=None, reference: Optional[dict]
     target = label_column(frame, settings, path)
     first_line = 2 if settings.header else 1
     line_of = lambda row: f"{path.name} line {row + first_line}"  # noqa: E731  (names a record in messages)
-    y, class_names, keep = encode_labels(frame.pop(target), reference, bad, line_of)
+    y, class_names, keep = encode_labels(frame.pop(target), reference, bad, line_of, settings.task)
     if frame.shape[1] == 0:
         raise UserError(f"data: {path} has only the label column '{target}': add feature columns")
     infinite = np.isinf(frame.select_dtypes("number").to_numpy(dtype=np.float64)).any(axis=1)
@@ -223,5 +242,5 @@ def load_csv(settings: DataSettings, staging_dir=None, reference: Optional[dict]
     if unseen:
         notes["unseen_categories"] = {name: values[:20] for name, values in unseen.items()}
     data = RawData(x=x[keep], y=y[keep], class_names=class_names, source="csv", feature_names=feature_names,
-                   columns=columns, notes=notes, missing_allowed=settings.missing != "drop")
+                   columns=columns, notes=notes, missing_allowed=settings.missing != "drop", task=settings.task)
     return bad.attach(data)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import UserError
-from pipeline.inputs import plan_shards
+from pipeline.inputs import class_weight_table, plan_shards
 from pipeline.io import atomic_dir, read_json, write_json
 from pipeline.settings import AugmentSettings, ClusterSettings, ModelSettings, TrainSettings
 from pipeline.worker import HISTORY_FILE, MODEL_FILE, TrainJob, job_to_dict, train_loop_per_worker
@@ -185,6 +185,7 @@ def check_train_inputs(request: TrainRequest, processed_dir: Path) -> dict:
     meta = read_json(meta_path)
     for split in ("train", "val"):
         plan_shards(meta["splits"][split], request.cluster.num_workers, request.train.batch_size, split=split)
+    class_weight_table(meta, request.train.class_weight)  # balanced weights for a regression target: one line here, not in a worker
     return meta
 
 
@@ -236,5 +237,5 @@ def run_train(request: TrainRequest, processed_dir: Path, output_dir: Path, tens
     _set_aside(fs, f"{storage_root}/{run_name}")  # finished: the next run of this config starts afresh
     history = read_json(Path(output_dir) / HISTORY_FILE)
     final = {key: values[-1] for key, values in history.items() if values}
-    logger.info("Trained %d epochs: %s", len(history["epochs"]), ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith(("loss", "accuracy"))))
+    logger.info("Trained %d epochs: %s", len(history["epochs"]), ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith(("loss", "accuracy", "mae"))))
     return final

@@ -60,6 +60,9 @@ def _restore_model(resume_dir: Path, strategy):
     """The checkpointed model (weights and optimizer state) and its history, built under ``strategy``."""
     import tensorflow as tf
 
+    from pipeline.models import standardized_loss_class
+
+    standardized_loss_class()  # registers a regression model's loss, which the checkpoint's compile config names
     with strategy.scope():
         model = tf.keras.models.load_model(str(Path(resume_dir) / MODEL_FILE))
     history = json.loads((Path(resume_dir) / HISTORY_FILE).read_text())
@@ -73,7 +76,8 @@ def _build_model(job: TrainJob, meta: dict, strategy):
 
     num_classes = len(meta["class_names"])
     with strategy.scope():
-        model = build_model(job.model, tuple(meta["input_shape"]), num_classes, meta.get("embeddings"))
+        model = build_model(job.model, tuple(meta["input_shape"]), num_classes, meta.get("embeddings"),
+                            target=meta.get("target"))  # no classes: regression
         if job.mixed_precision:  # float16 compute, float32 outputs (a float16 softmax loses precision)
             model = tf.keras.Model(model.inputs, tf.keras.layers.Activation("linear", dtype="float32")(model.outputs[0]))
         return compile_model(model, job.model, job.train, num_classes)

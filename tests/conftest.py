@@ -84,9 +84,9 @@ def digits_pipeline(tmp_path_factory):
     return config, root
 
 
-def fit_and_save(config, num_classes: int, epochs: int):
+def fit_and_save(config, epochs: int):
     """A model of ``config.model`` fitted in-process (no Ray) on the train split and saved as the
-    train stage does (``paths.models``); returns it."""
+    train stage does (``paths.models``), built from ``meta.json`` as the workers do; returns it."""
     from pipeline.env import import_tensorflow
     from pipeline.models import build_model, compile_model
     from pipeline.preprocess import load_split
@@ -95,8 +95,10 @@ def fit_and_save(config, num_classes: int, epochs: int):
     tf = import_tensorflow()
     tf.keras.utils.set_random_seed(0)
     x, y = load_split(Path(config.paths.processed), "train")
-    embeddings = json.loads((Path(config.paths.processed) / "meta.json").read_text()).get("embeddings")
-    model = compile_model(build_model(config.model, x.shape[1:], num_classes, embeddings), config.model, config.train, num_classes)
+    meta = json.loads((Path(config.paths.processed) / "meta.json").read_text())
+    num_classes = len(meta["class_names"])
+    model = build_model(config.model, x.shape[1:], num_classes, meta.get("embeddings"), target=meta.get("target"))
+    model = compile_model(model, config.model, config.train, num_classes)
     model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
     save_model(model, {"loss": [0.0]}, Path(config.paths.models))
     return model
@@ -114,7 +116,7 @@ def saved_model_cli_show(directory: Path) -> str:
 def trained_mlp(digits_pipeline):
     """A small MLP fitted in-process (no Ray) on the digits splits and saved as the train stage does."""
     config, root = digits_pipeline
-    return config, root, fit_and_save(config, 10, epochs=15)
+    return config, root, fit_and_save(config, epochs=15)
 
 
 @pytest.fixture

@@ -67,7 +67,7 @@ def csv_export(tmp_path_factory):
                      "data.categorical=embedding", *tmp_paths(root))
     run_ingest(config.data, Path(config.paths.raw))
     run_preprocess(config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed))
-    fit_and_save(config, 3, epochs=30)
+    fit_and_save(config, epochs=30)
     settings = dataclasses.replace(config.export, tflite=[], tfjs=tfjs_runner_status() is None, latency_repeats=0, max_accuracy_drop=0.0)
     run_export(settings, Path(config.paths.processed), Path(config.paths.models), root / "exports", None)
     return root, path, root / "exports"
