@@ -265,6 +265,8 @@ def run_preprocess(settings: PreprocessSettings, seed: int, input_dir: Path, out
         >>> run_preprocess(config.preprocess, config.seed, Path("data/raw"), Path("data/processed"))
     """
     input_dir = Path(input_dir)
+    if not (input_dir / "manifest.json").is_file():
+        raise UserError(f"preprocess: no ingested data at {input_dir} (manifest.json missing): run the ingest stage first (dvc repro ingest)")
     manifest = read_json(input_dir / "manifest.json")
     x, y = np.load(input_dir / "x.npy", mmap_mode="r"), np.load(input_dir / "y.npy")
     splits = choose_splits(settings, seed, input_dir, y)

@@ -119,8 +119,8 @@ class SweepCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """A failed job that left no ``trial.json`` is recorded as a failed trial: its process died
         (the Ray trials launcher reports such jobs here) or it failed before :func:`run_trial` ran."""
-        if job_return.status != JobStatus.FAILED:
-            return
+        if job_return.status != JobStatus.FAILED or config.hydra.mode != RunMode.MULTIRUN:
+            return  # a single run's failure is its own one-line error, not a sweep trial
         number = trial_number(sweep_dir(config), int(config.hydra.job.num))
         folder = sweep_dir(config) / str(number)
         if (folder / TRIAL_FILE).is_file():

@@ -35,6 +35,12 @@ def test_config_mistakes(stage, override, fragments, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_stage_run_before_its_inputs_exist_says_which_stage_to_run(tmp_path):
+    result = run_stage("preprocess", *tmp_paths(tmp_path))
+    assert_one_line_error(result, f"no ingested data at {tmp_path}/raw", "run the ingest stage first")
+    assert "Warning" not in result.stdout + result.stderr and list(tmp_path.iterdir()) == []
+
+
 def test_missing_data_file(tmp_path):
     result = run_stage("ingest", "data=mnist", f"data.path={tmp_path}/mnist.npz", *tmp_paths(tmp_path))
     assert_one_line_error(result, f"{tmp_path}/mnist.npz does not exist", "place Keras's mnist.npz there")

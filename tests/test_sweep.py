@@ -132,8 +132,12 @@ def test_a_job_that_died_without_a_record_is_recorded_as_a_failed_trial(tmp_path
     start_sweep(tmp_path / "s")
     with open_dict(cfg):
         cfg.hydra.job.num = 1
-    raised = RayTaskError("_run_trial", "Traceback (most recent call last):\n  ...\nOSError: disk\nfull", OSError("disk\nfull"))
+        cfg.hydra.mode = "RUN"
     callback = SweepCallback()
+    callback.on_job_end(config=cfg, job_return=JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError("one run")))
+    assert not trials(tmp_path / "s"), "a single run's failure is not a sweep trial"
+    cfg.hydra.mode = "MULTIRUN"
+    raised = RayTaskError("_run_trial", "Traceback (most recent call last):\n  ...\nOSError: disk\nfull", OSError("disk\nfull"))
     callback.on_job_end(config=cfg, job_return=JobReturn(status=JobStatus.COMPLETED, _return_value=0.1))
     assert not trials(tmp_path / "s"), "a completed job is run_trial's to record"
     callback.on_job_end(config=cfg, job_return=JobReturn(status=JobStatus.FAILED, _return_value=raised.as_instanceof_cause()))
