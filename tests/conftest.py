@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -191,6 +192,25 @@ def _wait_for_line(path: Path, text: str, process: subprocess.Popen, timeout: fl
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"ray start failed; see {path}:\n{path.read_text()[-2000:] if path.exists() else ''}")
         time.sleep(0.2)
+
+
+def watched_lines(process: subprocess.Popen, timeout: float):
+    """``process.stdout`` line by line; once ``timeout`` seconds have passed the process (with its session, when it
+    leads one) is killed, so its output ends and a hung run fails its test instead of hanging the suite."""
+    def kill() -> None:
+        try:
+            leads_session = os.getsid(process.pid) == process.pid
+        except ProcessLookupError:
+            return
+        _kill_session(process) if leads_session else process.kill()
+
+    watchdog = threading.Timer(timeout, kill)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield from process.stdout
+    finally:
+        watchdog.cancel()
 
 
 def _kill_session(process: subprocess.Popen) -> None:

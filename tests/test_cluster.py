@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, compose, free_port, run_stage, tmp_paths
+from conftest import REPO, compose, free_port, run_stage, tmp_paths, watched_lines
 from pipeline.cluster import check_capacity, check_reachable
 from pipeline.errors import UserError
 from pipeline.train import TrainRequest, default_run_name, plan_run, run_train, scaled_train_settings
@@ -175,7 +175,7 @@ def test_a_killed_worker_is_replaced_and_training_resumes(two_node_cluster, digi
     processed = digits_pipeline[0].paths.processed
     stage = start_stage(*cluster_overrides(two_node_cluster, tmp_path, processed, "train.max_failures=1"))
     lines, pids, killed = [], {}, None
-    for line in stage.stdout:
+    for line in watched_lines(stage, 600):
         lines.append(line)
         if match := WORKER_LINE.search(line):
             pids[int(match.group(1))] = int(match.group(4))
@@ -202,7 +202,7 @@ def test_rerun_after_the_driver_was_killed_continues(two_node_cluster, digits_pi
     overrides = cluster_overrides(two_node_cluster, tmp_path, processed)
     stage = start_stage(*overrides)
     first_epochs = []
-    for line in stage.stdout:
+    for line in watched_lines(stage, 600):
         if match := EPOCH_LINE.search(line):
             first_epochs.append(int(match.group(1)))
             if first_epochs[-1] >= 4:

@@ -14,13 +14,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, compose, run_stage
+from conftest import REPO, compose, run_stage, watched_lines
 from pipeline.errors import UserError
 from pipeline.hparams import read_hparams
 from pipeline.sweep import (objective_value, queue_commands, rerun_commands, start_sweep, trial_number, write_summary,
@@ -236,17 +235,12 @@ def test_a_trial_whose_process_is_killed_is_recorded_failed_and_the_sweep_goes_o
                               *on_cluster(two_node_cluster), "train.learning_rate=1e-2,-1", "hydra/launcher=ray_trials",
                               "hydra.launcher.parallel=1"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines, killed = [], None
-    watchdog = threading.Timer(300, stage.kill)  # a hung sweep fails the test instead of hanging the suite
-    watchdog.start()
-    try:
-        for line in stage.stdout:
-            lines.append(line)
-            # Ray prefixes a task's forwarded output with its process: "(_run_trial pid=123, ip=...) Sweep crash trial 0: ..."
-            if killed is None and (match := re.search(r"\(_run_trial pid=(\d+).*Sweep crash trial 0:", line)):
-                killed = int(match.group(1))
-                os.kill(killed, signal.SIGKILL)
-    finally:
-        watchdog.cancel()
+    for line in watched_lines(stage, 300):
+        lines.append(line)
+        # Ray prefixes a task's forwarded output with its process: "(_run_trial pid=123, ip=...) Sweep crash trial 0: ..."
+        if killed is None and (match := re.search(r"\(_run_trial pid=(\d+).*Sweep crash trial 0:", line)):
+            killed = int(match.group(1))
+            os.kill(killed, signal.SIGKILL)
     output = "".join(lines)
     assert stage.wait(timeout=120) == 0 and killed is not None, output[-3000:]
     records = trials(tmp_path / "sweeps" / "crash")
