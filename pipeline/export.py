@@ -152,16 +152,15 @@ def run_export(settings: ExportSettings, processed_dir: Path, models_dir: Path, 
     with tempfile.TemporaryDirectory(prefix=".exports.tmp-", dir=output_dir) as tmp:
         workdir = Path(tmp)
         artifacts = build_artifacts(model, meta, settings, representative, pixel_to_raw, train_means, workdir)
-        report = regression_report(meta, settings, artifacts, workdir, raw_x, y, reference) if regression else {
+        report = {
+            "task": "regression" if regression else "classification",
             "tolerance": settings.tolerance,
-            "max_accuracy_drop": settings.max_accuracy_drop,
             "num_test_examples": int(len(y)),
-            "keras_accuracy": float(np.mean(reference.argmax(axis=1) == y)),
             "input_shape": meta["input_shape"],
             "class_names": [str(name) for name in meta["class_names"]],
             "pixel_to_raw": pixel_to_raw if is_image_shape(meta["input_shape"]) else None,
-            "artifacts": {artifact.name: measure_artifact(artifact, workdir, raw_x, y, reference, settings.latency_repeats)
-                          for artifact in artifacts},
+            **(regression_checks(meta, settings, artifacts, workdir, raw_x, y, reference) if regression else
+               classification_checks(settings, artifacts, workdir, raw_x, y, reference)),
             "skipped": {directory: switch for directory, (switch, _) in disabled_formats(settings).items()},
         }
         failure = report_failures(report)
@@ -173,22 +172,21 @@ def run_export(settings: ExportSettings, processed_dir: Path, models_dir: Path, 
     return report
 
 
-def regression_report(meta: dict, settings: ExportSettings, artifacts: list[Artifact], workdir: Path, raw_x: np.ndarray,
+def classification_checks(settings: ExportSettings, artifacts: list[Artifact], workdir: Path, raw_x: np.ndarray, y: np.ndarray,
+                          reference: np.ndarray) -> dict:
+    """``report.json``'s classification part: each artifact's probabilities against the trained model's
+    (within ``export.tolerance``) and its test accuracy (at most ``export.max_accuracy_drop`` lower)."""
+    return {"max_accuracy_drop": settings.max_accuracy_drop, "keras_accuracy": float(np.mean(reference.argmax(axis=1) == y)),
+            "artifacts": {artifact.name: measure_artifact(artifact, workdir, raw_x, y, reference, settings.latency_repeats)
+                          for artifact in artifacts}}
+
+
+def regression_checks(meta: dict, settings: ExportSettings, artifacts: list[Artifact], workdir: Path, raw_x: np.ndarray,
                       y: np.ndarray, reference: np.ndarray) -> dict:
-    """``report.json`` for a regression model: each artifact's predictions against the trained model's
+    """``report.json``'s regression part: each artifact's predictions against the trained model's
     (within ``export.tolerance`` train target stds) and its test MAE (at most ``export.max_mae_increase`` higher)."""
     target_std = float(meta["target"]["std"])
-    return {
-        "task": "regression",
-        "tolerance": settings.tolerance,
-        "max_mae_increase": settings.max_mae_increase,
-        "target_std": target_std,
-        "num_test_examples": int(len(y)),
-        "keras_mae": float(np.mean(np.abs(reference - y))),
-        "input_shape": meta["input_shape"],
-        "class_names": [],
-        "pixel_to_raw": None,
-        "artifacts": {artifact.name: measure_regression_artifact(artifact, workdir, raw_x, y, reference, settings.latency_repeats,
-                                                                 target_std) for artifact in artifacts},
-        "skipped": {directory: switch for directory, (switch, _) in disabled_formats(settings).items()},
-    }
+    return {"max_mae_increase": settings.max_mae_increase, "target_std": target_std,
+            "keras_mae": float(np.mean(np.abs(reference - y))),
+            "artifacts": {artifact.name: measure_regression_artifact(artifact, workdir, raw_x, y, reference, settings.latency_repeats,
+                                                                     target_std) for artifact in artifacts}}

@@ -54,24 +54,24 @@ def timed_runner(predict: Callable[[np.ndarray], np.ndarray]) -> Runner:
     return run
 
 
+def _run_and_describe(artifact: Artifact, workdir: Path, raw_x: np.ndarray, latency_repeats: int) -> tuple[np.ndarray, dict]:
+    """``artifact``'s outputs on the raw test inputs, and the task-independent part of its check (path, size, latency)."""
+    outputs, latency = artifact.run(raw_x, latency_repeats)
+    path = workdir / artifact.relative_path
+    return outputs, {"path": artifact.relative_path, "size_bytes": directory_size(path) if path.is_dir() else path.stat().st_size,
+                     "exact": artifact.exact, "latency_ms_batch1": None if latency is None else round(latency * 1000.0, 4)}
+
+
 def measure_artifact(artifact: Artifact, workdir: Path, raw_x: np.ndarray, y: np.ndarray, reference: np.ndarray,
                      latency_repeats: int) -> dict:
     """Run ``artifact`` on the raw test inputs and compare with the Keras probabilities ``reference``."""
-    outputs, latency = artifact.run(raw_x, latency_repeats)
+    outputs, check = _run_and_describe(artifact, workdir, raw_x, latency_repeats)
     probabilities = class_probabilities(np.asarray(outputs, dtype=np.float64).reshape(len(raw_x), -1))
-    path = workdir / artifact.relative_path
     accuracy = float(np.mean(probabilities.argmax(axis=1) == y))
     keras_accuracy = float(np.mean(reference.argmax(axis=1) == y))
-    check = {
-        "path": artifact.relative_path,
-        "size_bytes": directory_size(path) if path.is_dir() else path.stat().st_size,
-        "exact": artifact.exact,
-        "max_abs_diff": float(np.max(np.abs(probabilities - reference))),
-        "argmax_agreement": float(np.mean(probabilities.argmax(axis=1) == reference.argmax(axis=1))),
-        "accuracy": accuracy,
-        "accuracy_drop": keras_accuracy - accuracy,
-        "latency_ms_batch1": None if latency is None else round(latency * 1000.0, 4),
-    }
+    check.update(max_abs_diff=float(np.max(np.abs(probabilities - reference))),
+                 argmax_agreement=float(np.mean(probabilities.argmax(axis=1) == reference.argmax(axis=1))),
+                 accuracy=accuracy, accuracy_drop=keras_accuracy - accuracy)
     logger.info("Checked %-21s max abs diff %.2e, accuracy %.4f (drop %+.4f), %s ms/example, %s bytes", artifact.name,
                 check["max_abs_diff"], accuracy, check["accuracy_drop"], check["latency_ms_batch1"], f"{check['size_bytes']:,}")
     return check
@@ -92,11 +92,8 @@ def regression_parity(outputs: np.ndarray, y: np.ndarray, reference: np.ndarray,
 def measure_regression_artifact(artifact: Artifact, workdir: Path, raw_x: np.ndarray, y: np.ndarray, reference: np.ndarray,
                                 latency_repeats: int, target_std: float) -> dict:
     """Run a regression ``artifact`` on the raw test inputs and compare with the Keras predictions ``reference``."""
-    outputs, latency = artifact.run(raw_x, latency_repeats)
-    path = workdir / artifact.relative_path
-    check = {"path": artifact.relative_path, "size_bytes": directory_size(path) if path.is_dir() else path.stat().st_size,
-             "exact": artifact.exact, **regression_parity(outputs, y, reference, target_std),
-             "latency_ms_batch1": None if latency is None else round(latency * 1000.0, 4)}
+    outputs, check = _run_and_describe(artifact, workdir, raw_x, latency_repeats)
+    check.update(regression_parity(outputs, y, reference, target_std))
     logger.info("Checked %-21s max abs diff %.2e (%.2e std), MAE %.4g (%+.2f%%), %s ms/example, %s bytes", artifact.name,
                 check["max_abs_diff"], check["max_diff_in_std"], check["mae"], 100 * check["mae_increase"],
                 check["latency_ms_batch1"], f"{check['size_bytes']:,}")
@@ -147,34 +144,24 @@ def _size(size_bytes: int) -> str:
     return f"{size_bytes / 1024:.1f} KiB" if size_bytes < 1024 * 1024 else f"{size_bytes / 1024 / 1024:.2f} MiB"
 
 
-def _regression_markdown(report: dict) -> list[str]:
-    lines = [f"### Exports ({report['num_test_examples']} test examples, trained model MAE {report['keras_mae']:.4g})", "",
-             "| artifact | size | max abs diff | MAE | MAE increase | latency (ms, batch 1) |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for name, check in report["artifacts"].items():
-        latency = "-" if check["latency_ms_batch1"] is None else f"{check['latency_ms_batch1']:.3f}"
-        lines.append(f"| {name} (`{check['path']}`) | {_size(check['size_bytes'])} | {check['max_abs_diff']:.2e} | "
-                     f"{check['mae']:.4g} | {100 * check['mae_increase']:+.2f}% | {latency} |")
-    return lines
-
-
 def markdown_report(report: dict) -> str:
     """A short markdown table of ``report`` for CI job summaries."""
     if report.get("task") == "regression":
+        trained = f"trained model MAE {report['keras_mae']:.4g}"
+        metric, change, cells = ("MAE", "MAE increase", lambda check: (f"{check['mae']:.4g}", f"{100 * check['mae_increase']:+.2f}%"))
         promise = (f"{report['tolerance']:g} train target std ({report['tolerance'] * report['target_std']:.3g} in the target's units); "
                    f"every artifact's MAE may be at most {100 * report['max_mae_increase']:g}% higher.")
-        return _markdown_tail(report, _regression_markdown(report), promise)
-    lines = [f"### Exports ({report['num_test_examples']} test examples, trained model accuracy {report['keras_accuracy']:.4f})", "",
-             "| artifact | size | max abs diff | accuracy | drop | latency (ms, batch 1) |",
+    else:
+        trained = f"trained model accuracy {report['keras_accuracy']:.4f}"
+        metric, change, cells = ("accuracy", "drop", lambda check: (f"{check['accuracy']:.4f}", f"{check['accuracy_drop']:+.4f}"))
+        promise = f"{report['tolerance']:g}; every artifact may lose at most {report['max_accuracy_drop']:g} accuracy."
+    lines = [f"### Exports ({report['num_test_examples']} test examples, {trained})", "",
+             f"| artifact | size | max abs diff | {metric} | {change} | latency (ms, batch 1) |",
              "|---|---:|---:|---:|---:|---:|"]
     for name, check in report["artifacts"].items():
         latency = "-" if check["latency_ms_batch1"] is None else f"{check['latency_ms_batch1']:.3f}"
         lines.append(f"| {name} (`{check['path']}`) | {_size(check['size_bytes'])} | {check['max_abs_diff']:.2e} | "
-                     f"{check['accuracy']:.4f} | {check['accuracy_drop']:+.4f} | {latency} |")
-    return _markdown_tail(report, lines, f"{report['tolerance']:g}; every artifact may lose at most {report['max_accuracy_drop']:g} accuracy.")
-
-
-def _markdown_tail(report: dict, lines: list[str], promise: str) -> str:
+                     f"{' | '.join(cells(check))} | {latency} |")
     skipped = report.get("skipped") or {}
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"`{directory}/` ({switch})" for directory, switch in skipped.items()) + "."]

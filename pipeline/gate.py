@@ -108,6 +108,10 @@ def _at_most(name: str, value: float, threshold: float) -> dict:
     return {"name": name, "value": float(value), "threshold": float(threshold), "passed": bool(value <= threshold)}
 
 
+def _at_least(name: str, value: float, threshold: float) -> dict:
+    return {"name": name, "value": float(value), "threshold": float(threshold), "passed": bool(value >= threshold)}
+
+
 def regression_checks(metrics: dict, settings: EvaluateSettings, baseline: dict | None) -> list[dict]:
     """A regression model's thresholds: ``max_mae``, ``min_r2``, ``max_loss`` (each when set) and, with a
     baseline, MAE and RMSE at most the baseline's times ``1 + max_error_increase``."""
@@ -115,8 +119,7 @@ def regression_checks(metrics: dict, settings: EvaluateSettings, baseline: dict 
     if settings.max_mae is not None:
         checks.append(_at_most("mae <= evaluate.max_mae", metrics["mae"], settings.max_mae))
     if settings.min_r2 is not None:
-        checks.append({"name": "r2 >= evaluate.min_r2", "value": metrics["r2"], "threshold": settings.min_r2,
-                       "passed": metrics["r2"] >= settings.min_r2})
+        checks.append(_at_least("r2 >= evaluate.min_r2", metrics["r2"], settings.min_r2))
     if settings.max_loss is not None:
         checks.append(_at_most("loss <= evaluate.max_loss", metrics["loss"], settings.max_loss))
     if baseline is not None:
@@ -131,15 +134,12 @@ def gate_checks(metrics: dict, settings: EvaluateSettings, baseline: dict | None
     """Each threshold as ``{name, value, threshold, passed}`` (``value``/``threshold`` are numbers)."""
     if metrics_task(metrics) == "regression":
         return regression_checks(metrics, settings, baseline)
-    checks = [{"name": "accuracy >= evaluate.min_accuracy", "value": metrics["accuracy"], "threshold": settings.min_accuracy,
-               "passed": metrics["accuracy"] >= settings.min_accuracy}]
+    checks = [_at_least("accuracy >= evaluate.min_accuracy", metrics["accuracy"], settings.min_accuracy)]
     if settings.max_loss is not None:
-        checks.append({"name": "loss <= evaluate.max_loss", "value": metrics["loss"], "threshold": settings.max_loss,
-                       "passed": metrics["loss"] <= settings.max_loss})
+        checks.append(_at_most("loss <= evaluate.max_loss", metrics["loss"], settings.max_loss))
     if baseline is not None:
         floor = float(baseline["accuracy"]) - settings.max_accuracy_regression
-        checks.append({"name": "accuracy >= baseline accuracy - evaluate.max_accuracy_regression", "value": metrics["accuracy"],
-                       "threshold": floor, "passed": metrics["accuracy"] >= floor})
+        checks.append(_at_least("accuracy >= baseline accuracy - evaluate.max_accuracy_regression", metrics["accuracy"], floor))
     return checks
 
 

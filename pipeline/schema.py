@@ -1,7 +1,7 @@
 """The data's schema: inferred at every ingest, and new data validated against a stored one.
 
 The TFX ExampleValidator idea without the ceremony: ``schema.json`` records feature names,
-dtypes, shapes, value ranges, table columns (kind, vocabulary, fill value), the ``task`` and the
+dtypes, shapes, value ranges, table columns (kind, vocabulary, encoding), the ``task`` and the
 label set with class counts (regression: no classes; the target's min, max, mean and std, and new
 targets outside the stored range are an anomaly). When ``data.schema`` points at a stored schema
 (e.g. a previous run's ``data/raw/schema.json``), ingest lists every disagreement as an anomaly in ``manifest.json`` and
