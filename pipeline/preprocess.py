@@ -9,8 +9,9 @@ Output contract (``paths.processed``):
 - ``{split}-{index:05d}-of-{count:05d}.tfrecord`` shards of ``tf.train.Example`` records, one per
   example: ``x`` (bytes: the *normalised* features as little-endian float32, C order, shape
   ``meta.input_shape``) and ``y`` (int64 label). ``train`` and ``val`` have ``num_shards`` shards
-  each, ``test`` one. Examples go to shards by a seeded permutation, so every shard mixes all
-  classes and shard sizes differ by at most one; no shard is empty.
+  each, ``test`` one. Each split is written in one seeded global permutation dealt round-robin to
+  its shards (:func:`write_shards`), so every shard and every window of one is a uniform mix of
+  the classes whatever the source's order; shard sizes differ by at most one; no shard is empty.
 - ``meta.json``: ``format`` ("tfrecord"), ``source``, ``class_names``, ``input_shape``,
   ``normalization`` (method, offset, scale: fitted on the train split only; per feature for
   tables, one scalar for images), ``seed``, ``test_split``, ``splits`` (per split: shard ``file``
@@ -124,13 +125,21 @@ def choose_splits(settings: PreprocessSettings, seed: int, input_dir: Path, y: n
 
 
 def iter_chunks(x: np.ndarray, indices: np.ndarray | None = None, fill: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(indices, rows)`` of ``x`` in pieces of :data:`CHUNK_BYTES` (memmaps read lazily), NaN replaced by ``fill``."""
+    """``(indices, rows)`` of ``x`` in pieces of :data:`CHUNK_BYTES`, in the order ``indices`` gives, NaN replaced by ``fill``.
+
+    A memmap is read lazily, one piece at a time; each piece is read in ascending row order (so an
+    unordered ``indices``, e.g. a permutation, still reads the file front to back within a piece)
+    and handed back in the order asked for.
+    """
     indices = np.arange(len(x)) if indices is None else np.asarray(indices)
     row_bytes = max(1, int(np.prod(x.shape[1:], dtype=np.int64)) * 8)
     step = max(1, CHUNK_BYTES // row_bytes)
     for start in range(0, len(indices), step):
         part = indices[start:start + step]
-        yield part, apply_fills(np.asarray(x[part]), fill)
+        ascending = np.argsort(part, kind="stable")
+        rows = np.empty((len(part), *x.shape[1:]), dtype=x.dtype)
+        rows[ascending] = x[part[ascending]]
+        yield part, apply_fills(rows, fill)
 
 
 def fit_normalizer(x: np.ndarray, method: str, indices: np.ndarray | None = None, fill: np.ndarray | None = None) -> dict:
@@ -199,13 +208,6 @@ def label_meta(y_train: np.ndarray, manifest: dict) -> dict:
             "class_weights": balanced_class_weights(y_train, num_classes)}
 
 
-def shard_of_examples(num_examples: int, num_shards: int, seed: int) -> np.ndarray:
-    """Shard number of each example: a seeded permutation dealt round-robin (sizes differ by <= 1)."""
-    shard = np.empty(num_examples, dtype=np.int64)
-    shard[np.random.default_rng(seed).permutation(num_examples)] = np.arange(num_examples) % num_shards
-    return shard
-
-
 def serialize_example(features: np.ndarray, label: int | float) -> bytes:
     """One ``tf.train.Example``: float32 feature bytes ``x`` and an int64 label ``y`` (a float one for a regression target)."""
     import tensorflow as tf
@@ -234,24 +236,30 @@ def decode_examples(serialized, input_shape, task: str = "classification"):
 
 def write_shards(directory: Path, split: str, x: np.ndarray, y: np.ndarray, indices: np.ndarray, stats: dict,
                  num_shards: int, seed: int, fill: np.ndarray | None = None) -> list[dict]:
-    """Fill gaps, normalise ``x[indices]`` chunk by chunk into ``num_shards`` TFRecord files; return their names and sizes."""
+    """Fill gaps, normalise ``x[indices]`` and write it as ``num_shards`` TFRecord files; return their names and sizes.
+
+    The split is written in one seeded *global* permutation, dealt round-robin: position ``p`` of
+    the permutation goes to shard ``p % num_shards``. So every shard, and every window of one, is a
+    uniform sample of the split whatever order the source had (image folders are sorted by class),
+    and shard sizes differ by at most one. It streams: :func:`iter_chunks` reads the permuted
+    indices a bounded piece at a time from the memory-mapped ``x.npy``.
+    """
     import tensorflow as tf
 
     names = [f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord" for index in range(num_shards)]
-    shard = shard_of_examples(len(indices), num_shards, seed)
-    rng = np.random.default_rng(seed + 1)
+    order = np.random.default_rng(seed).permutation(np.asarray(indices))
     writers = [tf.io.TFRecordWriter(str(Path(directory) / name)) for name in names]
     try:
         position = 0
-        for part, rows in iter_chunks(x, indices, fill):
+        for part, rows in iter_chunks(x, order, fill):
             normalized = apply_normalizer(rows, stats)
-            for offset in rng.permutation(len(part)):  # mixed order within a chunk: raw files are often sorted by class
-                writers[shard[position + offset]].write(serialize_example(normalized[offset], y[part[offset]]))
+            for offset, index in enumerate(part):
+                writers[(position + offset) % num_shards].write(serialize_example(normalized[offset], y[index]))
             position += len(part)
     finally:
         for writer in writers:
             writer.close()
-    counts = np.bincount(shard, minlength=num_shards)
+    counts = np.bincount(np.arange(len(order)) % num_shards, minlength=num_shards)
     return [{"file": name, "num_examples": int(count)} for name, count in zip(names, counts)]
 
 

@@ -163,6 +163,17 @@ def id_table(num_examples: int, num_classes: int, seed: int = 0) -> tuple[np.nda
     return x, np.arange(num_examples) % num_classes
 
 
+def class_sorted_source(directory: Path, per_class: int, num_classes: int = 10, features: int = 8, spread: float = 1.6,
+                        seed: int = 0) -> Path:
+    """Ingest's output for ``num_classes`` overlapping Gaussian blobs, written class after class (as an
+    image folder's files are listed), so any order the pipeline keeps from the source shows up."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, spread, (num_classes, features))
+    y = np.repeat(np.arange(num_classes), per_class)
+    x = (centres[y] + rng.normal(0.0, 1.0, (len(y), features))).astype(np.float32)
+    return write_raw(directory, x, y)
+
+
 @pytest.fixture(scope="session")
 def exported_mlp(trained_mlp):
     """``trained_mlp`` exported once per session (SavedModel, float32 + int8 TFLite, TF.js when Node

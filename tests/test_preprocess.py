@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import pipeline.preprocess as preprocess
-from conftest import compose, id_table, write_raw
+from conftest import class_sorted_source, compose, id_table, write_raw
 from pipeline.errors import UserError
 from pipeline.io import read_json
 from pipeline.preprocess import (apply_normalizer, balanced_class_weights, fit_normalizer, load_split, run_preprocess,
@@ -66,6 +66,26 @@ def test_every_shard_mixes_the_classes_of_a_class_sorted_source(tmp_path):
         assert set(labels.tolist()) == {0, 1, 2}
 
 
+def test_every_window_of_every_shard_holds_each_class_at_its_share(tmp_path, monkeypatch):
+    """A class-sorted source far larger than a read chunk (and than the default shuffle buffer):
+    each window of 1,000 records of every written shard is a uniform sample of the split."""
+    raw = class_sorted_source(tmp_path / "raw", per_class=2500)
+    monkeypatch.setattr(preprocess, "CHUNK_BYTES", 500 * 8 * 8)  # 500-row pieces, as a large folder is read
+    meta = run_preprocess(settings(normalize="none", num_shards=4), 0, raw, tmp_path / "out")
+    window, share = 1000, 0.1
+    bound = 5 * np.sqrt(window * share * (1 - share))  # five binomial standard deviations
+    checked = 0
+    for name in ("train", "val", "test"):
+        for shard in meta["splits"][name]:
+            _, labels = load_split(tmp_path / "out", name, [shard["file"]])
+            starts = range(0, len(labels) - window + 1, window // 2)  # overlapping windows (none in a short shard)
+            checked += len(starts)
+            for start in starts:
+                counts = np.bincount(labels[start:start + window], minlength=10)
+                assert np.abs(counts - window * share).max() <= bound, (name, shard["file"], start, counts.tolist())
+    assert checked >= 4 * 7 + 9  # every train shard (4,375 records) and the test shard (5,000)
+
+
 def test_x_is_memory_mapped_and_chunking_does_not_change_the_shards(tmp_path, monkeypatch):
     x, y = id_table(60, 2)
     raw = write_raw(tmp_path / "raw", x, y)
@@ -81,10 +101,10 @@ def test_x_is_memory_mapped_and_chunking_does_not_change_the_shards(tmp_path, mo
     monkeypatch.setattr(preprocess, "CHUNK_BYTES", 5 * x[0].nbytes)
     meta = run_preprocess(settings(num_shards=2), 3, raw, tmp_path / "chunked")
     assert ("x.npy", "r") in loads
-    for shards in meta["splits"].values():  # same examples in each shard (the order within one is chunk-local)
+    for shards in meta["splits"].values():  # one global permutation: chunking changes neither content nor order
         for shard in shards:
             chunked, whole = (load_split(tmp_path / out, "", [shard["file"]])[0] for out in ("chunked", "whole"))
-            assert sorted(chunked[:, 0].tolist()) == sorted(whole[:, 0].tolist())
+            assert chunked[:, 0].tolist() == whole[:, 0].tolist()
 
 
 def test_source_test_split_is_kept_apart(tmp_path):
