@@ -3,11 +3,15 @@
 The driver never imports TensorFlow (see :mod:`pipeline.ray_backend`); only the workers do.
 
 Output contract (``paths.models``): ``model.keras`` (tf-keras), ``history.json`` (per-epoch
-metrics, learning rate, examples/s) and ``run.json`` (run name, TensorBoard directory, workers).
+metrics, learning rate, examples/s), ``run.json`` (run name, TensorBoard directory, workers) and
+the training curves as DVC plots (:func:`write_training_curves`): ``curves/<metric>.csv``
+(``epoch,train,validation``: loss, accuracy or a regression model's mae/rmse, whatever was
+compiled) and ``learning_rate.csv`` (``epoch,learning_rate``); ``dvc.yaml`` declares both.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import json
@@ -30,6 +34,8 @@ SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # ray.train.v2._internal.con
 RUN_STATE_FILE = "pipeline_run.json"
 SET_ASIDE_KEPT = 3  # finished or replaced runs kept in cluster.storage_dir (their logs); older ones are deleted
 SET_ASIDE_SUFFIX = re.compile(r"\.(\d{8}-\d{6})$")
+CURVES_DIR = "curves"  # one epoch,train,validation CSV per compiled metric (dvc.yaml's plots)
+LEARNING_RATE_FILE = "learning_rate.csv"
 
 
 @dataclass
@@ -189,6 +195,32 @@ def check_train_inputs(request: TrainRequest, processed_dir: Path) -> dict:
     return meta
 
 
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_training_curves(history: dict, directory: Path) -> list[str]:
+    """Per-epoch curves from ``history.json`` as the CSVs ``dvc plots`` draws; returns the metrics written.
+
+    Every metric compiled with a validation twin (``loss``/``val_loss``, ``accuracy``/``val_accuracy``,
+    a regression model's ``mae``/``val_mae``...) gets ``curves/<metric>.csv`` with the columns
+    ``epoch,train,validation``: one file per plot, the same two lines for every task, so ``dvc.yaml``
+    names no task-specific field. The learning rate goes to ``learning_rate.csv``.
+    """
+    directory = Path(directory)
+    epochs = history.get("epochs", [])
+    metrics = [key for key in history if f"val_{key}" in history and key != "epochs"]
+    (directory / CURVES_DIR).mkdir(parents=True, exist_ok=True)
+    for metric in metrics:
+        _write_csv(directory / CURVES_DIR / f"{metric}.csv", ["epoch", "train", "validation"],
+                   zip(epochs, history[metric], history[f"val_{metric}"]))
+    _write_csv(directory / LEARNING_RATE_FILE, ["epoch", "learning_rate"], zip(epochs, history.get("learning_rate", [])))
+    return metrics
+
+
 def run_train(request: TrainRequest, processed_dir: Path, output_dir: Path, tensorboard_root: Path, storage_dir: str | Path) -> dict:
     """Train on Ray Train and write the final model and history to ``output_dir``.
 
@@ -234,6 +266,7 @@ def run_train(request: TrainRequest, processed_dir: Path, output_dir: Path, tens
             shutil.copy2(Path(checkpoint_dir) / name, tmp / name)
         write_json(tmp / "run.json", {"run_name": run_name, "tensorboard_dir": str(tensorboard_dir),
                                       "num_workers": request.cluster.num_workers, "resumed_from_epoch": resume_epoch})
+        write_training_curves(read_json(tmp / HISTORY_FILE), tmp)
     _set_aside(fs, f"{storage_root}/{run_name}")  # finished: the next run of this config starts afresh
     history = read_json(Path(output_dir) / HISTORY_FILE)
     final = {key: values[-1] for key, values in history.items() if values}

@@ -59,8 +59,15 @@ def smoke_repo(git_copy):
 
 def test_repro_reruns_exactly_what_a_change_touches_survives_sigkill_and_experiments_work(smoke_repo):
     repo = smoke_repo
+    before = git_status(repo)  # the fixture's edit of conf/config.yaml
     first = dvc(repo, "repro")
     assert ran(first) == set(STAGES)
+    left = git_status(repo) - before
+    assert {path for path in left if path not in ("dvc.lock", "params.yaml")} == set(), (
+        f"dvc repro left files git sees besides dvc.lock and params.yaml: {sorted(left)} (a DVC output must be "
+        "cached, so DVC git-ignores it, or listed in its folder's .gitignore)")
+    assert stages_a_code_change_marks(repo, "stages/gate.py") == {"gate"}
+    assert stages_a_code_change_marks(repo, "pipeline/preprocess.py") >= {"preprocess", "evaluate", "export"}
     assert "Recomposed params.yaml from conf/" in first.stdout  # the preset changed conf/: never a stale file
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert {"accuracy", "loss"} <= set(metrics)
@@ -86,11 +93,41 @@ def test_repro_reruns_exactly_what_a_change_touches_survives_sigkill_and_experim
     assert json.loads((repo / "models" / "history.json").read_text())["epochs"] == [1, 2, 3]
     assert json.loads(dvc(repo, "status", "--json").stdout) == {}
     assert "accuracy" in dvc(repo, "metrics", "show", "--json").stdout
+    assert training_curves(repo) == {"models/curves/loss.csv": 6, "models/curves/accuracy.csv": 6,  # train + val, 3 epochs
+                                     "models/learning_rate.csv": 3, "reports/confusion.csv": None}
 
     # A group swap and a key change in one experiment.
     dvc(repo, "exp", "run", "-n", "cnn-fast", "-S", "model=cnn", "-S", "train.learning_rate=0.003")
     params, metrics = experiments_by_name(repo)["cnn-fast"]
     assert params["model"]["name"] == "cnn" and params["train"]["learning_rate"] == 0.003 and "accuracy" in metrics
+
+
+def training_curves(repo: Path) -> dict[str, int | None]:
+    """``dvc plots show``'s plots: the number of points of each per-epoch curve (None for the confusion matrix)."""
+    shown = json.loads(dvc(repo, "plots", "show", "--json").stdout)
+    assert not shown.get("errors"), shown["errors"]
+    points = {}
+    for name, renders in shown["data"].items():
+        values = renders[0]["content"]["data"]["values"]
+        points[name] = len(values) if all("epoch" in value for value in values) else None
+    return points
+
+
+def git_status(repo: Path) -> set[str]:
+    """The paths ``git status --porcelain`` lists (modified or untracked) in ``repo``."""
+    porcelain = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True)
+    return {line[3:] for line in porcelain.stdout.splitlines()}
+
+
+def stages_a_code_change_marks(repo: Path, module: str) -> set[str]:
+    """The stages ``dvc status`` reports as changed once a comment is appended to ``module`` (restored after)."""
+    path = repo / module
+    original = path.read_text()
+    path.write_text(original + "# a change\n")
+    try:
+        return set(json.loads(dvc(repo, "status", "--json").stdout))
+    finally:
+        path.write_text(original)
 
 
 def kill_repro_mid_fit(repo: Path, line: str) -> None:

@@ -369,6 +369,8 @@ def test_regression_run_end_to_end_through_the_stages(tmp_path):
     assert meta["embeddings"] == [{"feature": 5, "column": "city", "input_dim": 4}]
     history = json.loads((tmp_path / "models" / "history.json").read_text())
     assert objective_value({key: values[-1] for key, values in history.items()}, "val_mae") > 0  # what sweep.objective=val_mae reads
+    curves = {path.name for path in (tmp_path / "models" / "curves").iterdir()}  # dvc plots: the regression metrics
+    assert {"loss.csv", "mae.csv"} <= curves and "accuracy.csv" not in curves, curves
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert metrics["r2"] >= 0.9 and metrics["mae"] < 1.5, metrics  # noise alone: MAE 0.4; the mean alone: R^2 0
     assert json.loads((tmp_path / "reports" / "blessing.json").read_text())["blessed"]

@@ -55,6 +55,14 @@ def test_mlp_defaults_reach_the_seed_floor_and_log_to_tensorboard(one_worker):
     assert history["epochs"] == list(range(1, epochs + 1)) and len(history["examples_per_second"]) == epochs
     run = json.loads((root / "models-1" / "run.json").read_text())
     check_tensorboard_run(Path(run["tensorboard_dir"]), epochs=epochs)
+    # The curves dvc.yaml declares as plots: train and validation per compiled metric, and the learning rate.
+    curves = root / "models-1" / "curves"
+    assert sorted(path.name for path in curves.iterdir()) == ["accuracy.csv", "loss.csv"]
+    loss = (curves / "loss.csv").read_text().splitlines()
+    assert loss[0] == "epoch,train,validation" and len(loss) == epochs + 1
+    assert [float(value) for value in loss[-1].split(",")[1:]] == pytest.approx([history["loss"][-1], history["val_loss"][-1]])
+    rates = (root / "models-1" / "learning_rate.csv").read_text().splitlines()
+    assert rates[0] == "epoch,learning_rate" and len(rates) == epochs + 1
 
 
 def test_same_seed_gives_identical_metrics_on_one_worker(one_worker):
@@ -88,3 +96,14 @@ def test_two_workers_match_one_worker_with_the_same_global_batch(one_worker):
     two = train_and_evaluate(two_workers, root / "models-w2", root / "reports-w2")
     assert json.loads((root / "models-w2" / "run.json").read_text())["num_workers"] == 2
     assert abs(one["accuracy"] - two["accuracy"]) <= 0.02, (one, two)
+
+
+def test_training_curves_pair_every_metric_with_its_validation_twin(tmp_path):
+    """What ``dvc plots`` draws: one ``epoch,train,validation`` file per metric of any task, and the learning rate."""
+    from pipeline.train import write_training_curves
+
+    history = {"epochs": [1, 2], "loss": [0.9, 0.5], "val_loss": [1.0, 0.7], "mae": [3.0, 2.0], "val_mae": [3.5, 2.5],
+               "learning_rate": [0.001, 0.0005], "examples_per_second": [100.0, 120.0]}
+    assert write_training_curves(history, tmp_path) == ["loss", "mae"]
+    assert (tmp_path / "curves" / "mae.csv").read_text().splitlines() == ["epoch,train,validation", "1,3.0,3.5", "2,2.0,2.5"]
+    assert (tmp_path / "learning_rate.csv").read_text().splitlines() == ["epoch,learning_rate", "1,0.001", "2,0.0005"]
