@@ -13,12 +13,18 @@ What is measured:
 * **preprocess**: :func:`pipeline.preprocess.run_preprocess` on ingest's output, likewise in a
   fresh process (skipped with a note if it fails on this output).
 
+* **preprocess against a baseline** (``--baseline-repo DIR``, e.g. a ``git worktree`` of an older
+  commit): the same ingested output is preprocessed ``--rounds`` times by each checkout's
+  ``run_preprocess``, alternating, each in a fresh process; the medians and their ratio are
+  printed, so a change to preprocess is measured side by side on one machine in one run.
+
 The baseline RSS of such a process (Python + numpy + Pillow + the pipeline imports, before any
 work) is printed too. Target: peak RSS < 1.5 GB at 100,000 images. Everything goes to a temporary
 directory deleted at the end. Run from the repository root::
 
     python bench/ingest.py                 # 100,000 images (about 20 minutes on 2 cores)
     python bench/ingest.py --count 20000
+    git worktree add /tmp/base HEAD~3 && python bench/ingest.py --count 20000 --baseline-repo /tmp/base
 """
 
 from __future__ import annotations
@@ -51,10 +57,13 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def _ingest(root: str, raw: str, size: int, results) -> None:
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(REPO))
     from stages._common import compose_conf, to_settings
     from pipeline.ingest import run_ingest
 
@@ -67,10 +76,10 @@ def _ingest(root: str, raw: str, size: int, results) -> None:
                  "peak_mb": _peak_rss_mb(), "x_mb": (Path(raw) / "x.npy").stat().st_size / 2**20})
 
 
-def _preprocess(raw: str, processed: str, results) -> None:
+def _preprocess(raw: str, processed: str, repo: str, results) -> None:
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, repo)  # this checkout's pipeline, or the baseline's
     from stages._common import compose_conf, to_settings
     from pipeline.preprocess import run_preprocess
 
@@ -96,12 +105,33 @@ def measure(target, *args) -> dict:
     return result
 
 
+def compare_preprocess(work: Path, images: int, baseline: Path, rounds: int) -> None:
+    """Preprocess the same ingested output with this checkout and ``baseline``, alternating; print medians and the ratio."""
+    runs: dict[str, list[dict]] = {"this": [], "baseline": []}
+    for _ in range(rounds):
+        for side, repo in (("baseline", baseline), ("this", REPO)):
+            out = work / f"processed-{side}"
+            result = measure(_preprocess, str(work / "raw"), str(out), str(repo))
+            shutil.rmtree(out, ignore_errors=True)
+            if "error" in result:
+                raise SystemExit(f"preprocess ({side}, {repo}) failed: {result['error']}")
+            runs[side].append(result)
+    medians = {side: float(np.median([run["seconds"] for run in results])) for side, results in runs.items()}
+    for side, repo in (("baseline", baseline), ("this", REPO)):
+        peak = max(run["peak_mb"] for run in runs[side])
+        print(f"preprocess ({side}: {repo}): median of {rounds} {medians[side]:.1f} s = {images / medians[side]:,.0f} images/s; "
+              f"peak RSS {peak:,.0f} MB")
+    print(f"throughput this / baseline: {medians['baseline'] / medians['this']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000, help="number of PNGs to generate")
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--size", type=int, default=32, help="PNG width and height in pixels")
     parser.add_argument("--skip-preprocess", action="store_true")
+    parser.add_argument("--baseline-repo", type=Path, help="another checkout whose preprocess is measured on the same data")
+    parser.add_argument("--rounds", type=int, default=3, help="preprocess runs per checkout with --baseline-repo")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
@@ -112,8 +142,10 @@ def main() -> None:
         ingest = measure(_ingest, str(work / "images"), str(work / "raw"), args.size)
         print(f"ingest:     {ingest['images']} images in {ingest['seconds']:.1f} s = {ingest['images'] / ingest['seconds']:,.0f} images/s; "
               f"peak RSS {ingest['peak_mb']:,.0f} MB (process baseline {ingest['baseline_mb']:,.0f} MB); x.npy {ingest['x_mb']:,.0f} MB")
-        if not args.skip_preprocess:
-            pre = measure(_preprocess, str(work / "raw"), str(work / "processed"))
+        if args.baseline_repo:
+            compare_preprocess(work, ingest["images"], args.baseline_repo.resolve(), args.rounds)
+        elif not args.skip_preprocess:
+            pre = measure(_preprocess, str(work / "raw"), str(work / "processed"), str(REPO))
             if "error" in pre:
                 print(f"preprocess: failed on this output: {pre['error']}")
             else:
