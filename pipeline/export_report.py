@@ -137,7 +137,21 @@ def report_failures(report: dict) -> str | None:
         return (f"export: the {worst} export's test accuracy {artifacts[worst]['accuracy']:.4f} is {drops[worst]:.4f} below the "
                 f"trained model's {report['keras_accuracy']:.4f} (> export.max_accuracy_drop={max_drop:g}); nothing was exported: "
                 "drop that variant from export.tflite / export.tfjs_quantization or raise export.max_accuracy_drop")
-    return None
+    return agreement_failure(report)
+
+
+def agreement_failure(report: dict) -> str | None:
+    """The quantized artifact (classification) giving the trained model's class on the fewest test examples, as one
+    line, when that share is below ``export.min_agreement``: an accuracy that holds can hide flips both ways."""
+    min_agreement, artifacts = report["min_agreement"], report["artifacts"]
+    shares = {name: check["argmax_agreement"] for name, check in artifacts.items()
+              if not check["exact"] and not check["argmax_agreement"] >= min_agreement}
+    if not shares:
+        return None
+    worst = min(shares, key=shares.get)
+    return (f"export: the {worst} export gives the trained model's class on {shares[worst]:.4f} of the test examples "
+            f"(< export.min_agreement={min_agreement:g}); nothing was exported: drop that variant from export.tflite / "
+            "export.tfjs_quantization or lower export.min_agreement")
 
 
 def _size(size_bytes: int) -> str:
@@ -148,16 +162,21 @@ def markdown_report(report: dict) -> str:
     """A short markdown table of ``report`` for CI job summaries."""
     if report.get("task") == "regression":
         trained = f"trained model MAE {report['keras_mae']:.4g}"
-        metric, change, cells = ("MAE", "MAE increase", lambda check: (f"{check['mae']:.4g}", f"{100 * check['mae_increase']:+.2f}%"))
+        headers, cells = ("MAE", "MAE increase"), lambda check: (
+            f"{check['mae']:.4g}", f"{100 * check['mae_increase']:+.2f}%")
         promise = (f"{report['tolerance']:g} train target std ({report['tolerance'] * report['target_std']:.3g} in the target's units); "
-                   f"every artifact's MAE may be at most {100 * report['max_mae_increase']:g}% higher.")
+                   f"every artifact's MAE may be at most {100 * report['max_mae_increase']:g}% higher. "
+                   "(export.min_agreement does not apply: a regression model predicts no class.)")
     else:
         trained = f"trained model accuracy {report['keras_accuracy']:.4f}"
-        metric, change, cells = ("accuracy", "drop", lambda check: (f"{check['accuracy']:.4f}", f"{check['accuracy_drop']:+.4f}"))
-        promise = f"{report['tolerance']:g}; every artifact may lose at most {report['max_accuracy_drop']:g} accuracy."
+        headers, cells = ("accuracy", "drop", "agreement"), lambda check: (
+            f"{check['accuracy']:.4f}", f"{check['accuracy_drop']:+.4f}", f"{check['argmax_agreement']:.4f}")
+        promise = (f"{report['tolerance']:g}; every artifact may lose at most {report['max_accuracy_drop']:g} "
+                   f"accuracy; quantized ones must give the trained model's class (agreement) on at least "
+                   f"{report['min_agreement']:g} of the test examples.")
     lines = [f"### Exports ({report['num_test_examples']} test examples, {trained})", "",
-             f"| artifact | size | max abs diff | {metric} | {change} | latency (ms, batch 1) |",
-             "|---|---:|---:|---:|---:|---:|"]
+             f"| artifact | size | max abs diff | {' | '.join(headers)} | latency (ms, batch 1) |",
+             "|---|---:|---:|" + "---:|" * (len(headers) + 1)]
     for name, check in report["artifacts"].items():
         latency = "-" if check["latency_ms_batch1"] is None else f"{check['latency_ms_batch1']:.3f}"
         lines.append(f"| {name} (`{check['path']}`) | {_size(check['size_bytes'])} | {check['max_abs_diff']:.2e} | "

@@ -38,6 +38,10 @@ OUTPUT_NAME = "probabilities"
 PREDICTIONS_SIGNATURE = "predictions"  # a regression model's converter input, and its output name
 PREDICTIONS_NAME = "predictions"
 MAX_PIXEL = 255.0
+# max(x, lowest float32) ends the normalisation: an exact identity for every finite input that keeps the TFLite
+# converter from folding ``1 / scale`` into the first layer's weights, so the int8 variant can run the
+# normalisation in float before its quantized body (pipeline.export_tflite).
+FLOAT_PROLOGUE_END = float(np.finfo(np.float32).min)
 
 
 def converter_signature(meta: dict) -> str:
@@ -68,8 +72,11 @@ def _serving_module(model, meta: dict, pixel_to_raw: float, train_means: np.ndar
     module = tf.Module()
     module.model = model
 
+    def normalised(raw):  # the float prologue: see FLOAT_PROLOGUE_END
+        return tf.maximum((raw - offset) / scale, FLOAT_PROLOGUE_END)
+
     def probabilities(raw):
-        outputs = module.model((raw - offset) / scale, training=False)
+        outputs = module.model(normalised(raw), training=False)
         if outputs.shape[-1] == 1:  # a sigmoid unit: one column per class, as evaluate reports it
             outputs = tf.concat([1.0 - outputs, outputs], axis=-1)
         return outputs
@@ -81,7 +88,7 @@ def _serving_module(model, meta: dict, pixel_to_raw: float, train_means: np.ndar
                 "predicted_class": tf.gather(names, tf.argmax(probs, axis=-1))}
 
     def predicted(raw):  # a regression model: one value per example, in the target's units
-        return {PREDICTIONS_NAME: tf.reshape(module.model((raw - offset) / scale, training=False), [-1])}
+        return {PREDICTIONS_NAME: tf.reshape(module.model(normalised(raw), training=False), [-1])}
 
     regression = meta.get("task") == "regression"
     outputs = predicted if regression else labelled  # what every signature returns

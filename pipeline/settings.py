@@ -135,6 +135,7 @@ class ExportSettings:
     tfjs_quantization: str  # none | float16 | uint8 weight storage
     tolerance: float  # max abs difference of float artifacts from the trained model
     max_accuracy_drop: float  # max test-accuracy loss of any artifact vs the trained model
+    min_agreement: float  # min share of test examples a quantized artifact gives the trained model's class
     max_mae_increase: float  # regression: max relative test-MAE increase of any artifact vs the trained model
     allow_select_tf_ops: bool  # let TFLite fall back to TensorFlow ops it cannot convert
     calibration_examples: int  # train examples calibrating the int8 variant
@@ -213,6 +214,8 @@ def _validate_export_and_gate(config: PipelineConfig) -> None:
     _one_of("export.tfjs_quantization", export.tfjs_quantization, TFJS_QUANTIZATIONS)
     _require(export.tolerance > 0, "export.tolerance", export.tolerance, "a number > 0")
     _require(export.max_accuracy_drop <= 1, "export.max_accuracy_drop", export.max_accuracy_drop, "an accuracy fraction <= 1")
+    _require(0 <= export.min_agreement <= 1, "export.min_agreement", export.min_agreement,
+             "a fraction of test examples in [0, 1]")
     _require(export.calibration_examples >= 1, "export.calibration_examples", export.calibration_examples, "an integer >= 1")
     _require(export.latency_repeats >= 0, "export.latency_repeats", export.latency_repeats, "an integer >= 0")
     _require(evaluate.batch_size > 0, "evaluate.batch_size", evaluate.batch_size, "an integer > 0")

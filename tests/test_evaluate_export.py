@@ -132,6 +132,30 @@ def test_int8_accuracy_gate_fails_the_export(trained_mlp, tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_a_quantized_artifact_must_give_the_models_class():
+    """Pima's int8 before the float prologue: 3.9 points *more* accurate than Keras while 8 of 154 test examples
+    changed class; the accuracy gate passed it, export.min_agreement does not. Float artifacts answer to the
+    tolerance."""
+    from pipeline.export_report import markdown_report, report_failures
+
+    int8 = {"path": "tflite/int8.tflite", "exact": False, "size_bytes": 2048, "latency_ms_batch1": None,
+            "max_abs_diff": 0.3, "accuracy": 0.7597, "accuracy_drop": -0.0389, "argmax_agreement": 0.9481}
+    report = {"tolerance": 1e-4, "max_accuracy_drop": 0.01, "min_agreement": 0.98, "keras_accuracy": 0.7208,
+              "num_test_examples": 154, "skipped": {},
+              "artifacts": {"tflite_float32": {**int8, "path": "model.tflite", "exact": True, "max_abs_diff": 1e-6,
+                                               "accuracy": 0.7208, "accuracy_drop": 0.0, "argmax_agreement": 0.9},
+                            "tflite_int8": int8}}
+    assert report_failures(report) == (
+        "export: the tflite_int8 export gives the trained model's class on 0.9481 of the test examples "
+        "(< export.min_agreement=0.98); nothing was exported: drop that variant from export.tflite / "
+        "export.tfjs_quantization or lower export.min_agreement")
+    markdown = markdown_report(report)
+    assert "| accuracy | drop | agreement | latency (ms, batch 1) |" in markdown
+    assert "| -0.0389 | 0.9481 | - |" in markdown
+    assert "agreement) on at least 0.98 of the test examples" in markdown
+    assert report_failures({**report, "min_agreement": 0.94}) is None
+
+
 def dvc_declared_exports() -> list[str]:
     """The export stage's outs and metrics as DVC resolves them from this checkout's dvc.yaml, relative to paths.exports."""
     from dvc.repo import Repo

@@ -1,4 +1,5 @@
-"""TFLite conversion errors: an op TFLite lacks names itself and the export.allow_select_tf_ops switch."""
+"""TFLite conversion errors: an op TFLite lacks names itself and the export.allow_select_tf_ops switch; the int8
+variant's float prologue and head keep features of very different ranges and a target far from 0."""
 
 from __future__ import annotations
 
@@ -79,3 +80,60 @@ def test_quantized_cnn_variants_run_on_a_batch(tmp_path):
         write_tflite(tmp_path / "saved_model", tmp_path / f"{variant}.tflite", variant, representative=raw[:50])
         outputs = tflite_predictor(tmp_path / f"{variant}.tflite")(raw)
         assert outputs.shape == (360, 10) and np.abs(outputs - expected).max() < 0.1, variant
+
+
+def _dense_model(hidden: tuple[list, list], output: tuple[list, list], activation: str | None):
+    """input -> Dense(relu) -> Dense(1, ``activation``) with these (kernel, bias) pairs: a trained model, at once."""
+    import tensorflow as tf
+
+    kernel = np.asarray(hidden[0], np.float32)
+    layers = [tf.keras.layers.Dense(kernel.shape[1], activation="relu"),
+              tf.keras.layers.Dense(1, activation=activation)]
+    model = tf.keras.Sequential([tf.keras.Input((kernel.shape[0],)), *layers])
+    for layer, (weights, bias) in zip(layers, (hidden, output)):
+        layer.set_weights([np.asarray(weights, np.float32), np.asarray(bias, np.float32)])
+    return model
+
+
+def _int8_outputs(tmp_path: Path, model, raw: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The int8 variant's outputs on ``raw`` (calibrated on it) and the model's on the normalised ``raw``."""
+    from pipeline.export_saved_model import converter_signature, write_saved_model
+    from pipeline.export_tflite import load_interpreter
+
+    write_saved_model(model, meta, 1.0, tmp_path / "saved_model")
+    path = tmp_path / "int8.tflite"
+    write_tflite(tmp_path / "saved_model", path, "int8", representative=raw[:200], signature=converter_signature(meta))
+    dtypes = {detail["dtype"] for detail in load_interpreter(path).get_tensor_details()}
+    assert np.int8 in dtypes, "the body is quantized"
+    normalization = meta["normalization"]
+    expected = model.predict((raw - normalization["offset"]) / normalization["scale"], verbose=0)
+    return tflite_predictor(path)(raw), expected
+
+
+def _minmax(raw: np.ndarray) -> dict:
+    return {"method": "minmax", "offset": raw.min(axis=0).tolist(), "scale": np.ptp(raw, axis=0).tolist()}
+
+
+def test_int8_keeps_features_of_very_different_ranges(tmp_path):
+    """One feature in 0..1000 next to one in 0..1 (Pima: 0..846 next to 0.08..2.4). Quantizing the raw input per
+    tensor gave the small one 256 levels of 0..1000, i.e. almost none; int8 normalises in float first."""
+    raw = np.random.default_rng(0).uniform([0, 0], [1000, 1], size=(400, 2)).astype(np.float32)
+    model = _dense_model(([[4, -4, 0, 0], [0, 0, 6, -6]], [-2, 2, -3, 3]), ([[2], [-2], [2], [-2]], [0]), "sigmoid")
+    meta = {"input_shape": [2], "class_names": ["no", "yes"], "normalization": _minmax(raw)}
+    outputs, expected = _int8_outputs(tmp_path, model, raw, meta)
+    assert np.ptp(expected) > 0.9, "both features move the probability"
+    assert np.abs(outputs[:, 1] - expected[:, 0]).max() <= 0.05
+
+
+def test_int8_regression_keeps_a_target_far_from_zero(tmp_path):
+    """The output layer (with the target rescaling the converter folds into it) stays float: an int8 range must hold
+    0, so predictions around 5000 with a std of 5 would keep steps of ~20 (4 std)."""
+    import tensorflow as tf
+
+    raw = np.random.default_rng(1).uniform([0, 0], [1000, 1], size=(400, 2)).astype(np.float32)
+    body = _dense_model(([[4, -4, 0, 0], [0, 0, 6, -6]], [-2, 2, -3, 3]), ([[1], [-1], [1], [-1]], [0]), None)
+    model = tf.keras.Model(body.inputs, tf.keras.layers.Rescaling(5.0, offset=5000.0)(body.outputs[0]))
+    meta = {"input_shape": [2], "class_names": [], "task": "regression", "normalization": _minmax(raw)}
+    outputs, expected = _int8_outputs(tmp_path, model, raw, meta)
+    assert np.ptp(expected) > 10, "both features move the prediction"
+    assert np.abs(outputs - expected[:, 0]).max() <= 0.5  # a tenth of the target's std

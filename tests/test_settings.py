@@ -30,6 +30,7 @@ def test_defaults_are_the_documented_ones():
     config = compose()
     assert (config.data.name, config.model.name, config.cluster.num_workers) == ("digits", "cnn", 1)
     assert config.export.tolerance == pytest.approx(1e-4)
+    assert config.export.min_agreement == pytest.approx(0.98)  # quantized exports: one flip in 50 test examples
     assert config.train.epochs > 0 and config.train.batch_size > 0
 
 
@@ -49,6 +50,8 @@ def test_seed_mlp_and_pima_shapes():
     ("preprocess.test_fraction=0.95", "val_fraction + test_fraction < 1"),
     ("cluster.num_workers=3", "divisible by cluster.num_workers=3"),
     ("export.tolerance=0", "export.tolerance"),
+    ("export.min_agreement=1.5", "export.min_agreement=1.5 is invalid: expected a fraction of test examples"),
+    ("export.min_agreement=-0.1", "export.min_agreement=-0.1 is invalid: expected a fraction of test examples"),
     ("train.epochs=ten", "train.epochs"),
 ])
 def test_bad_values_fail_naming_the_key(override, expected):
