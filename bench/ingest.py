@@ -5,12 +5,12 @@ What is measured:
 * **generate** (not part of the result): ``--count`` small PNGs (``--size`` pixels square, RGB, a
   class-dependent brightness plus noise) in ``--classes`` class sub-folders of a temporary
   directory.
-* **ingest**: :func:`pipeline.ingest.run_ingest` with ``data=image_folder`` (``data.image_size``
+* **ingest**: :func:`pipeline.data.ingest.run_ingest` with ``data=image_folder`` (``data.image_size``
   = the PNG size, ``data.channels=3``) in a fresh spawned process, so its peak RSS
   (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is ingest's own and not the generator's.
   images/s = images written / wall seconds of the ``run_ingest`` call (listing, decoding,
   writing ``x.npy``, checksums, schema).
-* **preprocess**: :func:`pipeline.preprocess.run_preprocess` on ingest's output, likewise in a
+* **preprocess**: :func:`pipeline.data.preprocess.run_preprocess` on ingest's output, likewise in a
   fresh process (skipped with a note if it fails on this output).
 
 * **preprocess against a baseline** (``--baseline-repo DIR``, e.g. a ``git worktree`` of an older
@@ -64,8 +64,8 @@ def _ingest(root: str, raw: str, size: int, results) -> None:
     import sys
 
     sys.path.insert(0, str(REPO))
-    from stages._common import compose_conf, to_settings
-    from pipeline.ingest import run_ingest
+    from stages._config import compose_conf, to_settings
+    from pipeline.data.ingest import run_ingest
 
     settings = to_settings(compose_conf(["data=image_folder", f"data.path={root}", f"data.image_size=[{size},{size}]",
                                          "data.channels=3"])).data
@@ -80,8 +80,8 @@ def _preprocess(raw: str, processed: str, repo: str, results) -> None:
     import sys
 
     sys.path.insert(0, repo)  # this checkout's pipeline, or the baseline's
-    from stages._common import compose_conf, to_settings
-    from pipeline.preprocess import run_preprocess
+    from stages._config import compose_conf, to_settings
+    from pipeline.data.preprocess import run_preprocess
 
     config = to_settings(compose_conf([]))
     baseline = _peak_rss_mb()

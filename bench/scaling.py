@@ -2,7 +2,7 @@
 
 What is measured (same config, data, seed, global batch and epochs for every worker count):
 
-* **steady examples/s** per worker count: :func:`pipeline.train.run_train` on a local Ray, per-epoch
+* **steady examples/s** per worker count: :func:`pipeline.training.train.run_train` on a local Ray, per-epoch
   numbers from the library's own ``history.json`` (steps x global batch / ``epoch_seconds``),
   epochs 2..N (epoch 1 includes tracing) -- the same definition as ``bench/train_overhead.py``,
   whose helpers this script reuses.
@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/, for train_ov
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `stages`
 
 import pipeline  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
-from pipeline.ingest import run_ingest  # noqa: E402
-from pipeline.preprocess import run_preprocess  # noqa: E402
-from stages._common import compose_conf, to_settings  # noqa: E402
+from pipeline.data.ingest import run_ingest  # noqa: E402
+from pipeline.data.preprocess import run_preprocess  # noqa: E402
+from stages._config import compose_conf, to_settings  # noqa: E402
 from train_overhead import compose_config, run_library, steady  # noqa: E402
 
 

@@ -2,12 +2,12 @@
 
 What is measured (same config, model, data, seed and number of epochs for both paths):
 
-* **plain fit**: the train/val splits loaded with :func:`pipeline.preprocess.load_split`, the model
-  built with :func:`pipeline.models.build_model` / :func:`~pipeline.models.compile_model`, then
+* **plain fit**: the train/val splits loaded with :func:`pipeline.data.shards.load_split`, the model
+  built with :func:`pipeline.training.models.build_model` / :func:`~pipeline.training.models.compile_model`, then
   ``model.fit(x, y, batch_size, epochs, validation_data=..., verbose=0)`` in this process, timed
   per epoch by a small callback (examples/s = train examples / epoch seconds). Its wall time
   covers importing TensorFlow (if not yet imported), building the model and the fit.
-* **library**: :func:`pipeline.train.run_train` (local Ray, Ray Train with a ``TF_CONFIG`` backend, one
+* **library**: :func:`pipeline.training.train.run_train` (local Ray, Ray Train with a ``TF_CONFIG`` backend, one
   ``MultiWorkerMirroredStrategy`` replica per worker, ``tf.data`` input, TensorBoard, a Ray
   checkpoint every ``train.checkpoint_every`` epochs). Per-epoch numbers are the library's own
   ``epoch_seconds`` / ``examples_per_second`` from ``history.json`` (steps x global batch per
@@ -52,14 +52,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, f
 
 import pipeline  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
 from pipeline.env import import_tensorflow, quiet_tensorflow_loggers  # noqa: E402
-from pipeline.ingest import run_ingest  # noqa: E402
+from pipeline.data.ingest import run_ingest  # noqa: E402
 from pipeline.io import read_json  # noqa: E402
-from pipeline.models import build_model, compile_model  # noqa: E402
-from pipeline.preprocess import load_split, run_preprocess  # noqa: E402
+from pipeline.training.models import build_model, compile_model  # noqa: E402
+from pipeline.data.preprocess import run_preprocess  # noqa: E402
+from pipeline.data.shards import load_split  # noqa: E402
 from pipeline.settings import PipelineConfig  # noqa: E402
-from pipeline.train import TrainRequest, run_train  # noqa: E402
-from pipeline.worker import HISTORY_FILE  # noqa: E402
-from stages._common import compose_conf, to_settings  # noqa: E402
+from pipeline.training.train import run_train  # noqa: E402
+from pipeline.settings import TrainRequest
+from pipeline.training.model_io import HISTORY_FILE  # noqa: E402
+from stages._config import compose_conf, to_settings  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

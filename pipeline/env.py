@@ -27,7 +27,7 @@ QUIET_ENV = {
     "GRPC_VERBOSITY": "ERROR",
     "RAY_DEDUP_LOGS": "1",
     # Ray's dedup drops a line whose digit-free words match another worker's line; keep each
-    # worker's "worker 1/2 on node ... pid ..." announcement (pipeline/worker.py) visible.
+    # worker's "worker 1/2 on node ... pid ..." announcement (pipeline/training/worker.py) visible.
     "RAY_DEDUP_LOGS_ALLOW_REGEX": r"worker \d+/\d+ on node ",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
     "RAY_USAGE_STATS_ENABLED": "0",

@@ -15,7 +15,7 @@ from pipeline.errors import UserError
 
 @dataclass
 class DataSettings:
-    name: str  # source, see pipeline.sources.SOURCES
+    name: str  # source, see pipeline.data.sources.SOURCES
     path: Optional[str]  # local file or folder for file-backed sources (mnist.npz, IDX folder, CSV, image folder)
     cache_dir: Optional[str]  # where Keras's loaders cache downloads
     image_size: Optional[list[int]]  # image_folder: [height, width] to resize to; None keeps sizes
@@ -43,7 +43,7 @@ class PreprocessSettings:
 
 @dataclass
 class ModelSettings:
-    name: str  # see pipeline.models.MODEL_BUILDERS
+    name: str  # see pipeline.training.models.MODEL_BUILDERS
     hidden_units: list[int]
     filters: list[int]
     kernel_size: int
@@ -117,20 +117,29 @@ class ClusterSettings:
 
 @dataclass
 class EvaluateSettings:
-    batch_size: int
-    min_accuracy: float  # gate: the model is blessed only at or above this test accuracy
-    max_loss: Optional[float]  # gate: None = no loss threshold
-    baseline: Optional[str]  # gate: a metrics.json path or git:<rev>; None = no relative check
-    max_accuracy_regression: float  # gate: allowed accuracy loss vs the baseline
-    max_mae: Optional[float]  # gate (regression): bless only at or below this test MAE; None = no MAE threshold
-    min_r2: Optional[float]  # gate (regression): bless only at or above this test R^2; None = no R^2 threshold
-    max_error_increase: float  # gate (regression): allowed relative MAE/RMSE increase vs the baseline (0.1 = 10%)
+    batch_size: int  # inference batch for the test metrics
+
+
+@dataclass
+class GateSettings:
+    min_accuracy: float  # the model is blessed only at or above this test accuracy
+    max_loss: Optional[float]  # None = no loss threshold
+    baseline: Optional[str]  # a metrics.json path or git:<rev>; None = no relative check
+    max_accuracy_regression: float  # allowed accuracy loss vs the baseline
+    max_mae: Optional[float]  # regression: bless only at or below this test MAE; None = no MAE threshold
+    min_r2: Optional[float]  # regression: bless only at or above this test R^2; None = no R^2 threshold
+    max_error_increase: float  # regression: allowed relative MAE/RMSE increase vs the baseline (0.1 = 10%)
+
+
+# Keys the gate took over from ``evaluate:``: an old config naming one gets one line with its new name.
+MOVED_KEYS = {f"evaluate.{key}": f"gate.{key}" for key in (
+    "min_accuracy", "max_loss", "baseline", "max_accuracy_regression", "max_mae", "min_r2", "max_error_increase")}
 
 
 @dataclass
 class ExportSettings:
     saved_model: bool
-    tflite: list[str]  # TFLite variants, see pipeline.export_tflite.TFLITE_VARIANTS; float32 is always written
+    tflite: list[str]  # TFLite variants, see pipeline.export.tflite.TFLITE_VARIANTS; float32 is always written
     tfjs: bool
     tfjs_quantization: str  # none | float16 | uint8 weight storage
     tolerance: float  # max abs difference of float artifacts from the trained model
@@ -155,7 +164,7 @@ class PathSettings:
 class SweepSettings:
     name: str  # multirun trials write under <dir>/<name>/<trial number>/
     dir: str
-    objective: str  # final-epoch metric a sweep trial returns, see pipeline.sweep.available_objectives
+    objective: str  # final-epoch metric a sweep trial returns, see pipeline.training.sweep.available_objectives
     direction: str  # minimize | maximize
 
 
@@ -169,9 +178,27 @@ class PipelineConfig:
     augment: AugmentSettings
     cluster: ClusterSettings
     evaluate: EvaluateSettings
+    gate: GateSettings
     export: ExportSettings
     paths: PathSettings
     sweep: SweepSettings
+
+
+@dataclass
+class TrainRequest:
+    """The parts of the config the train stage reads (and logs as TensorBoard HParams)."""
+
+    seed: int
+    model: ModelSettings
+    train: TrainSettings
+    augment: AugmentSettings
+    cluster: ClusterSettings
+    data_name: str
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> TrainRequest:
+        return cls(seed=config.seed, model=config.model, train=config.train, augment=config.augment, cluster=config.cluster,
+                   data_name=config.data.name)
 
 
 MISSING_STRATEGIES = ("drop", "mean", "median", "most_frequent")
@@ -192,6 +219,20 @@ METRICS = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS)
 TASKS = ("classification", "regression")
 REGRESSION_SOURCES = ("csv", "npz")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+# Names the registries of higher layers define; tests/test_architecture.py checks they match
+# (settings is the base: it validates names without importing the modules that implement them).
+SOURCE_NAMES = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "npz", "csv", "image_folder", "breast_cancer",
+                "wine", "iris")  # pipeline.data.sources.SOURCES
+MODEL_NAMES = ("mlp", "cnn", "pima_mlp")  # pipeline.training.models.MODEL_BUILDERS
+TFLITE_VARIANTS = ("float32", "dynamic_range", "float16", "int8")  # pipeline.export.tflite
+TFJS_QUANTIZATIONS = ("none", "float16", "uint8")  # pipeline.export.tfjs
+SWEEP_DIRECTIONS = ("minimize", "maximize")  # pipeline.training.sweep
+
+
+def available_objectives(model_metrics: list[str]) -> list[str]:
+    """Final-epoch metrics a sweep trial can return: the loss and each compiled metric, on train and val."""
+    names = ["loss", *model_metrics]
+    return [*names, *(f"val_{name}" for name in names)]
 
 
 def _require(ok: bool, key: str, received: object, expected: str) -> None:
@@ -204,10 +245,7 @@ def _one_of(key: str, value: str, valid: tuple[str, ...] | list[str]) -> None:
 
 
 def _validate_export_and_gate(config: PipelineConfig) -> None:
-    from pipeline.export_tflite import TFLITE_VARIANTS
-    from pipeline.export_tfjs import TFJS_QUANTIZATIONS
-
-    export, evaluate = config.export, config.evaluate
+    export, evaluate, gate = config.export, config.evaluate, config.gate
     for variant in export.tflite:
         _one_of("export.tflite", variant, TFLITE_VARIANTS)
     _require(len(set(export.tflite)) == len(export.tflite), "export.tflite", list(export.tflite), "each variant at most once")
@@ -219,20 +257,20 @@ def _validate_export_and_gate(config: PipelineConfig) -> None:
     _require(export.calibration_examples >= 1, "export.calibration_examples", export.calibration_examples, "an integer >= 1")
     _require(export.latency_repeats >= 0, "export.latency_repeats", export.latency_repeats, "an integer >= 0")
     _require(evaluate.batch_size > 0, "evaluate.batch_size", evaluate.batch_size, "an integer > 0")
-    _require(0 <= evaluate.min_accuracy <= 1, "evaluate.min_accuracy", evaluate.min_accuracy, "an accuracy in [0, 1]")
-    _require(evaluate.max_loss is None or evaluate.max_loss > 0, "evaluate.max_loss", evaluate.max_loss, "a number > 0 or null")
-    _require(evaluate.max_accuracy_regression >= 0, "evaluate.max_accuracy_regression", evaluate.max_accuracy_regression, "a number >= 0")
-    _require(evaluate.baseline is None or bool(evaluate.baseline.strip()), "evaluate.baseline", evaluate.baseline,
+    _require(0 <= gate.min_accuracy <= 1, "gate.min_accuracy", gate.min_accuracy, "an accuracy in [0, 1]")
+    _require(gate.max_loss is None or gate.max_loss > 0, "gate.max_loss", gate.max_loss, "a number > 0 or null")
+    _require(gate.max_accuracy_regression >= 0, "gate.max_accuracy_regression", gate.max_accuracy_regression, "a number >= 0")
+    _require(gate.baseline is None or bool(gate.baseline.strip()), "gate.baseline", gate.baseline,
              "a metrics.json path, git:<rev>, or null")
 
 
 def _validate_task(config: PipelineConfig) -> None:
     """``data.task`` and the keys whose meaning depends on it (regression: loss, metrics, class weights, thresholds)."""
-    data, model, evaluate = config.data, config.model, config.evaluate
+    data, model, gate = config.data, config.model, config.gate
     _one_of("data.task", data.task, TASKS)
-    _require(evaluate.max_mae is None or evaluate.max_mae > 0, "evaluate.max_mae", evaluate.max_mae, "a number > 0 or null")
-    _require(evaluate.min_r2 is None or evaluate.min_r2 <= 1, "evaluate.min_r2", evaluate.min_r2, "an R^2 <= 1 or null")
-    _require(evaluate.max_error_increase >= 0, "evaluate.max_error_increase", evaluate.max_error_increase, "a fraction >= 0")
+    _require(gate.max_mae is None or gate.max_mae > 0, "gate.max_mae", gate.max_mae, "a number > 0 or null")
+    _require(gate.min_r2 is None or gate.min_r2 <= 1, "gate.min_r2", gate.min_r2, "an R^2 <= 1 or null")
+    _require(gate.max_error_increase >= 0, "gate.max_error_increase", gate.max_error_increase, "a fraction >= 0")
     _require(config.export.max_mae_increase >= 0, "export.max_mae_increase", config.export.max_mae_increase, "a fraction >= 0")
     if data.task == "classification":
         _one_of("model.loss", model.loss, CLASSIFICATION_LOSSES)
@@ -257,10 +295,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     Raises:
         UserError: naming the key, the value received and what is expected.
     """
-    from pipeline.models import MODEL_BUILDERS
-    from pipeline.sources import SOURCES
-
-    _one_of("data.name", config.data.name, sorted(SOURCES))
+    _one_of("data.name", config.data.name, sorted(SOURCE_NAMES))
     data = config.data
     _one_of("data.missing", data.missing, MISSING_STRATEGIES)
     _one_of("data.on_anomaly", data.on_anomaly, ANOMALY_POLICIES)
@@ -270,7 +305,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     _require(data.channels in (None, 1, 3), "data.channels", data.channels, "1 (grey), 3 (RGB) or null (keep)")
     _require(data.image_size is None or (len(data.image_size) == 2 and min(data.image_size) > 0), "data.image_size",
              data.image_size, "[height, width] of positive integers or null (keep each image's size)")
-    _one_of("model.name", config.model.name, sorted(MODEL_BUILDERS))
+    _one_of("model.name", config.model.name, sorted(MODEL_NAMES))
     pre, train, cluster = config.preprocess, config.train, config.cluster
     _require(0 < pre.test_fraction < 1, "preprocess.test_fraction", pre.test_fraction, "a fraction in (0, 1)")
     _require(0 < pre.val_fraction < 1, "preprocess.val_fraction", pre.val_fraction, "a fraction in (0, 1)")
@@ -313,11 +348,9 @@ def validate(config: PipelineConfig) -> PipelineConfig:
              "custom resources only (CPU and GPU come from cluster.cpus_per_worker and cluster.use_gpu)")
     _validate_export_and_gate(config)
     _validate_task(config)
-    from pipeline.sweep import DIRECTIONS, available_objectives
-
     sweep = config.sweep
     _require(bool(sweep.name) and "/" not in sweep.name and sweep.name not in (".", ".."), "sweep.name", sweep.name,
              "a plain directory name (no '/')")
-    _one_of("sweep.direction", sweep.direction, DIRECTIONS)
+    _one_of("sweep.direction", sweep.direction, SWEEP_DIRECTIONS)
     _one_of("sweep.objective", sweep.objective, available_objectives(config.model.metrics))
     return config

@@ -1,7 +1,6 @@
-"""What every stage shares: Hydra wiring, config validation and one-line user errors.
+"""What every stage shares: the Hydra app around one library call, ``--params`` runs and one-line user errors.
 
-The only place (with ``stages/compose.py``) that imports Hydra/OmegaConf: it turns the composed
-config into :class:`pipeline.settings.PipelineConfig` dataclasses before any work starts.
+Composition and validation live in :mod:`stages._config`; sweep trials in :mod:`stages._sweep`.
 """
 
 from __future__ import annotations
@@ -17,163 +16,11 @@ from typing import Callable
 import pipeline  # noqa: F401  (sets the Keras flavour before anything imports TensorFlow)
 from pipeline.env import VERBOSE_ENV, VERBOSE_OVERRIDES
 from pipeline.errors import UserError
-from pipeline.settings import PipelineConfig, validate
+from pipeline.settings import PipelineConfig
+from stages._config import (CONF_DIR, PARAMS_FLAG, check_params_fresh, in_multirun, load_params, precheck_overrides,
+                            report_user_error, setup_logging, to_settings)
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-PARAMS_FILE = "params.yaml"
-PARAMS_FLAG = "--params"
 logger = logging.getLogger("stages")
-
-
-def to_settings(cfg) -> PipelineConfig:
-    """Merge a composed config into the typed schema and validate it.
-
-    Raises:
-        UserError: unknown key, wrong type, or a value out of range, naming the key.
-    """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(PipelineConfig), cfg)
-        config = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as error:
-        raise UserError(f"config: {_describe_omegaconf_error(error)}") from None
-    return validate(config)
-
-
-def _describe_omegaconf_error(error) -> str:
-    key = getattr(error, "full_key", None) or ""
-    message = str(error).splitlines()[0]
-    if "not in struct" in message or "Key '" in message and "not" in message:
-        return f"unknown key '{key}': check its spelling against conf/ (python -m stages.ingest --cfg job shows every key)"
-    if "Missing mandatory value" in message:
-        return f"'{key}' has no value: set it in conf/ or override {key}=..."
-    return f"'{key}': {message}: fix the value in conf/ or the override"
-
-
-def _hydra_error_line(error: Exception) -> str:
-    text = " ".join(str(error).split())
-    missing = re.search(r"Could not find '([^/']+)/([^']+)'.*?Available options in '[^']+':\s*(.*?)(?:$| Config search path)", text)
-    if missing:
-        group, option, options = missing.groups()
-        return f"config: unknown {group} '{option}': choose one of {', '.join(options.split())}"
-    unknown = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
-    if unknown:
-        return f"config: unknown key '{unknown.group(1)}': check its spelling against conf/ (add + to append a new key on purpose)"
-    return f"config: {text}"
-
-
-def _split_args(argv: list[str]) -> tuple[list[str], dict[str, str], bool]:
-    """Overrides, the Hydra options that take a value, and whether this is a multirun."""
-    overrides, options, multirun, skip = [], {}, False, None
-    for arg in argv:
-        if skip:
-            options[skip], skip = arg, None
-        elif arg in ("-m", "--multirun"):
-            multirun = True
-        elif arg in ("-cd", "--config-dir", "-cn", "--config-name", "-cp", "--config-path"):
-            skip = arg
-        elif arg.startswith(("--config-dir=", "--config-name=", "--config-path=")):
-            name, value = arg.split("=", 1)
-            options[name] = value
-        elif not arg.startswith("-"):
-            overrides.append(arg)
-    return overrides, options, multirun
-
-
-def compose_conf(overrides: list[str], config_dir: Path = CONF_DIR, config_name: str = "config"):
-    """Compose ``conf/`` with ``overrides`` (as Hydra and DVC's Hydra mode do), resolved.
-
-    Raises:
-        UserError: an unknown group option or key, in one line listing the valid choices.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    user_overrides = [item for item in overrides if not item.startswith(("hydra.", "hydra/"))]
-    try:
-        with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=user_overrides)
-        OmegaConf.resolve(cfg)
-    except (HydraException, OmegaConfBaseException) as error:
-        raise UserError(_hydra_error_line(error)) from None
-    return cfg
-
-
-def precheck_overrides(argv: list[str]) -> None:
-    """Compose once with the command line's overrides so config mistakes become one line.
-
-    Hydra's own report of a bad override spans several lines; this runs the same composition
-    first and raises :class:`UserError` instead. Multiruns are left to Hydra (sweep syntax).
-    """
-    overrides, options, multirun = _split_args(argv)
-    if multirun:
-        return
-    config_dir = Path(options.get("-cd") or options.get("--config-dir") or CONF_DIR)
-    config_name = options.get("-cn") or options.get("--config-name") or "config"
-    to_settings(compose_conf(overrides, config_dir, config_name))
-
-
-def load_params(path: Path):
-    """Read a composed ``params.yaml`` (one clear line if it is missing or not YAML)."""
-    from omegaconf import OmegaConf
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} not found: run `python -m stages.compose` (or `dvc repro`) to compose it from conf/")
-    try:
-        return OmegaConf.load(path)
-    except Exception as error:  # yaml.YAMLError and OmegaConf errors alike
-        raise UserError(f"{path} is not valid YAML ({str(error).splitlines()[0]}): rerun `python -m stages.compose`") from None
-
-
-def _flatten(value, prefix: str = "") -> dict:
-    if isinstance(value, dict):
-        items = {}
-        for key, item in value.items():
-            items.update(_flatten(item, f"{prefix}{key}."))
-        return items or {prefix.rstrip("."): {}}
-    return {prefix.rstrip("."): value}
-
-
-def config_differences(left, right) -> list[str]:
-    """Dotted keys whose values differ between two configs (either OmegaConf or plain dicts)."""
-    from omegaconf import OmegaConf
-
-    def plain(cfg):
-        return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
-
-    flat_left, flat_right = _flatten(plain(left)), _flatten(plain(right))
-    return sorted(key for key in flat_left.keys() | flat_right.keys() if flat_left.get(key, KeyError) != flat_right.get(key, KeyError))
-
-
-def check_params_fresh(path: Path, cfg) -> None:
-    """Refuse a composed file that disagrees with ``conf/`` unless DVC composed it for an experiment.
-
-    Raises:
-        UserError: naming the keys that differ and the command that recomposes the file.
-    """
-    if os.environ.get("DVC_EXP_NAME"):
-        return  # `dvc exp run` composed conf/ plus its -S overrides into the file moments ago
-    differences = config_differences(cfg, compose_conf([]))
-    if differences:
-        shown = ", ".join(differences[:5]) + (f" and {len(differences) - 5} more" if len(differences) > 5 else "")
-        raise UserError(f"{path} is stale: it disagrees with conf/ at {shown}; run `dvc repro` "
-                        "(its compose stage rewrites it) or `python -m stages.compose`")
-
-
-def setup_logging() -> None:
-    """The logging Hydra's ``job_logging: stdout`` gives, for entry points that bypass Hydra."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-
-
-def report_user_error(error: UserError) -> None:
-    """Print the one-line message and exit non-zero (no traceback)."""
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
 
 
 def run_from_params(task: Callable[[PipelineConfig], object], argv: list[str]) -> object:
@@ -203,21 +50,19 @@ def _log_config(config: PipelineConfig) -> None:
                 config.train.epochs, config.train.batch_size, config.cluster.num_workers)
 
 
-def stage_main(task: Callable[[PipelineConfig], object], sweep_trials: bool = False) -> Callable[[], None]:
+def stage_main(task: Callable[[PipelineConfig], object], sweep_trial: Callable | None = None) -> Callable[[], None]:
     """Wrap ``task(config)`` as a Hydra app over ``conf/`` with one-line user errors.
 
-    ``-v`` anywhere on the command line turns on full library logs. With ``sweep_trials`` (the train
-    stage: ``task`` returns its final metrics), every job of a multirun is a sweep trial
-    (:func:`stages._sweep.run_trial`).
+    ``-v`` anywhere on the command line turns on full library logs. With ``sweep_trial`` (the train
+    stage passes :func:`stages._sweep.run_trial`; ``task`` returns its final metrics), every job of
+    a multirun runs as ``sweep_trial(task, cfg, to_settings)``: a sweep trial with its own outputs.
     """
     import hydra
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def hydra_entry(cfg) -> object:
-        from stages._sweep import in_multirun, run_trial
-
-        if sweep_trials and in_multirun():  # -m: own outputs per trial, failures recorded, the objective returned
-            return run_trial(task, cfg, to_settings)
+        if sweep_trial is not None and in_multirun():  # -m: own outputs per trial, failures recorded, the objective returned
+            return sweep_trial(task, cfg, to_settings)
         try:
             config = to_settings(cfg)
             _log_config(config)

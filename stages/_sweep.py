@@ -4,7 +4,7 @@ A trial's folders come from Hydra's job number, read here on the process that co
 (never in Ray Train workers, which get plain settings): ``paths.models``, ``paths.reports`` and
 ``paths.exports`` move to ``<sweep.dir>/<sweep.name>/<trial number>/``, the TensorBoard run to
 ``<train.tensorboard_dir>/<sweep.name>/trial-<n>``. The library side (records, summary) is
-:mod:`pipeline.sweep`.
+:mod:`pipeline.training.sweep`.
 """
 
 from __future__ import annotations
@@ -24,15 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import UserError
 from pipeline.settings import PipelineConfig
-from pipeline.sweep import (CONFIG_FILE, TRIAL_FILE, objective_value, start_sweep, trial_number, write_summary,
+from pipeline.training.sweep import (CONFIG_FILE, TRIAL_FILE, objective_value, start_sweep, trial_number, write_summary,
                             write_trial)
 
 logger = logging.getLogger("stages.sweep")
-
-
-def in_multirun() -> bool:
-    """Whether this process runs a job of a Hydra multirun (``-m``)."""
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def sweep_dir(cfg) -> Path:
@@ -107,7 +102,7 @@ class SweepCallback(Callback):
     """Checks the sweep before any trial starts and writes its summary when all trials are done."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from stages._common import report_user_error, to_settings
+        from stages._config import report_user_error, to_settings
 
         logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's storage logs each migration plugin
         try:

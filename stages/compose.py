@@ -21,15 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from stages._common import (
-    PARAMS_FILE,
-    compose_conf,
-    config_differences,
-    load_params,
-    report_user_error,
-    setup_logging,
-    to_settings,
-)
+from stages._config import PARAMS_FILE, compose_conf, config_differences, load_params, report_user_error, setup_logging, to_settings
 from pipeline.errors import UserError
 
 logger = logging.getLogger("stages.compose")

@@ -1,17 +1,14 @@
-"""DVC stage `evaluate`: test-split metrics of ``paths.models`` -> ``paths.reports``."""
+"""DVC stage `evaluate`: the trained model on the test split -> ``paths.reports`` (metrics, per-class report, confusion)."""
 
 from pathlib import Path
 
-from stages._common import stage_main
-from pipeline.env import preflight
-from pipeline.evaluate import run_evaluate
+from pipeline.evaluation.evaluate import run_evaluate
 from pipeline.settings import PipelineConfig
+from stages._common import stage_main
 
 
-def evaluate(config: PipelineConfig) -> float:
-    preflight()
-    metrics = run_evaluate(config.evaluate, Path(config.paths.processed), Path(config.paths.models), Path(config.paths.reports))
-    return metrics["accuracy"] if "accuracy" in metrics else metrics["mae"]  # regression: the test MAE
+def evaluate(config: PipelineConfig) -> dict:
+    return run_evaluate(config.evaluate, Path(config.paths.processed), Path(config.paths.models), Path(config.paths.reports))
 
 
 main = stage_main(evaluate)

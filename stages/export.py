@@ -6,14 +6,12 @@ Runs only on a model the gate blessed (``paths.reports``/blessing.json).
 from pathlib import Path
 
 from stages._common import stage_main
-from pipeline.env import preflight
-from pipeline.export import run_export
-from pipeline.gate import BLESSING_FILE
+from pipeline.export.run import run_export
+from pipeline.evaluation.blessing import BLESSING_FILE
 from pipeline.settings import PipelineConfig
 
 
 def export(config: PipelineConfig) -> None:
-    preflight()
     paths = config.paths
     run_export(config.export, Path(paths.processed), Path(paths.models), Path(paths.exports), Path(paths.reports) / BLESSING_FILE)
 

@@ -6,13 +6,14 @@ Exits non-zero with one line when the model is not blessed, so `dvc repro` stops
 from pathlib import Path
 
 from stages._common import stage_main
-from pipeline.gate import BLESSING_FILE, run_gate
+from pipeline.evaluation.gate import run_gate
+from pipeline.evaluation.blessing import BLESSING_FILE
 from pipeline.settings import PipelineConfig
 
 
 def gate(config: PipelineConfig) -> bool:
     reports = Path(config.paths.reports)
-    return run_gate(config.evaluate, reports / "metrics.json", reports / BLESSING_FILE)["blessed"]
+    return run_gate(config.gate, reports / "metrics.json", reports / BLESSING_FILE)["blessed"]
 
 
 main = stage_main(gate)

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from stages._common import stage_main
-from pipeline.ingest import run_ingest
+from pipeline.data.ingest import run_ingest
 from pipeline.settings import PipelineConfig
 
 

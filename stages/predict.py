@@ -8,9 +8,9 @@ import argparse
 import json
 from pathlib import Path
 
-from stages._common import report_user_error, setup_logging
+from stages._config import report_user_error, setup_logging
 from pipeline.errors import UserError
-from pipeline.predict import format_results, run_predict
+from pipeline.export.predict import format_results, run_predict
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from stages._common import stage_main
-from pipeline.preprocess import run_preprocess
+from pipeline.data.preprocess import run_preprocess
 from pipeline.settings import PipelineConfig
 
 

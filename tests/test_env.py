@@ -6,9 +6,9 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers.config import REPO
 from pipeline.env import worker_env_vars
-from pipeline.ray_logs import is_noise
+from pipeline.training.ray_logs import is_noise
 
 
 def python(code: str, **env) -> subprocess.CompletedProcess:
@@ -68,14 +68,15 @@ def test_the_train_driver_never_imports_tensorflow(tmp_path):
     result = python(
         "import sys, pickle, pathlib\n"
         "from pipeline.env import preflight\n"
-        "from conftest import compose\n"
-        "from pipeline.hparams import log_hparams, read_hparams\n"
-        "from pipeline.ray_backend import TFConfigBackend\n"
-        "import pipeline.train\n"
+        "from helpers.config import compose\n"
+        "from pipeline.training.hparams import log_hparams, read_hparams\n"
+        "from pipeline.training.ray_backend import TFConfigBackend\n"
+        "import pipeline.training.train\n"
         "from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer\n"
         "print(preflight(import_tf=False))\n"
         "assert pickle.loads(pickle.dumps(TFConfigBackend())).backend_cls.__name__ == '_TFConfigBackend'\n"
-        f"log_hparams(pathlib.Path('{tmp_path}'), compose(), {{'epochs': 2, 'loss': 0.5}})\n"
+        "from pipeline.settings import TrainRequest\n"
+        f"log_hparams(pathlib.Path('{tmp_path}'), TrainRequest.from_config(compose()), {{'epochs': 2, 'loss': 0.5}})\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
         f"print(read_hparams(pathlib.Path('{tmp_path}'))[1])\n",
         PYTHONPATH=f"{REPO}:{REPO / 'tests'}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, compose
+from helpers.config import REPO, compose
 from pipeline.errors import UserError
 
 GROUPS = ("data", "model", "train", "augment", "cluster", "export", "experiment")
@@ -70,7 +70,7 @@ def test_unknown_key_and_unknown_options_fail_in_one_line():
 
 
 def test_params_staleness_is_detected(tmp_path, monkeypatch):
-    from stages._common import check_params_fresh, compose_conf, config_differences
+    from stages._config import check_params_fresh, compose_conf, config_differences
     from stages.compose import compose as compose_params
 
     params = tmp_path / "params.yaml"
@@ -78,7 +78,7 @@ def test_params_staleness_is_detected(tmp_path, monkeypatch):
     assert compose_params(params) == []  # up to date: nothing rewritten
     text = params.read_text().replace("epochs: 30", "epochs: 31")
     params.write_text(text)
-    from stages._common import load_params
+    from stages._config import load_params
 
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     with pytest.raises(UserError, match="params.yaml is stale: it disagrees with conf/ at train.epochs"):
@@ -94,6 +94,18 @@ def test_params_staleness_is_detected(tmp_path, monkeypatch):
 
 def test_shipped_params_yaml_matches_conf():
     """The committed params.yaml is what conf/ composes to (else dvc repro would start by rewriting it)."""
-    from stages._common import compose_conf, config_differences, load_params
+    from stages._config import compose_conf, config_differences, load_params
 
     assert config_differences(load_params(REPO / "params.yaml"), compose_conf([])) == []
+
+
+def test_a_config_file_with_a_moved_gate_key_is_one_line_naming_its_new_key():
+    """An old params.yaml or conf/ with ``evaluate.min_accuracy`` (now ``gate.min_accuracy``)."""
+    from omegaconf import OmegaConf
+
+    from stages._config import compose_conf, to_settings
+
+    old = OmegaConf.to_container(compose_conf([]))
+    old["evaluate"]["min_r2"] = old["gate"].pop("min_r2")
+    with pytest.raises(UserError, match=r"^config: evaluate.min_r2 moved to gate.min_r2: rename it"):
+        to_settings(OmegaConf.create(old))

@@ -20,8 +20,10 @@ interpolation are data paths (``${paths.raw}``) and never cover code. Not modell
 ``wdir``, ``foreach``/``matrix`` stages, and code loaded without an import statement (Hydra's
 plugin discovery scanning ``hydra_plugins/``).
 
-Run ``python tools/dvc_deps.py`` to print every stage's closure; it exits 1 when a stage misses a
-module or lists a Python file outside its closure, naming the files to add to or drop from dvc.yaml.
+``dvc.yaml`` lists the library's wings as folders (``pipeline/data``, ``pipeline/training``...) and
+every other module file by file. Run ``python tools/dvc_deps.py`` to print every stage's deps that
+way; it exits 1 when a stage misses a module or lists a Python file (or a wing) it never runs,
+naming what to add to or drop from dvc.yaml.
 """
 
 from __future__ import annotations
@@ -171,12 +173,33 @@ def covers(dep: str, file: str) -> bool:
     return Path(file).parts[: len(dep_parts)] == dep_parts
 
 
-def python_files_under(dep: str, root: Path) -> set[str]:
-    """The ``.py`` files a dep names: itself, or every one below a folder."""
-    path = root / dep
-    if path.is_dir():
-        return {_relative(file, root) for file in path.rglob("*.py")}
-    return {dep} if dep.endswith(".py") else set()
+WINGS = "pipeline"  # the library's wings (pipeline/<wing>/) are listed as folders, everything else file by file
+
+
+def needless_deps(deps: list[str], closure: list[str], root: Path) -> list[str]:
+    """Deps a stage could drop: a ``.py`` file outside its closure, or a folder holding Python code none of which it runs.
+
+    A wing folder (``pipeline/data``) counts as used when the stage runs any module in it: ``dvc.yaml``
+    lists wings as folders (a change to ``pipeline/export/`` reruns only the stages that use the export wing).
+    """
+    needless = []
+    for dep in deps:
+        path = root / dep
+        if path.is_dir():
+            if any(path.rglob("*.py")) and not any(covers(dep, file) for file in closure):
+                needless.append(dep)
+        elif dep.endswith(".py") and dep not in closure:
+            needless.append(dep)
+    return sorted(needless)
+
+
+def suggested_deps(closure: list[str]) -> list[str]:
+    """The code deps ``dvc.yaml`` should list for ``closure``: ``pipeline/<wing>`` folders, other files one by one."""
+    deps = set()
+    for file in closure:
+        parts = Path(file).parts
+        deps.add("/".join(parts[:2]) if parts[0] == WINGS and len(parts) > 2 else file)
+    return sorted(deps)
 
 
 def check_stage(name: str, stage: dict, root: Path) -> StageCheck:
@@ -187,7 +210,7 @@ def check_stage(name: str, stage: dict, root: Path) -> StageCheck:
     closure = sorted(_relative(path, root) for path in import_closure(entry, root)) if entry else []
     deps = code_deps(stage.get("deps", []))
     missing = [file for file in closure if not any(covers(dep, file) for dep in deps)]
-    extra = sorted(set().union(*(python_files_under(dep, root) for dep in deps)) - set(closure))
+    extra = needless_deps(deps, closure, root)
     return StageCheck(name, cmd, tuple(closure), tuple(missing), tuple(extra))
 
 
@@ -210,14 +233,15 @@ def describe_problems(check: StageCheck) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print every stage's closure (as dvc.yaml deps lines) and its problems; 1 when there is any."""
+    """Print every stage's code deps as dvc.yaml should list them (:func:`suggested_deps` of its closure) and
+    its problems; 1 when there is any."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=REPO, help="the repository holding dvc.yaml (default: this one)")
     checks = check_stages(parser.parse_args(argv).root)
     problems = [line for check in checks for line in describe_problems(check)]
     for check in checks:
         print(f"{check.name}: {check.cmd}")
-        print("".join(f"  - {file}\n" for file in check.closure), end="")
+        print("".join(f"  - {dep}\n" for dep in suggested_deps(list(check.closure))), end="")
     for line in problems:
         print(f"error: {line}", file=sys.stderr)
     return 1 if problems else 0

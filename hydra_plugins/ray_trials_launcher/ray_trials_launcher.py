@@ -59,9 +59,9 @@ class RayTrialsLauncher(Launcher):
         import ray
 
         from pipeline.env import is_verbose, quiet_native_stderr, worker_env_vars
-        from pipeline.ray_logs import install_worker_log_filter
+        from pipeline.training.ray_logs import install_worker_log_filter
         from pipeline.errors import UserError
-        from stages._common import report_user_error
+        from stages._config import report_user_error
 
         need = self.parallel * trial_cpus(self.config.cluster)
         address = self.address or self.config.cluster.address or os.environ.get("RAY_ADDRESS")

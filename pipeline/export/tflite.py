@@ -1,0 +1,182 @@
+"""TFLite variants converted from the SavedModel's ``probabilities`` (regression: ``predictions``) signature, and their interpreter.
+
+Variants (``export.tflite``): ``float32`` (plain conversion), ``dynamic_range`` (int8 weights,
+float activations), ``float16`` (float16 weights) and ``int8`` (int8 weights and activations in
+the network's body, calibrated on a representative sample of the train split). The input and
+output stay float32 so every variant takes the same raw inputs. Conversion goes through the
+SavedModel because Keras 3 broke ``TFLiteConverter.from_keras_model``.
+
+``int8`` is selectively quantized (:func:`float_nodes`, the TFLite quantization debugger): the
+prologue before the first dense or convolution layer (the in-graph normalisation, embedded
+category codes) and the head from the output layer on (softmax or sigmoid, a regression's
+rescaling) run in float. Quantizing the raw input per tensor, as full-integer quantization with a
+float input does, left a table with features in 0..846 and 0.08..2.4 (Pima) 256 levels over
+0..846 for every feature: probabilities off by up to 0.47, 13% of the test classes changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.env import import_tensorflow, quiet_native_stderr
+from pipeline.errors import UserError
+from pipeline.settings import TFLITE_VARIANTS
+from pipeline.export.saved_model import PROBABILITIES_SIGNATURE
+
+FLOAT_VARIANTS = ("float32",)  # the ones held to export.tolerance; quantized ones to the accuracy gate
+TFLITE_DIR = "tflite"
+TFLITE_METADATA = f"{TFLITE_DIR}/metadata.json"  # class names and pixel_to_raw, for clients such as predict
+# dense and convolution ops: int8 keeps what comes before the first and from the last on in float (float_nodes)
+AFFINE_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_3D", "TRANSPOSE_CONV", "BATCH_MATMUL")
+
+
+DEFAULT_TFLITE = "model.tflite"  # the float32 variant keeps the name clients and docs rely on
+
+
+def tflite_relative_path(variant: str) -> str:
+    """``model.tflite`` for float32 (the default), ``tflite/<variant>.tflite`` for quantized variants."""
+    return DEFAULT_TFLITE if variant == "float32" else f"{TFLITE_DIR}/{variant}.tflite"
+
+
+def _converter(saved_model_dir: Path, variant: str, representative: np.ndarray | None, allow_select_tf_ops: bool,
+               signature: str = PROBABILITIES_SIGNATURE):
+    tf = import_tensorflow()
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[signature])
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # int8 too: its float prologue and head need the float kernels
+    if allow_select_tf_ops:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = ops
+    if variant != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if variant == "int8":
+        converter.representative_dataset = lambda: ([example[np.newaxis]] for example in representative)
+    return converter
+
+
+def float_nodes(model_content: bytes) -> list[str]:
+    """The output tensor names of the ops the int8 variant keeps in float (the debugger's ``denylisted_nodes``).
+
+    ``model_content`` is the calibrated float model. Kept in float: the prologue, every op before
+    the first affine op (dense, convolution): the normalisation (which
+    :data:`pipeline.export.saved_model.FLOAT_PROLOGUE_END` keeps out of the first layer's weights)
+    and any encoding before the network; and the head, the last affine op (the output layer) and
+    every op after it: its int8 range must hold 0, so a regression target far from 0 (the
+    converter folds the rescaling into the output layer) would keep few of its 256 levels. A
+    model with a single affine op keeps it quantized, else nothing would be.
+    """
+    tf = import_tensorflow()
+    no_delegates = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # XNNPACK adds DELEGATE nodes
+    interpreter = _interpreter(model_content=model_content, experimental_op_resolver_type=no_delegates)
+    ops = interpreter._get_ops_details()  # no public op list in TF 2.19; QuantizationDebugger reads the same
+    affine = [index for index, op in enumerate(ops) if op["op_name"] in AFFINE_OPS]
+    if not affine:
+        return []
+    head = affine[-1] if len(affine) > 1 else affine[-1] + 1
+    names = {detail["index"]: detail["name"] for detail in interpreter.get_tensor_details()}
+    return [names[index] for op in ops[:affine[0]] + ops[head:] for index in op["outputs"]]
+
+
+def _quantized_body(converter) -> bytes:
+    """The int8 flatbuffer: calibrated on the converter's representative dataset, then quantized by the TFLite
+    quantization debugger with :func:`float_nodes` denylisted (float input and output, per-channel weights)."""
+    tf = import_tensorflow()
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter)
+    float_ops = float_nodes(debugger.calibrated_model)
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_ops)
+    return debugger.get_nondebug_quantized_model()
+
+
+def unsupported_op(message: str) -> str | None:
+    """The first TensorFlow op a converter error names as unsupported, if any."""
+    if not any(sign in message for sign in ("not supported", "failed to legalize", "neither a custom op nor a flex op")):
+        return None
+    found = re.search(r"'(tf\.\w+)'", message) or re.search(r"\b(tf\.\w+)\b", message)
+    return found.group(1) if found else None
+
+
+def write_tflite(saved_model_dir: Path, path: Path, variant: str, representative: np.ndarray | None = None,
+                 allow_select_tf_ops: bool = False, signature: str = PROBABILITIES_SIGNATURE) -> None:
+    """Convert the SavedModel to one TFLite variant.
+
+    Args:
+        saved_model_dir: A SavedModel written by :func:`pipeline.export.saved_model.write_saved_model`.
+        path: The ``.tflite`` file to write.
+        variant: One of :data:`TFLITE_VARIANTS`.
+        representative: Raw train inputs to calibrate ``int8`` activations on.
+        allow_select_tf_ops: Let ops TFLite lacks run as TensorFlow ops (the Flex delegate).
+        signature: The SavedModel signature to convert (``predictions`` for a regression model).
+
+    Raises:
+        UserError: an op TFLite cannot convert (naming it and ``export.allow_select_tf_ops``), or
+            any other conversion failure.
+    """
+    converter = _converter(saved_model_dir, variant, representative, allow_select_tf_ops, signature)
+    try:
+        with _quiet_interpreters():  # the debugger behind int8 runs interpreters of its own
+            flatbuffer = _quantized_body(converter) if variant == "int8" else converter.convert()
+    except Exception as error:  # the converter raises ConverterError and plain Exceptions alike
+        message = str(error).strip()
+        op = unsupported_op(message)
+        if op and not allow_select_tf_ops:
+            raise UserError(f"export: TFLite ({variant}) cannot convert the op {op}: set export.allow_select_tf_ops=true "
+                            "to run it as a TensorFlow op (Flex delegate), or drop the variant from export.tflite") from None
+        first = message.splitlines()[0] if message else type(error).__name__
+        raise UserError(f"export: TFLite ({variant}) conversion failed: {first}: drop '{variant}' from export.tflite "
+                        "to skip it") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(flatbuffer)
+
+
+@contextlib.contextmanager
+def _quiet_interpreters():
+    """Native stderr quiet, no warning that ``tf.lite.Interpreter`` is deprecated (LiteRT is not in TF 2.19's set)."""
+    with quiet_native_stderr(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        yield
+
+
+def _interpreter(**arguments):
+    """``tf.lite.Interpreter(**arguments)``, quietly."""
+    tf = import_tensorflow()
+    with _quiet_interpreters():
+        return tf.lite.Interpreter(**arguments)
+
+
+def load_interpreter(path: Path):
+    """A ready ``tf.lite.Interpreter`` for ``path`` (raises ValueError on a file that is not TFLite)."""
+    interpreter = _interpreter(model_path=str(path))
+    with quiet_native_stderr():
+        interpreter.allocate_tensors()  # the XNNPACK delegate announces itself here
+    return interpreter
+
+
+def tflite_predictor(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """Run the flatbuffer with the TFLite interpreter one example at a time.
+
+    Batch 1 is how on-device clients run it; resizing the batch dimension of a dynamic-range
+    quantized CNN (hybrid conv kernels) crashed the interpreter with SIGSEGV under TF 2.19.
+    """
+    interpreter = load_interpreter(path)
+    (input_detail,) = interpreter.get_input_details()
+    (output_detail,) = interpreter.get_output_details()
+    if int(input_detail["shape"][0]) != 1:
+        interpreter.resize_tensor_input(input_detail["index"], [1, *input_detail["shape"][1:]])
+        interpreter.allocate_tensors()
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        outputs = []
+        for example in np.ascontiguousarray(x, dtype=np.float32):
+            interpreter.set_tensor(input_detail["index"], example[np.newaxis])
+            interpreter.invoke()
+            outputs.append(interpreter.get_tensor(output_detail["index"])[0].copy())
+        return np.stack(outputs) if outputs else np.zeros((0, *output_detail["shape"][1:]), np.float32)
+
+    return predict

@@ -1,0 +1,52 @@
+"""A trained model on disk: what the train stage writes and evaluate, export and predict load.
+
+``paths.models`` holds ``model.keras`` (tf-keras's v3 format) and ``history.json`` (per-epoch
+metrics); Ray checkpoints have the same two files plus the callbacks' patience counters.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import UserError
+
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.json"
+
+
+def save_model(model, history: dict, directory: Path, callbacks=()) -> Path:
+    """Write ``model.keras``, ``history.json`` and the patience counters of ``callbacks`` into ``directory``; return it."""
+    from pipeline.training.callbacks import save_callback_state
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # Explicit format: tf-keras keeps its "native format enabled" flag in a thread-local that its
+    # own save_model resets to False in threads other than the importing one (Ray runs the train
+    # loop in a thread), so a second save with the inferred format silently writes HDF5.
+    model.save(str(directory / MODEL_FILE), save_format="keras_v3")
+    (directory / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n")
+    if callbacks:
+        save_callback_state(callbacks, directory)
+    return directory
+
+
+def load_trained_model(models_dir: Path):
+    """Load ``models/model.keras`` written by the train stage (one clear line if it is missing)."""
+    from pipeline.env import import_tensorflow
+
+    path = Path(models_dir) / MODEL_FILE
+    if not path.is_file():
+        raise UserError(f"evaluate: no trained model at {path}: run the train stage first (dvc repro train)")
+    tf = import_tensorflow()
+    return tf.keras.models.load_model(str(path), compile=False)
+
+
+def class_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """Model outputs as an ``(n, num_classes)`` probability matrix (a sigmoid unit becomes 2 columns)."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if outputs.ndim == 2 and outputs.shape[1] == 1:
+        return np.concatenate([1.0 - outputs, outputs], axis=1)
+    return outputs

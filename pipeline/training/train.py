@@ -1,0 +1,272 @@
+"""Train stage: Ray Train's data-parallel trainer with a TensorFlow backend on a local Ray (or an existing cluster).
+
+The driver never imports TensorFlow (see :mod:`pipeline.training.ray_backend`); only the workers do.
+
+Output contract (``paths.models``): ``model.keras`` (tf-keras), ``history.json`` (per-epoch
+metrics, learning rate, examples/s), ``run.json`` (run name, TensorBoard directory, workers) and
+the training curves as DVC plots (:func:`write_training_curves`): ``curves/<metric>.csv``
+(``epoch,train,validation``: loss, accuracy or a regression model's mae/rmse, whatever was
+compiled) and ``learning_rate.csv`` (``epoch,learning_rate``); ``dvc.yaml`` declares both.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import UserError
+from pipeline.training.inputs import class_weight_table, plan_shards
+from pipeline.io import atomic_dir, read_json, write_json
+from pipeline.settings import TrainRequest, TrainSettings
+from pipeline.training.worker import TrainJob, job_to_dict, train_loop_per_worker
+from pipeline.training.model_io import HISTORY_FILE, MODEL_FILE
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # ray.train.v2._internal.constants.CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
+RUN_STATE_FILE = "pipeline_run.json"
+SET_ASIDE_KEPT = 3  # finished or replaced runs kept in cluster.storage_dir (their logs); older ones are deleted
+SET_ASIDE_SUFFIX = re.compile(r"\.(\d{8}-\d{6})$")
+CURVES_DIR = "curves"  # one epoch,train,validation CSV per compiled metric (dvc.yaml's plots)
+LEARNING_RATE_FILE = "learning_rate.csv"
+
+
+def _config_digest(request: TrainRequest, meta: dict) -> str:
+    """8 hex digits over what determines the trained model (not where or on how many workers it runs)."""
+    train = dataclasses.asdict(request.train)
+    for key in ("tensorboard_dir", "run_name", "keep_checkpoints", "max_failures", "resume"):
+        train.pop(key)
+    identity = {"seed": request.seed, "data": request.data_name, "meta": meta, "train": train,
+                "model": dataclasses.asdict(request.model), "augment": dataclasses.asdict(request.augment)}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def default_run_name(request: TrainRequest, meta: dict) -> str:
+    """``<model>-<data>-<config digest>``, unless ``train.run_name`` is set.
+
+    Stable across reruns of the same config and data, so a rerun finds the previous run's Ray
+    checkpoints (same ``storage_path`` and ``RunConfig.name``) and its TensorBoard directory.
+    """
+    return request.train.run_name or f"{request.model.name}-{request.data_name}-{_config_digest(request, meta)}"
+
+
+def scaled_train_settings(train: TrainSettings, num_workers: int) -> TrainSettings:
+    """``train`` with the learning rate multiplied by ``num_workers`` if ``train.scale_lr_with_workers``."""
+    if not train.scale_lr_with_workers:
+        return train
+    return dataclasses.replace(train, learning_rate=train.learning_rate * num_workers)
+
+
+def _storage_fs(storage: str):
+    """``(pyarrow filesystem, path)`` for a local directory or a URI such as ``s3://bucket/runs``."""
+    import pyarrow.fs
+
+    if "://" in storage:
+        return pyarrow.fs.FileSystem.from_uri(storage)
+    return pyarrow.fs.LocalFileSystem(), str(Path(storage).resolve())
+
+
+def resumable_run(storage: str, run_name: str) -> tuple[int, str | None]:
+    """The epoch of the last checkpoint Ray Train recorded for ``run_name`` (0: none) and the
+    TensorBoard directory that run writes to (``None`` if unknown).
+
+    Ray Train V2 restores a run from ``<storage>/<name>/checkpoint_manager_snapshot.json``
+    when a trainer with the same ``storage_path`` and ``RunConfig.name`` starts; the workers then
+    get that checkpoint from ``ray.train.get_checkpoint()``.
+    """
+    fs, root = _storage_fs(storage)
+    try:
+        with fs.open_input_stream(f"{root}/{run_name}/{SNAPSHOT_FILE}") as stream:
+            latest = json.loads(stream.read()).get("latest_checkpoint_result")
+    except (FileNotFoundError, OSError, ValueError):
+        return 0, None
+    try:
+        with fs.open_input_stream(f"{root}/{run_name}/{RUN_STATE_FILE}") as stream:
+            tensorboard_dir = json.loads(stream.read())["tensorboard_dir"]
+    except (FileNotFoundError, OSError, ValueError, KeyError):
+        tensorboard_dir = None
+    return (int(latest["metrics"].get("epoch", 0)) if latest else 0), tensorboard_dir
+
+
+def _record_run_state(storage: str, run_name: str, state: dict) -> None:
+    """What a resumed run must reuse (its TensorBoard directory), next to Ray's own run state."""
+    fs, root = _storage_fs(storage)
+    fs.create_dir(f"{root}/{run_name}", recursive=True)
+    with fs.open_output_stream(f"{root}/{run_name}/{RUN_STATE_FILE}") as stream:
+        stream.write(json.dumps(state).encode())
+
+
+def plan_run(request: TrainRequest, meta: dict, storage: str, tensorboard_root: Path) -> tuple[str, int, Path]:
+    """``(run name, epoch to resume after (0: start afresh), TensorBoard directory)``.
+
+    A fresh run gets its own TensorBoard directory ``<run name>-<UTC time>``; a resumed run
+    continues in the one its first attempt recorded, so the epoch steps carry on.
+    """
+    run_name = default_run_name(request, meta)
+    resume_epoch, resume_tensorboard = resumable_run(storage, run_name) if request.train.resume else (0, None)
+    if resume_epoch and resume_tensorboard:
+        return run_name, resume_epoch, Path(resume_tensorboard)
+    return run_name, resume_epoch, Path(tensorboard_root).resolve() / f"{run_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+
+
+def _set_aside(fs, path: str) -> None:
+    """Rename ``path`` to ``path.<UTC time>`` if it exists (keeps old logs, frees the name), then
+    delete all but the :data:`SET_ASIDE_KEPT` newest set-aside runs next to it."""
+    import pyarrow.fs
+
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        fs.move(path, f"{path}.{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    prune_set_aside(fs, path.rpartition("/")[0])
+
+
+def prune_set_aside(fs, root: str, keep: int = SET_ASIDE_KEPT) -> list[str]:
+    """Delete all but the ``keep`` newest set-aside run directories (``<run name>.<UTC time>``) under
+    ``root``, whatever their run name; runs in progress (no time suffix) are never touched.
+
+    Returns:
+        The deleted paths.
+    """
+    import pyarrow.fs
+
+    entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    aside = [(match.group(1), entry.path) for entry in entries
+             if entry.type == pyarrow.fs.FileType.Directory and (match := SET_ASIDE_SUFFIX.search(entry.base_name))]
+    deleted = [path for _, path in sorted(aside, reverse=True)[keep:]]
+    for path in deleted:
+        try:
+            fs.delete_dir(path)
+        except OSError:  # a concurrent run (a sweep's trials share the storage) deleted it first
+            pass
+    return deleted
+
+
+def _fit_on_ray(request: TrainRequest, job: TrainJob, storage: str, run_name: str):
+    import ray.train
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    from pipeline.env import worker_env_vars
+    from pipeline.training.ray_backend import TFConfigBackend
+
+    cluster = request.cluster
+    trainer = DataParallelTrainer(  # Ray's TensorflowTrainer with a backend that leaves TensorFlow to the workers
+        train_loop_per_worker,
+        train_loop_config=job_to_dict(job),
+        backend_config=TFConfigBackend(),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cluster.num_workers, use_gpu=cluster.use_gpu, placement_strategy=cluster.placement_strategy,
+            resources_per_worker={"CPU": cluster.cpus_per_worker, **cluster.resources_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=run_name, storage_path=storage,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=request.train.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=request.train.max_failures),
+            worker_runtime_env={"env_vars": worker_env_vars()}),
+    )
+    return trainer.fit()
+
+
+def check_train_inputs(request: TrainRequest, processed_dir: Path) -> dict:
+    """Validate the shard plan against the data before any worker starts; return ``meta.json``."""
+    meta_path = Path(processed_dir) / "meta.json"
+    if not meta_path.is_file():
+        raise UserError(f"train: {meta_path} is missing: run the preprocess stage first (dvc repro preprocess)")
+    meta = read_json(meta_path)
+    for split in ("train", "val"):
+        plan_shards(meta["splits"][split], request.cluster.num_workers, request.train.batch_size, split=split)
+    class_weight_table(meta, request.train.class_weight)  # balanced weights for a regression target: one line here, not in a worker
+    return meta
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_training_curves(history: dict, directory: Path) -> list[str]:
+    """Per-epoch curves from ``history.json`` as the CSVs ``dvc plots`` draws; returns the metrics written.
+
+    Every metric compiled with a validation twin (``loss``/``val_loss``, ``accuracy``/``val_accuracy``,
+    a regression model's ``mae``/``val_mae``...) gets ``curves/<metric>.csv`` with the columns
+    ``epoch,train,validation``: one file per plot, the same two lines for every task, so ``dvc.yaml``
+    names no task-specific field. The learning rate goes to ``learning_rate.csv``.
+    """
+    directory = Path(directory)
+    epochs = history.get("epochs", [])
+    metrics = [key for key in history if f"val_{key}" in history and key != "epochs"]
+    (directory / CURVES_DIR).mkdir(parents=True, exist_ok=True)
+    for metric in metrics:
+        _write_csv(directory / CURVES_DIR / f"{metric}.csv", ["epoch", "train", "validation"],
+                   zip(epochs, history[metric], history[f"val_{metric}"]))
+    _write_csv(directory / LEARNING_RATE_FILE, ["epoch", "learning_rate"], zip(epochs, history.get("learning_rate", [])))
+    return metrics
+
+
+def run_train(request: TrainRequest, processed_dir: Path, output_dir: Path, tensorboard_root: Path, storage_dir: str | Path) -> dict:
+    """Train on Ray Train and write the final model and history to ``output_dir``.
+
+    A run whose driver died continues from its last checkpoint when rerun with the same config
+    and ``storage_dir`` (unless ``train.resume`` is false); a finished run's Ray directory is set
+    aside so the next run of the same config starts afresh.
+
+    Also checks the Keras flavour first (without importing TensorFlow: only the workers do) and
+    logs the run's hyperparameters and final metrics as TensorBoard HParams at the end.
+
+    Returns:
+        The final epoch's metrics (from ``history.json``).
+    """
+    import ray
+
+    from pipeline.env import preflight
+    from pipeline.training.hparams import log_hparams
+
+    preflight(import_tf=False)
+
+    from pipeline.training.cluster import check_cluster_capacity, start_ray
+
+    meta = check_train_inputs(request, processed_dir)
+    storage = str(storage_dir) if "://" in str(storage_dir) else str(Path(storage_dir).resolve())
+    run_name, resume_epoch, tensorboard_dir = plan_run(request, meta, storage, Path(tensorboard_root))
+    fs, storage_root = _storage_fs(storage)
+    job = TrainJob(processed_dir=str(Path(processed_dir).resolve()), tensorboard_dir=str(tensorboard_dir), seed=request.seed,
+                   model=request.model, train=scaled_train_settings(request.train, request.cluster.num_workers), augment=request.augment,
+                   mixed_precision=request.cluster.mixed_precision, xla=request.cluster.xla)
+    started_here = not ray.is_initialized()
+    if started_here:
+        start_ray(request.cluster)
+    try:
+        check_cluster_capacity(request.cluster)
+        if resume_epoch:
+            logger.info("Resuming run %s from its checkpoint of epoch %d (train.resume=false starts over)", run_name, resume_epoch)
+        else:
+            _set_aside(fs, f"{storage_root}/{run_name}")  # a stale or unwanted run of this name
+            _record_run_state(storage, run_name, {"tensorboard_dir": str(tensorboard_dir)})
+        logger.info("Training %s for %d epochs on %d Ray worker(s), global batch %d (%d per worker), learning rate %g; TensorBoard: %s",
+                    request.model.name, request.train.epochs, request.cluster.num_workers, request.train.batch_size,
+                    request.train.batch_size // request.cluster.num_workers, job.train.learning_rate, tensorboard_dir)
+        result = _fit_on_ray(request, job, storage, run_name)
+    finally:
+        if started_here:
+            ray.shutdown()
+    if result.error is not None:
+        raise RuntimeError(f"training failed: {result.error}") from result.error
+    with atomic_dir(Path(output_dir)) as tmp, result.checkpoint.as_directory() as checkpoint_dir:
+        for name in (MODEL_FILE, HISTORY_FILE):
+            shutil.copy2(Path(checkpoint_dir) / name, tmp / name)
+        write_json(tmp / "run.json", {"run_name": run_name, "tensorboard_dir": str(tensorboard_dir),
+                                      "num_workers": request.cluster.num_workers, "resumed_from_epoch": resume_epoch})
+        write_training_curves(read_json(tmp / HISTORY_FILE), tmp)
+    _set_aside(fs, f"{storage_root}/{run_name}")  # finished: the next run of this config starts afresh
+    history = read_json(Path(output_dir) / HISTORY_FILE)
+    final = {key: values[-1] for key, values in history.items() if values}
+    logger.info("Trained %d epochs: %s", len(history["epochs"]), ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith(("loss", "accuracy", "mae"))))
+    log_hparams(Path(tensorboard_dir), request, final)
+    return final

@@ -1,0 +1,49 @@
+"""Configs as the stages see them: ``conf/`` composed and validated, outputs redirected under a test's tmp_path, stages run as subprocesses."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+from pipeline.settings import PipelineConfig
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def compose(*overrides: str) -> PipelineConfig:
+    """``conf/`` composed with ``overrides`` and validated, as a stage would see it."""
+    from stages._config import compose_conf, to_settings
+
+    return to_settings(compose_conf(list(overrides)))
+
+
+def tmp_paths(tmp_path: Path) -> list[str]:
+    """Overrides that send every stage output (and Ray/TensorBoard logs) under ``tmp_path``."""
+    return [f"paths.raw={tmp_path}/raw", f"paths.processed={tmp_path}/processed", f"paths.models={tmp_path}/models",
+            f"paths.reports={tmp_path}/reports", f"paths.exports={tmp_path}/exports",
+            f"train.tensorboard_dir={tmp_path}/tensorboard", f"cluster.storage_dir={tmp_path}/ray"]
+
+
+@functools.lru_cache
+def _composed_data(name: str):
+    return compose(f"data={name}").data
+
+
+def data_settings(name: str, **overrides):
+    """``conf/data/<name>.yaml`` as composed (once per name: Hydra is slow), with ``data.<key>`` overrides."""
+    return dataclasses.replace(_composed_data(name), **{key: str(value) if isinstance(value, Path) else value
+                                                        for key, value in overrides.items()})
+
+
+def run_stage(name: str, *args: str, cwd: Path = REPO, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m stages.<name> args`` the way a user (or dvc.yaml) does."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", f"stages.{name}", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)

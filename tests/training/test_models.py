@@ -1,0 +1,66 @@
+"""Model registry, optimizers and losses (augmentation: test_augment.py; input pipelines: test_inputs.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from helpers.config import compose
+from pipeline.env import import_tensorflow
+from pipeline.errors import UserError
+from pipeline.training.models import MODEL_BUILDERS, build_model, compile_model, loss_name
+
+tf = import_tensorflow()
+
+
+def test_tf_keras_is_the_flavour():
+    from pipeline.env import preflight
+
+    assert "tf-keras" in preflight()
+    assert type(tf.keras.layers.Dense(1)).__module__.startswith("tf_keras")
+
+
+def test_seed_architectures():
+    mlp = build_model(compose("model=mlp").model, (8, 8, 1), 10)
+    dense = [layer.units for layer in mlp.layers if isinstance(layer, tf.keras.layers.Dense)]
+    assert dense == [64, 64, 10] and mlp.output_shape == (None, 10)
+    cnn = build_model(compose("model=cnn").model, (8, 8, 1), 10)
+    kinds = [type(layer).__name__ for layer in cnn.layers]
+    assert kinds.count("Conv2D") == 2 and kinds.count("MaxPooling2D") == 2 and "Dense" in kinds
+    pima = build_model(compose("model=pima_mlp").model, (8,), 2)
+    dense = [(layer.units, layer.activation.__name__) for layer in pima.layers if isinstance(layer, tf.keras.layers.Dense)]
+    assert dense[0] == (12, "relu") and dense[-1] == (1, "sigmoid")
+    assert loss_name(compose("model=pima_mlp").model, 2) == "binary_crossentropy"
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop", "adagrad"])
+def test_optimizers_compile_with_the_configured_learning_rate(optimizer):
+    config = compose("model=mlp", f"train.optimizer={optimizer}", "train.learning_rate=0.02")
+    model = compile_model(build_model(config.model, (4,), 3), config.model, config.train, 3)
+    assert type(model.optimizer).__name__.lower() == optimizer
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.02)
+
+
+def test_regularisation_options_are_built():
+    settings = dataclasses.replace(compose("model=mlp").model, dropout_rate=0.3, l2=0.01, batch_norm=True)
+    model = build_model(settings, (4,), 3)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert {"Dropout", "BatchNormalization"} <= kinds
+    assert model.losses, "L2 penalties are part of the model's losses"
+
+
+def test_binary_metrics_and_their_misuse():
+    config = compose("model=pima_mlp", "model.metrics=[accuracy,auc,precision,recall]")
+    model = compile_model(build_model(config.model, (8,), 2), config.model, config.train, 2)
+    model.fit(np.random.rand(16, 8), np.arange(16) % 2, verbose=0)
+    assert {"auc", "precision", "recall"} <= set(model.metrics_names) | {m.name for m in model.metrics}
+    with pytest.raises(UserError, match="needs binary labels"):
+        compile_model(build_model(config.model, (8,), 3), config.model, config.train, 3)
+
+
+def test_unknown_model_lists_the_registry():
+    settings = dataclasses.replace(compose().model, name="vgg")
+    with pytest.raises(UserError, match=", ".join(sorted(MODEL_BUILDERS))):
+        build_model(settings, (8, 8, 1), 10)

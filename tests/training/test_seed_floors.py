@@ -1,0 +1,34 @@
+"""The shipped defaults reach the seeds' figures on digits, through the real train path (Ray Train).
+
+Issue 2's floor: the default config (the CNN) reaches >= 0.97 test accuracy. Only ``paths.*`` are
+redirected; every training value is what ``conf/`` ships. The MLP's floor (>= 0.95) is checked on
+the 1-worker run that tests/training/test_train.py shares among its checks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers.config import compose, tmp_paths
+from pipeline.evaluation.evaluate import run_evaluate
+from pipeline.data.ingest import run_ingest
+from pipeline.data.preprocess import run_preprocess
+from pipeline.training.train import run_train
+from pipeline.settings import TrainRequest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("model,floor", [("cnn", 0.97)])
+def test_default_config_reaches_the_seed_accuracy(tmp_path, model, floor):
+    config = compose(f"model={model}", *tmp_paths(tmp_path))
+    run_ingest(config.data, Path(config.paths.raw))
+    run_preprocess(config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed))
+    request = TrainRequest(seed=config.seed, model=config.model, train=config.train, augment=config.augment,
+                           cluster=config.cluster, data_name=config.data.name)
+    run_train(request, Path(config.paths.processed), Path(config.paths.models), Path(config.train.tensorboard_dir),
+              Path(config.cluster.storage_dir))
+    metrics = run_evaluate(config.evaluate, Path(config.paths.processed), Path(config.paths.models), Path(config.paths.reports))
+    assert metrics["accuracy"] >= floor, metrics
