@@ -67,13 +67,28 @@ def _ingest(root: str, raw: str, size: int, results) -> None:
     from stages._config import compose_conf, to_settings
     from pipeline.data.ingest import run_ingest
 
-    settings = to_settings(compose_conf(["data=image_folder", f"data.path={root}", f"data.image_size=[{size},{size}]",
-                                         "data.channels=3"])).data
+    settings = to_settings(
+        compose_conf(
+            [
+                "data=image_folder",
+                f"data.path={root}",
+                f"data.image_size=[{size},{size}]",
+                "data.channels=3",
+            ]
+        )
+    ).data
     baseline = _peak_rss_mb()
     start = time.perf_counter()
     manifest = run_ingest(settings, Path(raw))
-    results.put({"seconds": time.perf_counter() - start, "images": manifest["num_examples"], "baseline_mb": baseline,
-                 "peak_mb": _peak_rss_mb(), "x_mb": (Path(raw) / "x.npy").stat().st_size / 2**20})
+    results.put(
+        {
+            "seconds": time.perf_counter() - start,
+            "images": manifest["num_examples"],
+            "baseline_mb": baseline,
+            "peak_mb": _peak_rss_mb(),
+            "x_mb": (Path(raw) / "x.npy").stat().st_size / 2**20,
+        }
+    )
 
 
 def _preprocess(raw: str, processed: str, repo: str, results) -> None:
@@ -88,10 +103,14 @@ def _preprocess(raw: str, processed: str, repo: str, results) -> None:
     start = time.perf_counter()
     try:
         run_preprocess(config.preprocess, config.seed, Path(raw), Path(processed))
-    except Exception as error:  # report, do not crash the benchmark: preprocess is measured when it can run
+    except (
+        Exception
+    ) as error:  # report, do not crash the benchmark: preprocess is measured when it can run
         results.put({"error": f"{type(error).__name__}: {error}"})
         return
-    results.put({"seconds": time.perf_counter() - start, "baseline_mb": baseline, "peak_mb": _peak_rss_mb()})
+    results.put(
+        {"seconds": time.perf_counter() - start, "baseline_mb": baseline, "peak_mb": _peak_rss_mb()}
+    )
 
 
 def measure(target, *args) -> dict:
@@ -116,11 +135,16 @@ def compare_preprocess(work: Path, images: int, baseline: Path, rounds: int) -> 
             if "error" in result:
                 raise SystemExit(f"preprocess ({side}, {repo}) failed: {result['error']}")
             runs[side].append(result)
-    medians = {side: float(np.median([run["seconds"] for run in results])) for side, results in runs.items()}
+    medians = {
+        side: float(np.median([run["seconds"] for run in results]))
+        for side, results in runs.items()
+    }
     for side, repo in (("baseline", baseline), ("this", REPO)):
         peak = max(run["peak_mb"] for run in runs[side])
-        print(f"preprocess ({side}: {repo}): median of {rounds} {medians[side]:.1f} s = {images / medians[side]:,.0f} images/s; "
-              f"peak RSS {peak:,.0f} MB")
+        print(
+            f"preprocess ({side}: {repo}): median of {rounds} {medians[side]:.1f} s = {images / medians[side]:,.0f} images/s; "
+            f"peak RSS {peak:,.0f} MB"
+        )
     print(f"throughput this / baseline: {medians['baseline'] / medians['this']:.2f}")
 
 
@@ -130,18 +154,28 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--size", type=int, default=32, help="PNG width and height in pixels")
     parser.add_argument("--skip-preprocess", action="store_true")
-    parser.add_argument("--baseline-repo", type=Path, help="another checkout whose preprocess is measured on the same data")
-    parser.add_argument("--rounds", type=int, default=3, help="preprocess runs per checkout with --baseline-repo")
+    parser.add_argument(
+        "--baseline-repo",
+        type=Path,
+        help="another checkout whose preprocess is measured on the same data",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="preprocess runs per checkout with --baseline-repo"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
         start = time.perf_counter()
         generate(work / "images", args.count, args.classes, args.size)
-        print(f"generated {args.count} PNGs ({args.size}x{args.size} RGB, {args.classes} classes) in "
-              f"{time.perf_counter() - start:.1f} s")
+        print(
+            f"generated {args.count} PNGs ({args.size}x{args.size} RGB, {args.classes} classes) in "
+            f"{time.perf_counter() - start:.1f} s"
+        )
         ingest = measure(_ingest, str(work / "images"), str(work / "raw"), args.size)
-        print(f"ingest:     {ingest['images']} images in {ingest['seconds']:.1f} s = {ingest['images'] / ingest['seconds']:,.0f} images/s; "
-              f"peak RSS {ingest['peak_mb']:,.0f} MB (process baseline {ingest['baseline_mb']:,.0f} MB); x.npy {ingest['x_mb']:,.0f} MB")
+        print(
+            f"ingest:     {ingest['images']} images in {ingest['seconds']:.1f} s = {ingest['images'] / ingest['seconds']:,.0f} images/s; "
+            f"peak RSS {ingest['peak_mb']:,.0f} MB (process baseline {ingest['baseline_mb']:,.0f} MB); x.npy {ingest['x_mb']:,.0f} MB"
+        )
         if args.baseline_repo:
             compare_preprocess(work, ingest["images"], args.baseline_repo.resolve(), args.rounds)
         elif not args.skip_preprocess:
@@ -149,8 +183,10 @@ def main() -> None:
             if "error" in pre:
                 print(f"preprocess: failed on this output: {pre['error']}")
             else:
-                print(f"preprocess: {ingest['images']} images in {pre['seconds']:.1f} s = {ingest['images'] / pre['seconds']:,.0f} images/s; "
-                      f"peak RSS {pre['peak_mb']:,.0f} MB (process baseline {pre['baseline_mb']:,.0f} MB)")
+                print(
+                    f"preprocess: {ingest['images']} images in {pre['seconds']:.1f} s = {ingest['images'] / pre['seconds']:,.0f} images/s; "
+                    f"peak RSS {pre['peak_mb']:,.0f} MB (process baseline {pre['baseline_mb']:,.0f} MB)"
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -66,13 +66,27 @@ from stages._config import compose_conf, to_settings  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="cnn", help="model group option in conf/model (default: cnn)")
-    parser.add_argument("--epochs", type=int, default=20, help="epochs for both paths (default: 20)")
-    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers for the library path (default: 1)")
-    parser.add_argument("--batch-size", type=int, default=32, help="global batch size (default: 32)")
-    parser.add_argument("--data", default="digits", help="data group option in conf/data (default: digits)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="alternate plain and library runs this many times; medians are compared (default: 2)")
+    parser.add_argument(
+        "--model", default="cnn", help="model group option in conf/model (default: cnn)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=20, help="epochs for both paths (default: 20)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="Ray Train workers for the library path (default: 1)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="global batch size (default: 32)"
+    )
+    parser.add_argument(
+        "--data", default="digits", help="data group option in conf/data (default: digits)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternate plain and library runs this many times; medians are compared (default: 2)",
+    )
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: steady state excludes the first epoch")
@@ -83,14 +97,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def compose_config(args: argparse.Namespace, root: Path, round_: int = 0) -> PipelineConfig:
     """``conf/`` plus the benchmark's overrides; every output under ``root`` (a fresh run per round)."""
-    return to_settings(compose_conf([
-        f"data={args.data}", f"model={args.model}",
-        f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"cluster.num_workers={args.workers}",
-        "train.early_stopping.enabled=false", "train.reduce_lr.enabled=false", "train.run_name=bench",
-        f"paths.raw={root}/raw", f"paths.processed={root}/processed", f"paths.models={root}/models-{round_}",
-        f"paths.reports={root}/reports", f"paths.exports={root}/exports",
-        f"train.tensorboard_dir={root}/tensorboard-{round_}", f"cluster.storage_dir={root}/ray-{round_}",
-    ]))
+    return to_settings(
+        compose_conf(
+            [
+                f"data={args.data}",
+                f"model={args.model}",
+                f"train.epochs={args.epochs}",
+                f"train.batch_size={args.batch_size}",
+                f"cluster.num_workers={args.workers}",
+                "train.early_stopping.enabled=false",
+                "train.reduce_lr.enabled=false",
+                "train.run_name=bench",
+                f"paths.raw={root}/raw",
+                f"paths.processed={root}/processed",
+                f"paths.models={root}/models-{round_}",
+                f"paths.reports={root}/reports",
+                f"paths.exports={root}/exports",
+                f"train.tensorboard_dir={root}/tensorboard-{round_}",
+                f"cluster.storage_dir={root}/ray-{round_}",
+            ]
+        )
+    )
 
 
 def steady(epoch_seconds: list[float], examples_per_epoch: list[float]) -> float:
@@ -121,12 +148,28 @@ def run_plain(config: PipelineConfig) -> dict:
             self.seconds.append(time.perf_counter() - self._start)
 
     tf.keras.utils.set_random_seed(config.seed)
-    model = compile_model(build_model(config.model, tuple(meta["input_shape"]), num_classes), config.model, config.train, num_classes)
+    model = compile_model(
+        build_model(config.model, tuple(meta["input_shape"]), num_classes),
+        config.model,
+        config.train,
+        num_classes,
+    )
     timer = EpochTimer()
-    model.fit(x_train, y_train, batch_size=config.train.batch_size, epochs=config.train.epochs,
-              validation_data=(x_val, y_val), callbacks=[timer], verbose=0)
+    model.fit(
+        x_train,
+        y_train,
+        batch_size=config.train.batch_size,
+        epochs=config.train.epochs,
+        validation_data=(x_val, y_val),
+        callbacks=[timer],
+        verbose=0,
+    )
     wall = time.perf_counter() - started
-    return {"wall": wall, "epoch_seconds": timer.seconds, "examples_per_epoch": [len(x_train)] * len(timer.seconds)}
+    return {
+        "wall": wall,
+        "epoch_seconds": timer.seconds,
+        "examples_per_epoch": [len(x_train)] * len(timer.seconds),
+    }
 
 
 def tensorboard_epoch_stamps(tensorboard_dir: Path) -> list[float]:
@@ -142,17 +185,33 @@ def tensorboard_epoch_stamps(tensorboard_dir: Path) -> list[float]:
 
 def run_library(config: PipelineConfig) -> dict:
     """The train stage's library call, with its own per-epoch numbers from ``history.json``."""
-    request = TrainRequest(seed=config.seed, model=config.model, train=config.train, augment=config.augment,
-                           cluster=config.cluster, data_name=config.data.name)
+    request = TrainRequest(
+        seed=config.seed,
+        model=config.model,
+        train=config.train,
+        augment=config.augment,
+        cluster=config.cluster,
+        data_name=config.data.name,
+    )
     models = Path(config.paths.models)
     started = time.perf_counter()
-    run_train(request, Path(config.paths.processed), models,
-              tensorboard_root=Path(config.train.tensorboard_dir), storage_dir=Path(config.cluster.storage_dir))
+    run_train(
+        request,
+        Path(config.paths.processed),
+        models,
+        tensorboard_root=Path(config.train.tensorboard_dir),
+        storage_dir=Path(config.cluster.storage_dir),
+    )
     wall = time.perf_counter() - started
     history = read_json(models / HISTORY_FILE)
     seconds = history["epoch_seconds"]
     examples = [rate * s for rate, s in zip(history["examples_per_second"], seconds)]
-    result = {"wall": wall, "epoch_seconds": seconds, "examples_per_epoch": examples, "periods": None}
+    result = {
+        "wall": wall,
+        "epoch_seconds": seconds,
+        "examples_per_epoch": examples,
+        "periods": None,
+    }
     try:
         stamps = tensorboard_epoch_stamps(Path(read_json(models / "run.json")["tensorboard_dir"]))
     except Exception as error:  # a diagnostic extra: the main numbers stand without it
@@ -171,13 +230,20 @@ def main(argv: list[str] | None = None) -> None:
         root = Path(tmp)
         config = compose_config(args, root)
         run_ingest(config.data, Path(config.paths.raw))
-        run_preprocess(config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed))
+        run_preprocess(
+            config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
+        )
         plains, libraries = [], []
-        for round_ in range(args.rounds):  # alternated: a shared machine's speed drifts over minutes
+        for round_ in range(
+            args.rounds
+        ):  # alternated: a shared machine's speed drifts over minutes
             config = compose_config(args, root, round_)
             print(f"round {round_ + 1}/{args.rounds}: plain model.fit ...", flush=True)
             plains.append(run_plain(config))
-            print(f"round {round_ + 1}/{args.rounds}: library path (run_train, {args.workers} Ray worker(s)) ...", flush=True)
+            print(
+                f"round {round_ + 1}/{args.rounds}: library path (run_train, {args.workers} Ray worker(s)) ...",
+                flush=True,
+            )
             libraries.append(run_library(config))
 
     epochs = args.epochs
@@ -187,37 +253,58 @@ def main(argv: list[str] | None = None) -> None:
     # the table shows the round whose library rate is closest to the median
     shown = min(range(args.rounds), key=lambda index: abs(library_rates[index] - library_rate))
     plain, library = plains[shown], libraries[shown]
-    rows = [("plain fit", plain["wall"], plain["epoch_seconds"], plain_rates[shown]),
-            ("library", library["wall"], library["epoch_seconds"], library_rates[shown])]
+    rows = [
+        ("plain fit", plain["wall"], plain["epoch_seconds"], plain_rates[shown]),
+        ("library", library["wall"], library["epoch_seconds"], library_rates[shown]),
+    ]
     periods = library["periods"]
     if periods:
         period_rate = sum(library["examples_per_epoch"][1:]) / sum(periods)
         rows.append(("library, epoch to epoch", None, None, period_rate))
     print()
-    print(f"train overhead: model={args.model} data={args.data} epochs={epochs} workers={args.workers} "
-          f"batch={args.batch_size} ({os.cpu_count()} CPU cores)")
-    print(f"{'path':<24} {'wall s':>8} {'epoch 1 s':>10} {f'epochs 2-{epochs} s':>14} {'steady ex/s':>12}")
+    print(
+        f"train overhead: model={args.model} data={args.data} epochs={epochs} workers={args.workers} "
+        f"batch={args.batch_size} ({os.cpu_count()} CPU cores)"
+    )
+    print(
+        f"{'path':<24} {'wall s':>8} {'epoch 1 s':>10} {f'epochs 2-{epochs} s':>14} {'steady ex/s':>12}"
+    )
     for name, wall, seconds, rate in rows:
         wall_text = f"{wall:8.1f}" if wall is not None else f"{'':>8}"
         first = f"{seconds[0]:10.2f}" if seconds else f"{'':>10}"
         rest = f"{sum(seconds[1:]):14.2f}" if seconds else f"{sum(periods):14.2f}"
         print(f"{name:<24} {wall_text} {first} {rest} {rate:12.0f}")
-    print(f"examples per epoch: plain {plain['examples_per_epoch'][0]:.0f} (train split), "
-          f"library {library['examples_per_epoch'][0]:.0f} (steps x global batch)")
-    print("steady ex/s per round: " + ", ".join(f"plain {p:.0f} / library {q:.0f} ({q / p:.2f})"
-                                                 for p, q in zip(plain_rates, library_rates)))
-    print(f"steady-state throughput ratio (library / plain, medians of {args.rounds} rounds): "
-          f"{library_rate / plain_rate:.2f}  (target >= 0.9)")
+    print(
+        f"examples per epoch: plain {plain['examples_per_epoch'][0]:.0f} (train split), "
+        f"library {library['examples_per_epoch'][0]:.0f} (steps x global batch)"
+    )
+    print(
+        "steady ex/s per round: "
+        + ", ".join(
+            f"plain {p:.0f} / library {q:.0f} ({q / p:.2f})"
+            for p, q in zip(plain_rates, library_rates)
+        )
+    )
+    print(
+        f"steady-state throughput ratio (library / plain, medians of {args.rounds} rounds): "
+        f"{library_rate / plain_rate:.2f}  (target >= 0.9)"
+    )
     if periods:
-        print(f"steady-state throughput ratio, epoch to epoch (round {shown + 1}, library / plain median): "
-              f"{period_rate / plain_rate:.2f}")
+        print(
+            f"steady-state throughput ratio, epoch to epoch (round {shown + 1}, library / plain median): "
+            f"{period_rate / plain_rate:.2f}"
+        )
     fixed = library["wall"] - sum(library["epoch_seconds"])
-    print(f"fixed start-up cost of the library path: {fixed:.1f} s (Ray + worker start, checkpoint upload, shutdown); "
-          f"plain fit wall: {plain['wall']:.1f} s")
+    print(
+        f"fixed start-up cost of the library path: {fixed:.1f} s (Ray + worker start, checkpoint upload, shutdown); "
+        f"plain fit wall: {plain['wall']:.1f} s"
+    )
     if periods:
         between = sum(periods) - sum(library["epoch_seconds"][1:])
-        print(f"  of which between epochs 2-{epochs} (per-epoch Ray report + checkpoint, outside epoch_seconds): "
-              f"{between:.1f} s ({between / (epochs - 1) * 1000:.0f} ms/epoch)")
+        print(
+            f"  of which between epochs 2-{epochs} (per-epoch Ray report + checkpoint, outside epoch_seconds): "
+            f"{between:.1f} s ({between / (epochs - 1) * 1000:.0f} ms/epoch)"
+        )
 
 
 if __name__ == "__main__":

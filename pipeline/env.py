@@ -142,9 +142,13 @@ def preflight(import_tf: bool = True) -> str:
     if not import_tf and not already_imported:
         versions = {name: _installed_version(name) for name in ("tensorflow", "tf-keras")}
         if "not installed" in versions.values():
-            missing = " and ".join(name for name, version in versions.items() if version == "not installed")
-            raise UserError(f"Keras flavour: {missing} not installed: this pipeline needs legacy Keras 2 (tf-keras) on "
-                            "TensorFlow; install the pinned requirements (pip install -r requirements.lock)")
+            missing = " and ".join(
+                name for name, version in versions.items() if version == "not installed"
+            )
+            raise UserError(
+                f"Keras flavour: {missing} not installed: this pipeline needs legacy Keras 2 (tf-keras) on "
+                "TensorFlow; install the pinned requirements (pip install -r requirements.lock)"
+            )
         flavour = f"tf-keras {versions['tf-keras']} (legacy Keras 2, TF_USE_LEGACY_KERAS=1) on TensorFlow {versions['tensorflow']}"
         logger.info("Keras flavour: %s", flavour)
         return flavour
@@ -152,9 +156,17 @@ def preflight(import_tf: bool = True) -> str:
 
     quiet_tensorflow_loggers()
     keras_module = type(tf.keras.layers.Layer()).__module__
-    keras_version = _installed_version("tf-keras") if keras_module.startswith("tf_keras") else _installed_version("keras")
+    keras_version = (
+        _installed_version("tf-keras")
+        if keras_module.startswith("tf_keras")
+        else _installed_version("keras")
+    )
     if not keras_module.startswith("tf_keras"):
-        when = "TensorFlow was imported before pipeline set it" if already_imported else "tf-keras is missing"
+        when = (
+            "TensorFlow was imported before pipeline set it"
+            if already_imported
+            else "tf-keras is missing"
+        )
         raise UserError(
             f"Keras flavour: tf.keras is Keras {keras_version}, but this pipeline needs legacy Keras 2 "
             f"(tf-keras) with TF_USE_LEGACY_KERAS=1 ({when}); import pipeline before tensorflow and "

@@ -16,12 +16,16 @@ from pipeline.errors import UserError
 @dataclass
 class DataSettings:
     name: str  # source, see pipeline.data.sources.SOURCES
-    path: Optional[str]  # local file or folder for file-backed sources (mnist.npz, IDX folder, CSV, image folder)
+    path: Optional[
+        str
+    ]  # local file or folder for file-backed sources (mnist.npz, IDX folder, CSV, image folder)
     cache_dir: Optional[str]  # where Keras's loaders cache downloads
     image_size: Optional[list[int]]  # image_folder: [height, width] to resize to; None keeps sizes
     channels: Optional[int]  # image_folder: 1 | 3; None keeps the first image's
     header: bool  # csv: first row holds column names
-    column_names: Optional[list[str]]  # csv: names for every column (headerless files); None = column_0, column_1, ...
+    column_names: Optional[
+        list[str]
+    ]  # csv: names for every column (headerless files); None = column_0, column_1, ...
     label_column: Optional[str]  # csv: name, or index (-1 = last); None = last column
     missing: str  # csv: drop | mean | median | most_frequent
     schema: Optional[str]  # stored schema.json to validate the new data against
@@ -126,26 +130,48 @@ class GateSettings:
     max_loss: Optional[float]  # None = no loss threshold
     baseline: Optional[str]  # a metrics.json path or git:<rev>; None = no relative check
     max_accuracy_regression: float  # allowed accuracy loss vs the baseline
-    max_mae: Optional[float]  # regression: bless only at or below this test MAE; None = no MAE threshold
-    min_r2: Optional[float]  # regression: bless only at or above this test R^2; None = no R^2 threshold
-    max_error_increase: float  # regression: allowed relative MAE/RMSE increase vs the baseline (0.1 = 10%)
+    max_mae: Optional[
+        float
+    ]  # regression: bless only at or below this test MAE; None = no MAE threshold
+    min_r2: Optional[
+        float
+    ]  # regression: bless only at or above this test R^2; None = no R^2 threshold
+    max_error_increase: (
+        float  # regression: allowed relative MAE/RMSE increase vs the baseline (0.1 = 10%)
+    )
 
 
 # Keys the gate took over from ``evaluate:``: an old config naming one gets one line with its new name.
-MOVED_KEYS = {f"evaluate.{key}": f"gate.{key}" for key in (
-    "min_accuracy", "max_loss", "baseline", "max_accuracy_regression", "max_mae", "min_r2", "max_error_increase")}
+MOVED_KEYS = {
+    f"evaluate.{key}": f"gate.{key}"
+    for key in (
+        "min_accuracy",
+        "max_loss",
+        "baseline",
+        "max_accuracy_regression",
+        "max_mae",
+        "min_r2",
+        "max_error_increase",
+    )
+}
 
 
 @dataclass
 class ExportSettings:
     saved_model: bool
-    tflite: list[str]  # TFLite variants, see pipeline.export.tflite.TFLITE_VARIANTS; float32 is always written
+    tflite: list[
+        str
+    ]  # TFLite variants, see pipeline.export.tflite.TFLITE_VARIANTS; float32 is always written
     tfjs: bool
     tfjs_quantization: str  # none | float16 | uint8 weight storage
     tolerance: float  # max abs difference of float artifacts from the trained model
     max_accuracy_drop: float  # max test-accuracy loss of any artifact vs the trained model
-    min_agreement: float  # min share of test examples a quantized artifact gives the trained model's class
-    max_mae_increase: float  # regression: max relative test-MAE increase of any artifact vs the trained model
+    min_agreement: (
+        float  # min share of test examples a quantized artifact gives the trained model's class
+    )
+    max_mae_increase: (
+        float  # regression: max relative test-MAE increase of any artifact vs the trained model
+    )
     allow_select_tf_ops: bool  # let TFLite fall back to TensorFlow ops it cannot convert
     calibration_examples: int  # train examples calibrating the int8 variant
     latency_repeats: int  # batch-1 runs whose median is the reported latency
@@ -197,8 +223,14 @@ class TrainRequest:
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> TrainRequest:
-        return cls(seed=config.seed, model=config.model, train=config.train, augment=config.augment, cluster=config.cluster,
-                   data_name=config.data.name)
+        return cls(
+            seed=config.seed,
+            model=config.model,
+            train=config.train,
+            augment=config.augment,
+            cluster=config.cluster,
+            data_name=config.data.name,
+        )
 
 
 MISSING_STRATEGIES = ("drop", "mean", "median", "most_frequent")
@@ -221,8 +253,19 @@ REGRESSION_SOURCES = ("csv", "npz")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 # Names the registries of higher layers define; tests/test_architecture.py checks they match
 # (settings is the base: it validates names without importing the modules that implement them).
-SOURCE_NAMES = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "npz", "csv", "image_folder", "breast_cancer",
-                "wine", "iris")  # pipeline.data.sources.SOURCES
+SOURCE_NAMES = (
+    "digits",
+    "mnist",
+    "fashion_mnist",
+    "cifar10",
+    "cifar100",
+    "npz",
+    "csv",
+    "image_folder",
+    "breast_cancer",
+    "wine",
+    "iris",
+)  # pipeline.data.sources.SOURCES
 MODEL_NAMES = ("mlp", "cnn", "pima_mlp")  # pipeline.training.models.MODEL_BUILDERS
 TFLITE_VARIANTS = ("float32", "dynamic_range", "float16", "int8")  # pipeline.export.tflite
 TFJS_QUANTIZATIONS = ("none", "float16", "uint8")  # pipeline.export.tfjs
@@ -237,7 +280,9 @@ def available_objectives(model_metrics: list[str]) -> list[str]:
 
 def _require(ok: bool, key: str, received: object, expected: str) -> None:
     if not ok:
-        raise UserError(f"config: {key}={received!r} is invalid: expected {expected}; fix it in conf/ or override {key}=...")
+        raise UserError(
+            f"config: {key}={received!r} is invalid: expected {expected}; fix it in conf/ or override {key}=..."
+        )
 
 
 def _one_of(key: str, value: str, valid: tuple[str, ...] | list[str]) -> None:
@@ -248,45 +293,116 @@ def _validate_export_and_gate(config: PipelineConfig) -> None:
     export, evaluate, gate = config.export, config.evaluate, config.gate
     for variant in export.tflite:
         _one_of("export.tflite", variant, TFLITE_VARIANTS)
-    _require(len(set(export.tflite)) == len(export.tflite), "export.tflite", list(export.tflite), "each variant at most once")
+    _require(
+        len(set(export.tflite)) == len(export.tflite),
+        "export.tflite",
+        list(export.tflite),
+        "each variant at most once",
+    )
     _one_of("export.tfjs_quantization", export.tfjs_quantization, TFJS_QUANTIZATIONS)
     _require(export.tolerance > 0, "export.tolerance", export.tolerance, "a number > 0")
-    _require(export.max_accuracy_drop <= 1, "export.max_accuracy_drop", export.max_accuracy_drop, "an accuracy fraction <= 1")
-    _require(0 <= export.min_agreement <= 1, "export.min_agreement", export.min_agreement,
-             "a fraction of test examples in [0, 1]")
-    _require(export.calibration_examples >= 1, "export.calibration_examples", export.calibration_examples, "an integer >= 1")
-    _require(export.latency_repeats >= 0, "export.latency_repeats", export.latency_repeats, "an integer >= 0")
+    _require(
+        export.max_accuracy_drop <= 1,
+        "export.max_accuracy_drop",
+        export.max_accuracy_drop,
+        "an accuracy fraction <= 1",
+    )
+    _require(
+        0 <= export.min_agreement <= 1,
+        "export.min_agreement",
+        export.min_agreement,
+        "a fraction of test examples in [0, 1]",
+    )
+    _require(
+        export.calibration_examples >= 1,
+        "export.calibration_examples",
+        export.calibration_examples,
+        "an integer >= 1",
+    )
+    _require(
+        export.latency_repeats >= 0,
+        "export.latency_repeats",
+        export.latency_repeats,
+        "an integer >= 0",
+    )
     _require(evaluate.batch_size > 0, "evaluate.batch_size", evaluate.batch_size, "an integer > 0")
-    _require(0 <= gate.min_accuracy <= 1, "gate.min_accuracy", gate.min_accuracy, "an accuracy in [0, 1]")
-    _require(gate.max_loss is None or gate.max_loss > 0, "gate.max_loss", gate.max_loss, "a number > 0 or null")
-    _require(gate.max_accuracy_regression >= 0, "gate.max_accuracy_regression", gate.max_accuracy_regression, "a number >= 0")
-    _require(gate.baseline is None or bool(gate.baseline.strip()), "gate.baseline", gate.baseline,
-             "a metrics.json path, git:<rev>, or null")
+    _require(
+        0 <= gate.min_accuracy <= 1, "gate.min_accuracy", gate.min_accuracy, "an accuracy in [0, 1]"
+    )
+    _require(
+        gate.max_loss is None or gate.max_loss > 0,
+        "gate.max_loss",
+        gate.max_loss,
+        "a number > 0 or null",
+    )
+    _require(
+        gate.max_accuracy_regression >= 0,
+        "gate.max_accuracy_regression",
+        gate.max_accuracy_regression,
+        "a number >= 0",
+    )
+    _require(
+        gate.baseline is None or bool(gate.baseline.strip()),
+        "gate.baseline",
+        gate.baseline,
+        "a metrics.json path, git:<rev>, or null",
+    )
 
 
 def _validate_task(config: PipelineConfig) -> None:
     """``data.task`` and the keys whose meaning depends on it (regression: loss, metrics, class weights, thresholds)."""
     data, model, gate = config.data, config.model, config.gate
     _one_of("data.task", data.task, TASKS)
-    _require(gate.max_mae is None or gate.max_mae > 0, "gate.max_mae", gate.max_mae, "a number > 0 or null")
-    _require(gate.min_r2 is None or gate.min_r2 <= 1, "gate.min_r2", gate.min_r2, "an R^2 <= 1 or null")
-    _require(gate.max_error_increase >= 0, "gate.max_error_increase", gate.max_error_increase, "a fraction >= 0")
-    _require(config.export.max_mae_increase >= 0, "export.max_mae_increase", config.export.max_mae_increase, "a fraction >= 0")
+    _require(
+        gate.max_mae is None or gate.max_mae > 0,
+        "gate.max_mae",
+        gate.max_mae,
+        "a number > 0 or null",
+    )
+    _require(
+        gate.min_r2 is None or gate.min_r2 <= 1, "gate.min_r2", gate.min_r2, "an R^2 <= 1 or null"
+    )
+    _require(
+        gate.max_error_increase >= 0,
+        "gate.max_error_increase",
+        gate.max_error_increase,
+        "a fraction >= 0",
+    )
+    _require(
+        config.export.max_mae_increase >= 0,
+        "export.max_mae_increase",
+        config.export.max_mae_increase,
+        "a fraction >= 0",
+    )
     if data.task == "classification":
         _one_of("model.loss", model.loss, CLASSIFICATION_LOSSES)
         wrong = [metric for metric in model.metrics if metric not in CLASSIFICATION_METRICS]
-        _require(not wrong, "model.metrics", list(model.metrics),
-                 f"classification metrics ({', '.join(CLASSIFICATION_METRICS)}); {', '.join(wrong)} need data.task=regression")
+        _require(
+            not wrong,
+            "model.metrics",
+            list(model.metrics),
+            f"classification metrics ({', '.join(CLASSIFICATION_METRICS)}); {', '.join(wrong)} need data.task=regression",
+        )
         return
-    _require(data.name in REGRESSION_SOURCES, "data.task", data.task,
-             f"classification for data={data.name} (regression needs a numeric target: data={' or data='.join(REGRESSION_SOURCES)})")
+    _require(
+        data.name in REGRESSION_SOURCES,
+        "data.task",
+        data.task,
+        f"classification for data={data.name} (regression needs a numeric target: data={' or data='.join(REGRESSION_SOURCES)})",
+    )
     _one_of("model.loss", model.loss, REGRESSION_LOSSES)
     wrong = [metric for metric in model.metrics if metric not in REGRESSION_METRICS]
     if wrong:
-        raise UserError(f"config: model.metrics={list(model.metrics)} holds classification metric(s) {', '.join(wrong)} but "
-                        f"data.task=regression: use model.metrics=[mae] (any of {', '.join(REGRESSION_METRICS)})")
-    _require(config.train.class_weight == "none", "train.class_weight", config.train.class_weight,
-             "none under data.task=regression (class weights need classes)")
+        raise UserError(
+            f"config: model.metrics={list(model.metrics)} holds classification metric(s) {', '.join(wrong)} but "
+            f"data.task=regression: use model.metrics=[mae] (any of {', '.join(REGRESSION_METRICS)})"
+        )
+    _require(
+        config.train.class_weight == "none",
+        "train.class_weight",
+        config.train.class_weight,
+        "none under data.task=regression (class weights need classes)",
+    )
 
 
 def validate(config: PipelineConfig) -> PipelineConfig:
@@ -302,26 +418,66 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     _one_of("data.on_bad_record", data.on_bad_record, BAD_RECORD_POLICIES)
     _one_of("data.label_mode", data.label_mode, ("fine", "coarse"))
     _one_of("data.categorical", data.categorical, CATEGORICAL_ENCODINGS)
-    _require(data.channels in (None, 1, 3), "data.channels", data.channels, "1 (grey), 3 (RGB) or null (keep)")
-    _require(data.image_size is None or (len(data.image_size) == 2 and min(data.image_size) > 0), "data.image_size",
-             data.image_size, "[height, width] of positive integers or null (keep each image's size)")
+    _require(
+        data.channels in (None, 1, 3),
+        "data.channels",
+        data.channels,
+        "1 (grey), 3 (RGB) or null (keep)",
+    )
+    _require(
+        data.image_size is None or (len(data.image_size) == 2 and min(data.image_size) > 0),
+        "data.image_size",
+        data.image_size,
+        "[height, width] of positive integers or null (keep each image's size)",
+    )
     _one_of("model.name", config.model.name, sorted(MODEL_NAMES))
     pre, train, cluster = config.preprocess, config.train, config.cluster
-    _require(0 < pre.test_fraction < 1, "preprocess.test_fraction", pre.test_fraction, "a fraction in (0, 1)")
-    _require(0 < pre.val_fraction < 1, "preprocess.val_fraction", pre.val_fraction, "a fraction in (0, 1)")
-    _require(pre.val_fraction + pre.test_fraction < 1, "preprocess.val_fraction", pre.val_fraction,
-             f"val_fraction + test_fraction < 1 (test_fraction={pre.test_fraction})")
+    _require(
+        0 < pre.test_fraction < 1,
+        "preprocess.test_fraction",
+        pre.test_fraction,
+        "a fraction in (0, 1)",
+    )
+    _require(
+        0 < pre.val_fraction < 1,
+        "preprocess.val_fraction",
+        pre.val_fraction,
+        "a fraction in (0, 1)",
+    )
+    _require(
+        pre.val_fraction + pre.test_fraction < 1,
+        "preprocess.val_fraction",
+        pre.val_fraction,
+        f"val_fraction + test_fraction < 1 (test_fraction={pre.test_fraction})",
+    )
     _one_of("preprocess.normalize", pre.normalize, NORMALIZERS)
     _require(pre.num_shards >= 1, "preprocess.num_shards", pre.num_shards, "an integer >= 1")
     _require(train.epochs > 0, "train.epochs", train.epochs, "an integer > 0")
     _require(train.batch_size > 0, "train.batch_size", train.batch_size, "an integer > 0")
     _require(train.learning_rate > 0, "train.learning_rate", train.learning_rate, "a number > 0")
     _one_of("train.optimizer", train.optimizer, OPTIMIZERS)
-    _require(train.shuffle_buffer >= 1, "train.shuffle_buffer", train.shuffle_buffer, "an integer >= 1")
-    _require(train.checkpoint_every >= 1, "train.checkpoint_every", train.checkpoint_every, "an integer >= 1")
-    _require(0 <= config.model.dropout_rate < 1, "model.dropout_rate", config.model.dropout_rate, "a rate in [0, 1)")
+    _require(
+        train.shuffle_buffer >= 1, "train.shuffle_buffer", train.shuffle_buffer, "an integer >= 1"
+    )
+    _require(
+        train.checkpoint_every >= 1,
+        "train.checkpoint_every",
+        train.checkpoint_every,
+        "an integer >= 1",
+    )
+    _require(
+        0 <= config.model.dropout_rate < 1,
+        "model.dropout_rate",
+        config.model.dropout_rate,
+        "a rate in [0, 1)",
+    )
     _require(config.model.l2 >= 0, "model.l2", config.model.l2, "a number >= 0")
-    _require(config.model.embedding_dim >= 0, "model.embedding_dim", config.model.embedding_dim, "an integer >= 0 (0 = sized by the vocabulary)")
+    _require(
+        config.model.embedding_dim >= 0,
+        "model.embedding_dim",
+        config.model.embedding_dim,
+        "an integer >= 0 (0 = sized by the vocabulary)",
+    )
     _one_of("model.loss", config.model.loss, LOSSES)
     for metric in config.model.metrics:
         _one_of("model.metrics", metric, METRICS)
@@ -331,26 +487,73 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     for key in ("rotation", "zoom", "translation", "contrast", "noise"):
         value = getattr(config.augment, key)
         _require(0 <= value < 1, f"augment.{key}", value, "a number in [0, 1)")
-    _require(cluster.num_workers >= 1, "cluster.num_workers", cluster.num_workers, "an integer >= 1")
-    _require(cluster.cpus_per_worker >= 1, "cluster.cpus_per_worker", cluster.cpus_per_worker, "an integer >= 1")
-    _require(train.batch_size % cluster.num_workers == 0, "train.batch_size", train.batch_size,
-             f"a global batch divisible by cluster.num_workers={cluster.num_workers}")
-    _require(pre.num_shards >= cluster.num_workers, "preprocess.num_shards", pre.num_shards,
-             f"at least cluster.num_workers={cluster.num_workers} shards so every worker reads data")
-    _require(train.steps_per_execution >= 1, "train.steps_per_execution", train.steps_per_execution, "an integer >= 1")
-    _require(train.keep_checkpoints >= 1, "train.keep_checkpoints", train.keep_checkpoints, "an integer >= 1")
-    _require(train.max_failures >= -1, "train.max_failures", train.max_failures, "an integer >= 0 (-1: retry forever)")
-    _require(cluster.connect_timeout > 0, "cluster.connect_timeout", cluster.connect_timeout, "a number of seconds > 0")
+    _require(
+        cluster.num_workers >= 1, "cluster.num_workers", cluster.num_workers, "an integer >= 1"
+    )
+    _require(
+        cluster.cpus_per_worker >= 1,
+        "cluster.cpus_per_worker",
+        cluster.cpus_per_worker,
+        "an integer >= 1",
+    )
+    _require(
+        train.batch_size % cluster.num_workers == 0,
+        "train.batch_size",
+        train.batch_size,
+        f"a global batch divisible by cluster.num_workers={cluster.num_workers}",
+    )
+    _require(
+        pre.num_shards >= cluster.num_workers,
+        "preprocess.num_shards",
+        pre.num_shards,
+        f"at least cluster.num_workers={cluster.num_workers} shards so every worker reads data",
+    )
+    _require(
+        train.steps_per_execution >= 1,
+        "train.steps_per_execution",
+        train.steps_per_execution,
+        "an integer >= 1",
+    )
+    _require(
+        train.keep_checkpoints >= 1,
+        "train.keep_checkpoints",
+        train.keep_checkpoints,
+        "an integer >= 1",
+    )
+    _require(
+        train.max_failures >= -1,
+        "train.max_failures",
+        train.max_failures,
+        "an integer >= 0 (-1: retry forever)",
+    )
+    _require(
+        cluster.connect_timeout > 0,
+        "cluster.connect_timeout",
+        cluster.connect_timeout,
+        "a number of seconds > 0",
+    )
     _one_of("cluster.placement_strategy", cluster.placement_strategy, PLACEMENT_STRATEGIES)
-    _require(all(amount > 0 for amount in cluster.resources_per_worker.values()), "cluster.resources_per_worker",
-             cluster.resources_per_worker, "positive amounts of custom Ray resources")
-    _require(not {"CPU", "GPU"} & set(cluster.resources_per_worker), "cluster.resources_per_worker", cluster.resources_per_worker,
-             "custom resources only (CPU and GPU come from cluster.cpus_per_worker and cluster.use_gpu)")
+    _require(
+        all(amount > 0 for amount in cluster.resources_per_worker.values()),
+        "cluster.resources_per_worker",
+        cluster.resources_per_worker,
+        "positive amounts of custom Ray resources",
+    )
+    _require(
+        not {"CPU", "GPU"} & set(cluster.resources_per_worker),
+        "cluster.resources_per_worker",
+        cluster.resources_per_worker,
+        "custom resources only (CPU and GPU come from cluster.cpus_per_worker and cluster.use_gpu)",
+    )
     _validate_export_and_gate(config)
     _validate_task(config)
     sweep = config.sweep
-    _require(bool(sweep.name) and "/" not in sweep.name and sweep.name not in (".", ".."), "sweep.name", sweep.name,
-             "a plain directory name (no '/')")
+    _require(
+        bool(sweep.name) and "/" not in sweep.name and sweep.name not in (".", ".."),
+        "sweep.name",
+        sweep.name,
+        "a plain directory name (no '/')",
+    )
     _one_of("sweep.direction", sweep.direction, SWEEP_DIRECTIONS)
     _one_of("sweep.objective", sweep.objective, available_objectives(config.model.metrics))
     return config

@@ -17,8 +17,17 @@ import pipeline  # noqa: F401  (sets the Keras flavour before anything imports T
 from pipeline.env import VERBOSE_ENV, VERBOSE_OVERRIDES
 from pipeline.errors import UserError
 from pipeline.settings import PipelineConfig
-from stages._config import (CONF_DIR, PARAMS_FLAG, check_params_fresh, in_multirun, load_params, precheck_overrides,
-                            report_user_error, setup_logging, to_settings)
+from stages._config import (
+    CONF_DIR,
+    PARAMS_FLAG,
+    check_params_fresh,
+    in_multirun,
+    load_params,
+    precheck_overrides,
+    report_user_error,
+    setup_logging,
+    to_settings,
+)
 
 logger = logging.getLogger("stages")
 
@@ -32,8 +41,12 @@ def run_from_params(task: Callable[[PipelineConfig], object], argv: list[str]) -
     setup_logging()
     position = argv.index(PARAMS_FLAG)
     if position + 1 >= len(argv) or len(argv) > 2:
-        report_user_error(UserError(f"usage: python -m stages.<name> {PARAMS_FLAG} params.yaml (no overrides: edit conf/ "
-                                    "or use `dvc exp run -S key=value`)"))
+        report_user_error(
+            UserError(
+                f"usage: python -m stages.<name> {PARAMS_FLAG} params.yaml (no overrides: edit conf/ "
+                "or use `dvc exp run -S key=value`)"
+            )
+        )
     path = Path(argv[position + 1])
     try:
         cfg = load_params(path)
@@ -46,11 +59,19 @@ def run_from_params(task: Callable[[PipelineConfig], object], argv: list[str]) -
 
 
 def _log_config(config: PipelineConfig) -> None:
-    logger.info("Config: data=%s model=%s epochs=%d batch=%d workers=%d", config.data.name, config.model.name,
-                config.train.epochs, config.train.batch_size, config.cluster.num_workers)
+    logger.info(
+        "Config: data=%s model=%s epochs=%d batch=%d workers=%d",
+        config.data.name,
+        config.model.name,
+        config.train.epochs,
+        config.train.batch_size,
+        config.cluster.num_workers,
+    )
 
 
-def stage_main(task: Callable[[PipelineConfig], object], sweep_trial: Callable | None = None) -> Callable[[], None]:
+def stage_main(
+    task: Callable[[PipelineConfig], object], sweep_trial: Callable | None = None
+) -> Callable[[], None]:
     """Wrap ``task(config)`` as a Hydra app over ``conf/`` with one-line user errors.
 
     ``-v`` anywhere on the command line turns on full library logs. With ``sweep_trial`` (the train
@@ -61,7 +82,9 @@ def stage_main(task: Callable[[PipelineConfig], object], sweep_trial: Callable |
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def hydra_entry(cfg) -> object:
-        if sweep_trial is not None and in_multirun():  # -m: own outputs per trial, failures recorded, the objective returned
+        if (
+            sweep_trial is not None and in_multirun()
+        ):  # -m: own outputs per trial, failures recorded, the objective returned
             return sweep_trial(task, cfg, to_settings)
         try:
             config = to_settings(cfg)

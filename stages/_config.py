@@ -41,12 +41,16 @@ def to_settings(cfg) -> PipelineConfig:
 def moved_key_message(key: str) -> str | None:
     """One line for a key that moved (``evaluate.min_accuracy`` is now ``gate.min_accuracy``), else None."""
     new = MOVED_KEYS.get(key.lstrip("+~"))
-    return f"config: {key.lstrip('+~')} moved to {new}: rename it in conf/ or the override" if new else None
+    return (
+        f"config: {key.lstrip('+~')} moved to {new}: rename it in conf/ or the override"
+        if new
+        else None
+    )
 
 
 def _refuse_moved_keys(cfg) -> None:
     section = cfg.get("evaluate") if hasattr(cfg, "get") else None
-    for name in (section or {}):
+    for name in section or {}:
         message = moved_key_message(f"evaluate.{name}")
         if message:
             raise UserError(message)
@@ -64,11 +68,16 @@ def _describe_omegaconf_error(error) -> str:
 
 def _hydra_error_line(error: Exception) -> str:
     text = " ".join(str(error).split())
-    missing = re.search(r"Could not find '([^/']+)/([^']+)'.*?Available options in '[^']+':\s*(.*?)(?:$| Config search path)", text)
+    missing = re.search(
+        r"Could not find '([^/']+)/([^']+)'.*?Available options in '[^']+':\s*(.*?)(?:$| Config search path)",
+        text,
+    )
     if missing:
         group, option, options = missing.groups()
         return f"config: unknown {group} '{option}': choose one of {', '.join(options.split())}"
-    unknown = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    unknown = re.search(r"Could not override '([^']+)'", text) or re.search(
+        r"Key '([^']+)' is not in struct", text
+    )
     if unknown and moved_key_message(unknown.group(1)):
         return moved_key_message(unknown.group(1))
     if unknown:
@@ -135,11 +144,15 @@ def load_params(path: Path):
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} not found: run `python -m stages.compose` (or `dvc repro`) to compose it from conf/")
+        raise UserError(
+            f"{path} not found: run `python -m stages.compose` (or `dvc repro`) to compose it from conf/"
+        )
     try:
         return OmegaConf.load(path)
     except Exception as error:  # yaml.YAMLError and OmegaConf errors alike
-        raise UserError(f"{path} is not valid YAML ({str(error).splitlines()[0]}): rerun `python -m stages.compose`") from None
+        raise UserError(
+            f"{path} is not valid YAML ({str(error).splitlines()[0]}): rerun `python -m stages.compose`"
+        ) from None
 
 
 def _flatten(value, prefix: str = "") -> dict:
@@ -159,7 +172,11 @@ def config_differences(left, right) -> list[str]:
         return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
 
     flat_left, flat_right = _flatten(plain(left)), _flatten(plain(right))
-    return sorted(key for key in flat_left.keys() | flat_right.keys() if flat_left.get(key, KeyError) != flat_right.get(key, KeyError))
+    return sorted(
+        key
+        for key in flat_left.keys() | flat_right.keys()
+        if flat_left.get(key, KeyError) != flat_right.get(key, KeyError)
+    )
 
 
 def check_params_fresh(path: Path, cfg) -> None:
@@ -172,9 +189,13 @@ def check_params_fresh(path: Path, cfg) -> None:
         return  # `dvc exp run` composed conf/ plus its -S overrides into the file moments ago
     differences = config_differences(cfg, compose_conf([]))
     if differences:
-        shown = ", ".join(differences[:5]) + (f" and {len(differences) - 5} more" if len(differences) > 5 else "")
-        raise UserError(f"{path} is stale: it disagrees with conf/ at {shown}; run `dvc repro` "
-                        "(its compose stage rewrites it) or `python -m stages.compose`")
+        shown = ", ".join(differences[:5]) + (
+            f" and {len(differences) - 5} more" if len(differences) > 5 else ""
+        )
+        raise UserError(
+            f"{path} is stale: it disagrees with conf/ at {shown}; run `dvc repro` "
+            "(its compose stage rewrites it) or `python -m stages.compose`"
+        )
 
 
 def setup_logging() -> None:

@@ -24,8 +24,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import UserError
 from pipeline.settings import PipelineConfig
-from pipeline.training.sweep import (CONFIG_FILE, TRIAL_FILE, objective_value, start_sweep, trial_number, write_summary,
-                            write_trial)
+from pipeline.training.sweep import (
+    CONFIG_FILE,
+    TRIAL_FILE,
+    objective_value,
+    start_sweep,
+    trial_number,
+    write_summary,
+    write_trial,
+)
 
 logger = logging.getLogger("stages.sweep")
 
@@ -38,7 +45,9 @@ def trial_cfg(cfg: DictConfig, number: int) -> DictConfig:
     """``cfg`` with every output of the run moved to trial ``number``'s own folders."""
     cfg = copy.deepcopy(cfg)
     folder = sweep_dir(cfg) / str(number)
-    cfg.paths.models, cfg.paths.reports, cfg.paths.exports = (str(folder / name) for name in ("models", "reports", "exports"))
+    cfg.paths.models, cfg.paths.reports, cfg.paths.exports = (
+        str(folder / name) for name in ("models", "reports", "exports")
+    )
     cfg.train.tensorboard_dir = str(Path(cfg.train.tensorboard_dir) / cfg.sweep.name)
     cfg.train.run_name = f"trial-{number}"
     cfg.cluster.storage_dir = str(Path(cfg.cluster.storage_dir) / cfg.sweep.name)
@@ -62,11 +71,22 @@ def failures_raise(hydra_cfg: DictConfig) -> bool:
 
 
 def _trial_record(hydra_cfg: DictConfig, number: int) -> dict:
-    choices = {group: option for group, option in hydra_cfg.runtime.choices.items() if not group.startswith("hydra")}
-    return {"trial": number, "overrides": list(hydra_cfg.overrides.task), "choices": choices, "status": "failed"}
+    choices = {
+        group: option
+        for group, option in hydra_cfg.runtime.choices.items()
+        if not group.startswith("hydra")
+    }
+    return {
+        "trial": number,
+        "overrides": list(hydra_cfg.overrides.task),
+        "choices": choices,
+        "status": "failed",
+    }
 
 
-def run_trial(task: Callable[[PipelineConfig], Any], cfg: DictConfig, to_settings: Callable) -> float:
+def run_trial(
+    task: Callable[[PipelineConfig], Any], cfg: DictConfig, to_settings: Callable
+) -> float:
     """Run one sweep trial: own outputs, ``trial.json`` whatever happens, the objective returned.
 
     A failing trial is recorded as failed and never stops the sweep (see :func:`failures_raise`).
@@ -82,7 +102,12 @@ def run_trial(task: Callable[[PipelineConfig], Any], cfg: DictConfig, to_setting
         folder.mkdir(parents=True, exist_ok=True)
         (folder / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
         config = to_settings(cfg)
-        logger.info("Sweep %s trial %d: %s", config.sweep.name, number, " ".join(record["overrides"]) or "(no overrides)")
+        logger.info(
+            "Sweep %s trial %d: %s",
+            config.sweep.name,
+            number,
+            " ".join(record["overrides"]) or "(no overrides)",
+        )
         metrics = task(config)
         value = objective_value(metrics, config.sweep.objective)
         record.update(status="completed", objective=value, metrics=metrics)
@@ -104,7 +129,9 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from stages._config import report_user_error, to_settings
 
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's storage logs each migration plugin
+        logging.getLogger("alembic").setLevel(
+            logging.WARNING
+        )  # Optuna's storage logs each migration plugin
         try:
             check_sweep(config, to_settings)
         except UserError as error:
@@ -120,7 +147,11 @@ class SweepCallback(Callback):
         folder = sweep_dir(config) / str(number)
         if (folder / TRIAL_FILE).is_file():
             return  # run_trial recorded it
-        record = {**_trial_record(config.hydra, number), "error": _one_line(job_return._return_value), "finished": time.time()}
+        record = {
+            **_trial_record(config.hydra, number),
+            "error": _one_line(job_return._return_value),
+            "finished": time.time(),
+        }
         folder.mkdir(parents=True, exist_ok=True)
         write_trial(folder, record)
         logger.error("Sweep trial %d failed: %s", number, record["error"])
@@ -148,11 +179,15 @@ def check_sweep(config: DictConfig, to_settings: Callable) -> None:
         return
     check_search_space(config, sweeper.get("params"))
     if int(sweeper.n_trials) < 1:
-        raise UserError(f"hparams_search: hydra.sweeper.n_trials={sweeper.n_trials} is invalid: expected an integer >= 1")
+        raise UserError(
+            f"hparams_search: hydra.sweeper.n_trials={sweeper.n_trials} is invalid: expected an integer >= 1"
+        )
     direction = str(sweeper.direction).split(".")[-1].lower()
     if direction != settings.sweep.direction:
-        raise UserError(f"hparams_search: hydra.sweeper.direction={direction} disagrees with sweep.direction="
-                        f"{settings.sweep.direction}: set one from the other (direction: ${{sweep.direction}})")
+        raise UserError(
+            f"hparams_search: hydra.sweeper.direction={direction} disagrees with sweep.direction="
+            f"{settings.sweep.direction}: set one from the other (direction: ${{sweep.direction}})"
+        )
 
 
 def check_search_space(config: DictConfig, params) -> None:
@@ -161,17 +196,25 @@ def check_search_space(config: DictConfig, params) -> None:
     from hydra.errors import HydraException
 
     if not params:
-        raise UserError("hparams_search: the search space hydra.sweeper.params is empty: add e.g. "
-                        "train.learning_rate: tag(log, interval(1e-4, 1e-1))")
+        raise UserError(
+            "hparams_search: the search space hydra.sweeper.params is empty: add e.g. "
+            "train.learning_rate: tag(log, interval(1e-4, 1e-1))"
+        )
     parser = OverridesParser.create()
     for key, value in params.items():
         if OmegaConf.select(config, str(key), default=KeyError) is KeyError:
-            raise UserError(f"hparams_search: search-space key '{key}' is not in the config: check its spelling against conf/")
+            raise UserError(
+                f"hparams_search: search-space key '{key}' is not in the config: check its spelling against conf/"
+            )
         try:
             override = parser.parse_override(f"{key}={value}")
         except HydraException as error:
-            raise UserError(f"hparams_search: search space '{key}: {value}' is malformed ({' '.join(str(error).split())[:120]}): "
-                            "use interval(low, high), choice(a, b), range(start, stop, step) or a, b") from None
+            raise UserError(
+                f"hparams_search: search space '{key}: {value}' is malformed ({' '.join(str(error).split())[:120]}): "
+                "use interval(low, high), choice(a, b), range(start, stop, step) or a, b"
+            ) from None
         if not override.is_sweep_override():
-            raise UserError(f"hparams_search: search space '{key}: {value}' is a single value, not a range or choice: "
-                            "use interval(low, high), choice(a, b), range(...) or a, b")
+            raise UserError(
+                f"hparams_search: search space '{key}: {value}' is a single value, not a range or choice: "
+                "use interval(low, high), choice(a, b), range(...) or a, b"
+            )

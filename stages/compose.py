@@ -21,7 +21,15 @@ import os
 import sys
 from pathlib import Path
 
-from stages._config import PARAMS_FILE, compose_conf, config_differences, load_params, report_user_error, setup_logging, to_settings
+from stages._config import (
+    PARAMS_FILE,
+    compose_conf,
+    config_differences,
+    load_params,
+    report_user_error,
+    setup_logging,
+    to_settings,
+)
 from pipeline.errors import UserError
 
 logger = logging.getLogger("stages.compose")
@@ -50,7 +58,9 @@ def compose(params_path: Path) -> list[str]:
     differences = config_differences(load_params(params_path), cfg)
     if in_experiment:
         if differences:
-            logger.info("Experiment %s overrides conf/ at: %s", in_experiment, ", ".join(differences))
+            logger.info(
+                "Experiment %s overrides conf/ at: %s", in_experiment, ", ".join(differences)
+            )
         else:
             logger.info("Experiment %s runs conf/ unchanged", in_experiment)
         return differences
@@ -63,10 +73,14 @@ def compose(params_path: Path) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog="Experiment with overrides through `dvc exp run -S key=value`, "
-                                            "or run a stage directly: python -m stages.train model=mlp")
-    parser.add_argument("--output", default=PARAMS_FILE, help="composed file to write (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Experiment with overrides through `dvc exp run -S key=value`, "
+        "or run a stage directly: python -m stages.train model=mlp",
+    )
+    parser.add_argument(
+        "--output", default=PARAMS_FILE, help="composed file to write (default: %(default)s)"
+    )
     args = parser.parse_args()
     setup_logging()
     try:

@@ -8,7 +8,12 @@ from stages._common import stage_main
 
 
 def evaluate(config: PipelineConfig) -> dict:
-    return run_evaluate(config.evaluate, Path(config.paths.processed), Path(config.paths.models), Path(config.paths.reports))
+    return run_evaluate(
+        config.evaluate,
+        Path(config.paths.processed),
+        Path(config.paths.models),
+        Path(config.paths.reports),
+    )
 
 
 main = stage_main(evaluate)

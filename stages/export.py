@@ -13,7 +13,13 @@ from pipeline.settings import PipelineConfig
 
 def export(config: PipelineConfig) -> None:
     paths = config.paths
-    run_export(config.export, Path(paths.processed), Path(paths.models), Path(paths.exports), Path(paths.reports) / BLESSING_FILE)
+    run_export(
+        config.export,
+        Path(paths.processed),
+        Path(paths.models),
+        Path(paths.exports),
+        Path(paths.reports) / BLESSING_FILE,
+    )
 
 
 main = stage_main(export)

@@ -14,11 +14,26 @@ from pipeline.export.predict import format_results, run_predict
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="kp-predict", description="Predict with an exported model (SavedModel or .tflite).")
+    parser = argparse.ArgumentParser(
+        prog="kp-predict", description="Predict with an exported model (SavedModel or .tflite)."
+    )
     parser.add_argument("model", type=Path, help="exports/saved_model or a .tflite file")
-    parser.add_argument("inputs", type=Path, nargs="+", help="PNG/JPEG images, .npy arrays, CSV files, or folders of them")
-    parser.add_argument("-k", "--top-k", type=int, default=3, help="classes to show per example (default 3; a regression model prints its value)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of one line per example")
+    parser.add_argument(
+        "inputs",
+        type=Path,
+        nargs="+",
+        help="PNG/JPEG images, .npy arrays, CSV files, or folders of them",
+    )
+    parser.add_argument(
+        "-k",
+        "--top-k",
+        type=int,
+        default=3,
+        help="classes to show per example (default 3; a regression model prints its value)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON instead of one line per example"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar over a folder")
     return parser.parse_args(argv)
 

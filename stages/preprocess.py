@@ -8,7 +8,9 @@ from pipeline.settings import PipelineConfig
 
 
 def preprocess(config: PipelineConfig) -> None:
-    run_preprocess(config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed))
+    run_preprocess(
+        config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
+    )
 
 
 main = stage_main(preprocess)

@@ -29,10 +29,21 @@ def dvc_executable() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path, help="a finished sweep's folder, e.g. sweeps/mlp_optuna")
-    parser.add_argument("--top", type=int, default=None, help="queue only the N best trials (default: every completed one)")
-    parser.add_argument("--target", default=None, help="stop each experiment at this dvc.yaml stage, e.g. evaluate")
-    parser.add_argument("--dry-run", action="store_true", help="print the dvc commands instead of running them")
+    parser.add_argument(
+        "sweep_dir", type=Path, help="a finished sweep's folder, e.g. sweeps/mlp_optuna"
+    )
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=None,
+        help="queue only the N best trials (default: every completed one)",
+    )
+    parser.add_argument(
+        "--target", default=None, help="stop each experiment at this dvc.yaml stage, e.g. evaluate"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the dvc commands instead of running them"
+    )
     args = parser.parse_args()
     setup_logging()
     try:
@@ -45,11 +56,16 @@ def main() -> None:
             continue
         result = subprocess.run([dvc_executable(), *command[1:]], capture_output=True, text=True)
         if result.returncode != 0:
-            report_user_error(UserError(f"`{' '.join(command)}` failed: {' '.join(result.stderr.split())[:300]}"))
+            report_user_error(
+                UserError(f"`{' '.join(command)}` failed: {' '.join(result.stderr.split())[:300]}")
+            )
         logger.info("Queued %s", command[command.index("-n") + 1])
     if not args.dry_run:
-        logger.info("Queued %d experiment%s: run them with `dvc queue start`, watch `dvc queue status`, compare `dvc exp show`", len(commands),
-                    "" if len(commands) == 1 else "s")
+        logger.info(
+            "Queued %d experiment%s: run them with `dvc queue start`, watch `dvc queue status`, compare `dvc exp show`",
+            len(commands),
+            "" if len(commands) == 1 else "s",
+        )
 
 
 if __name__ == "__main__":

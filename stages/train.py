@@ -13,8 +13,13 @@ from stages._sweep import run_trial
 
 def train(config: PipelineConfig) -> dict:
     """Train (TensorBoard HParams included); return the final metrics (a sweep trial's objective comes from them)."""
-    return run_train(TrainRequest.from_config(config), Path(config.paths.processed), Path(config.paths.models),
-                     tensorboard_root=Path(config.train.tensorboard_dir), storage_dir=config.cluster.storage_dir)
+    return run_train(
+        TrainRequest.from_config(config),
+        Path(config.paths.processed),
+        Path(config.paths.models),
+        tensorboard_root=Path(config.train.tensorboard_dir),
+        storage_dir=config.cluster.storage_dir,
+    )
 
 
 main = stage_main(train, sweep_trial=run_trial)

@@ -40,7 +40,9 @@ def digits_pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits")
     config = compose("experiment=smoke", *tmp_paths(root))
     run_ingest(config.data, Path(config.paths.raw))
-    run_preprocess(config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed))
+    run_preprocess(
+        config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
+    )
     return config, root
 
 
@@ -54,8 +56,13 @@ def trained_mlp(digits_pipeline):
 @pytest.fixture
 def git_copy(tmp_path):
     """The repository's tracked files copied into a fresh git repo (for dvc tests)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     target = tmp_path / "repo"
     for name in files:
         source = REPO / name
@@ -82,9 +89,16 @@ def exported_mlp(trained_mlp):
     from pipeline.export.tfjs_node import tfjs_runner_status
 
     config, root, _ = trained_mlp
-    settings = dataclasses.replace(config.export, tflite=["float32", "int8"], tfjs=tfjs_runner_status() is None, latency_repeats=3)
+    settings = dataclasses.replace(
+        config.export,
+        tflite=["float32", "int8"],
+        tfjs=tfjs_runner_status() is None,
+        latency_repeats=3,
+    )
     out = root / "exports"
-    report = run_export(settings, Path(config.paths.processed), Path(config.paths.models), out, None)
+    report = run_export(
+        settings, Path(config.paths.processed), Path(config.paths.models), out, None
+    )
     return config, out, report
 
 
@@ -94,23 +108,59 @@ def two_node_cluster():
     each in its own session; yields the head's GCS address. One per pytest session (starting it takes
     30-70 s): test_cluster.py and test_sweep.py share it, so a test must leave it as it found it. Torn
     down by killing both sessions (never `ray stop`, which would stop every Ray on the machine)."""
-    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    temp = Path(
+        tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    )  # short: Ray's socket paths have a length limit
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
     ray_cli = str(Path(sys.executable).parent / "ray")
-    common = ["--block", "--num-cpus=2", "--num-gpus=0", "--object-store-memory=100000000", "--disable-usage-stats"]
+    common = [
+        "--block",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        "--object-store-memory=100000000",
+        "--disable-usage-stats",
+    ]
     processes = []
     try:
         head_log = temp / "head.log"
-        processes.append(subprocess.Popen(
-            [ray_cli, "start", "--head", f"--port={port}", "--resources={\"node_a\": 2}", f"--temp-dir={temp}/ray",
-             "--include-dashboard=false", *common], env=env, start_new_session=True, stdout=head_log.open("w"), stderr=subprocess.STDOUT))
+        processes.append(
+            subprocess.Popen(
+                [
+                    ray_cli,
+                    "start",
+                    "--head",
+                    f"--port={port}",
+                    '--resources={"node_a": 2}',
+                    f"--temp-dir={temp}/ray",
+                    "--include-dashboard=false",
+                    *common,
+                ],
+                env=env,
+                start_new_session=True,
+                stdout=head_log.open("w"),
+                stderr=subprocess.STDOUT,
+            )
+        )
         _wait_for_line(head_log, "Ray runtime started", processes[0], timeout=120)
         node_log = temp / "node.log"
         # A second IP: nodes sharing one IP share Ray's cached per-IP ports, and the second raylet fails to bind.
-        processes.append(subprocess.Popen(
-            [ray_cli, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.2", "--resources={\"node_b\": 2}", *common],
-            env=env, start_new_session=True, stdout=node_log.open("w"), stderr=subprocess.STDOUT))
+        processes.append(
+            subprocess.Popen(
+                [
+                    ray_cli,
+                    "start",
+                    f"--address=127.0.0.1:{port}",
+                    "--node-ip-address=127.0.0.2",
+                    '--resources={"node_b": 2}',
+                    *common,
+                ],
+                env=env,
+                start_new_session=True,
+                stdout=node_log.open("w"),
+                stderr=subprocess.STDOUT,
+            )
+        )
         _wait_for_line(node_log, "Ray runtime started", processes[1], timeout=120)
         yield f"127.0.0.1:{port}"
     finally:

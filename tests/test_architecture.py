@@ -13,9 +13,21 @@ sys.path.insert(0, str(REPO / "tools"))
 from dvc_deps import imported_names, module_files  # noqa: E402
 
 BASE = ("pipeline", "pipeline.errors", "pipeline.io", "pipeline.env", "pipeline.settings")
-LAYERS = {"data": 1, "training": 2, "evaluation": 3, "export": 4}  # base 0; stages and plugins above all
-STAGE_MODULES = ("pipeline.data.ingest", "pipeline.data.preprocess", "pipeline.training.train", "pipeline.evaluation.evaluate",
-                 "pipeline.evaluation.gate", "pipeline.export.run", "pipeline.export.predict")
+LAYERS = {
+    "data": 1,
+    "training": 2,
+    "evaluation": 3,
+    "export": 4,
+}  # base 0; stages and plugins above all
+STAGE_MODULES = (
+    "pipeline.data.ingest",
+    "pipeline.data.preprocess",
+    "pipeline.training.train",
+    "pipeline.evaluation.evaluate",
+    "pipeline.evaluation.gate",
+    "pipeline.export.run",
+    "pipeline.export.predict",
+)
 
 
 def repository_modules() -> dict[str, Path]:
@@ -54,8 +66,13 @@ def layer(module: str) -> int:
 
 
 def test_every_library_module_sits_in_the_base_or_a_wing():
-    stray = [module for module in MODULES if module.startswith("pipeline") and module not in BASE
-             and module.split(".")[1] not in LAYERS]
+    stray = [
+        module
+        for module in MODULES
+        if module.startswith("pipeline")
+        and module not in BASE
+        and module.split(".")[1] not in LAYERS
+    ]
     assert stray == [], f"modules outside the base and the wings {sorted(LAYERS)}: {stray}"
 
 
@@ -91,24 +108,41 @@ def test_no_import_circles():
 
 
 def test_no_import_from_a_lower_layer_to_a_higher_one():
-    upward = [(module, target) for module, targets in GRAPH.items() for target in targets if layer(target) > layer(module)]
-    assert upward == [], f"lower layers import higher ones (base < data < training < evaluation < export): {upward}"
+    upward = [
+        (module, target)
+        for module, targets in GRAPH.items()
+        for target in targets
+        if layer(target) > layer(module)
+    ]
+    assert upward == [], (
+        f"lower layers import higher ones (base < data < training < evaluation < export): {upward}"
+    )
 
 
 def test_no_stage_module_imports_another_stages_module():
     """Shared formats (shards, columns, records, model_io, blessing) have modules of their own."""
-    crossing = [(module, target) for module in STAGE_MODULES for target in GRAPH[module] if target in STAGE_MODULES]
+    crossing = [
+        (module, target)
+        for module in STAGE_MODULES
+        for target in GRAPH[module]
+        if target in STAGE_MODULES
+    ]
     assert crossing == [], crossing
 
 
-@pytest.mark.parametrize("names,registry", [
-    ("SOURCE_NAMES", "pipeline.data.sources:SOURCES"),
-    ("MODEL_NAMES", "pipeline.training.models:MODEL_BUILDERS"),
-])
+@pytest.mark.parametrize(
+    "names,registry",
+    [
+        ("SOURCE_NAMES", "pipeline.data.sources:SOURCES"),
+        ("MODEL_NAMES", "pipeline.training.models:MODEL_BUILDERS"),
+    ],
+)
 def test_settings_name_tuples_match_the_registries(names, registry):
     import importlib
 
     import pipeline.settings as settings
 
     module, attribute = registry.split(":")
-    assert sorted(getattr(settings, names)) == sorted(getattr(importlib.import_module(module), attribute))
+    assert sorted(getattr(settings, names)) == sorted(
+        getattr(importlib.import_module(module), attribute)
+    )

@@ -13,8 +13,14 @@ from pipeline.training.ray_logs import is_noise
 
 def python(code: str, **env) -> subprocess.CompletedProcess:
     clean = {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**clean, "PYTHONPATH": str(REPO), **env},
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**clean, "PYTHONPATH": str(REPO), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_workers_get_the_flavour_switch():
@@ -22,28 +28,37 @@ def test_workers_get_the_flavour_switch():
 
 
 def test_preflight_names_the_flavour_and_import_is_quiet():
-    result = python("import logging; logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
-                    "from pipeline.env import preflight; preflight()")
+    result = python(
+        "import logging; logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+        "from pipeline.env import preflight; preflight()"
+    )
     assert result.returncode == 0, result.stderr
-    assert "Keras flavour: tf-keras 2.19.0 (legacy Keras 2, TF_USE_LEGACY_KERAS=1) on TensorFlow 2.19.0" in result.stderr
+    assert (
+        "Keras flavour: tf-keras 2.19.0 (legacy Keras 2, TF_USE_LEGACY_KERAS=1) on TensorFlow 2.19.0"
+        in result.stderr
+    )
     assert "cuDNN" not in result.stderr and "computation placer" not in result.stderr
 
 
 def test_preflight_fails_clearly_when_tensorflow_came_first():
     # tf.keras resolves its flavour on first use: touching it before `import pipeline` pins Keras 3.
-    result = python("import tensorflow as tf\ntf.keras.layers.Dense\nfrom pipeline.env import preflight\n"
-                    "from pipeline.errors import UserError\n"
-                    "try:\n    preflight()\nexcept UserError as e:\n    print(e)\n    raise SystemExit(3)")
+    result = python(
+        "import tensorflow as tf\ntf.keras.layers.Dense\nfrom pipeline.env import preflight\n"
+        "from pipeline.errors import UserError\n"
+        "try:\n    preflight()\nexcept UserError as e:\n    print(e)\n    raise SystemExit(3)"
+    )
     assert result.returncode == 3, result.stderr
     assert "needs legacy Keras 2 (tf-keras)" in result.stdout
     assert "TensorFlow was imported before pipeline set it" in result.stdout
 
 
 def test_quiet_native_stderr_hides_fd2_but_not_exceptions():
-    result = python("import os\nfrom pipeline.env import quiet_native_stderr\n"
-                    "with quiet_native_stderr():\n    os.write(2, b'native noise\\n')\n"
-                    "os.write(2, b'after\\n')\n"
-                    "with quiet_native_stderr():\n    raise ValueError('kept')")
+    result = python(
+        "import os\nfrom pipeline.env import quiet_native_stderr\n"
+        "with quiet_native_stderr():\n    os.write(2, b'native noise\\n')\n"
+        "os.write(2, b'after\\n')\n"
+        "with quiet_native_stderr():\n    raise ValueError('kept')"
+    )
     assert "native noise" not in result.stderr
     assert "after" in result.stderr and "ValueError: kept" in result.stderr
 
@@ -56,8 +71,11 @@ def test_worker_noise_filter_keeps_progress_and_errors():
         "Checkpoint successfully created at: Checkpoint(filesystem=local, path=/tmp/x)",
         "Reporting training result 3: TrainingReport(...)",
     ]
-    kept = ["epoch 1/15  loss 2.2240  accuracy 0.2251", "Traceback (most recent call last):",
-            "RuntimeError: Collective ops must be configured at program startup"]
+    kept = [
+        "epoch 1/15  loss 2.2240  accuracy 0.2251",
+        "Traceback (most recent call last):",
+        "RuntimeError: Collective ops must be configured at program startup",
+    ]
     assert all(is_noise(line) for line in noise)
     assert not any(is_noise(line) for line in kept)
 
@@ -79,7 +97,11 @@ def test_the_train_driver_never_imports_tensorflow(tmp_path):
         f"log_hparams(pathlib.Path('{tmp_path}'), TrainRequest.from_config(compose()), {{'epochs': 2, 'loss': 0.5}})\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
         f"print(read_hparams(pathlib.Path('{tmp_path}'))[1])\n",
-        PYTHONPATH=f"{REPO}:{REPO / 'tests'}")
+        PYTHONPATH=f"{REPO}:{REPO / 'tests'}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "tf-keras 2.19.0 (legacy Keras 2, TF_USE_LEGACY_KERAS=1) on TensorFlow 2.19.0" in result.stdout
+    assert (
+        "tf-keras 2.19.0 (legacy Keras 2, TF_USE_LEGACY_KERAS=1) on TensorFlow 2.19.0"
+        in result.stdout
+    )
     assert "{'final/loss': 0.5}" in result.stdout

@@ -16,7 +16,9 @@ def options(group: str) -> list[str]:
     return sorted(path.stem for path in (REPO / "conf" / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("group,option", [(group, option) for group in GROUPS for option in options(group)])
+@pytest.mark.parametrize(
+    "group,option", [(group, option) for group in GROUPS for option in options(group)]
+)
 def test_every_group_option_composes_and_validates(group, option):
     overrides = [f"{group}={option}"]
     if group == "data" and option == "npz":
@@ -30,7 +32,9 @@ def test_defaults_are_the_documented_ones():
     config = compose()
     assert (config.data.name, config.model.name, config.cluster.num_workers) == ("digits", "cnn", 1)
     assert config.export.tolerance == pytest.approx(1e-4)
-    assert config.export.min_agreement == pytest.approx(0.98)  # quantized exports: one flip in 50 test examples
+    assert config.export.min_agreement == pytest.approx(
+        0.98
+    )  # quantized exports: one flip in 50 test examples
     assert config.train.epochs > 0 and config.train.batch_size > 0
 
 
@@ -40,20 +44,29 @@ def test_seed_mlp_and_pima_shapes():
     assert pima.hidden_units[0] == 12 and pima.activation == "relu"
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("train.epochs=0", "train.epochs=0 is invalid"),
-    ("train.epochs=-3", "train.epochs=-3 is invalid"),
-    ("train.batch_size=0", "train.batch_size=0 is invalid"),
-    ("train.learning_rate=0", "train.learning_rate"),
-    ("train.optimizer=lion", "one of adam, sgd, rmsprop, adagrad"),
-    ("model.dropout_rate=1.5", "model.dropout_rate"),
-    ("preprocess.test_fraction=0.95", "val_fraction + test_fraction < 1"),
-    ("cluster.num_workers=3", "divisible by cluster.num_workers=3"),
-    ("export.tolerance=0", "export.tolerance"),
-    ("export.min_agreement=1.5", "export.min_agreement=1.5 is invalid: expected a fraction of test examples"),
-    ("export.min_agreement=-0.1", "export.min_agreement=-0.1 is invalid: expected a fraction of test examples"),
-    ("train.epochs=ten", "train.epochs"),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("train.epochs=0", "train.epochs=0 is invalid"),
+        ("train.epochs=-3", "train.epochs=-3 is invalid"),
+        ("train.batch_size=0", "train.batch_size=0 is invalid"),
+        ("train.learning_rate=0", "train.learning_rate"),
+        ("train.optimizer=lion", "one of adam, sgd, rmsprop, adagrad"),
+        ("model.dropout_rate=1.5", "model.dropout_rate"),
+        ("preprocess.test_fraction=0.95", "val_fraction + test_fraction < 1"),
+        ("cluster.num_workers=3", "divisible by cluster.num_workers=3"),
+        ("export.tolerance=0", "export.tolerance"),
+        (
+            "export.min_agreement=1.5",
+            "export.min_agreement=1.5 is invalid: expected a fraction of test examples",
+        ),
+        (
+            "export.min_agreement=-0.1",
+            "export.min_agreement=-0.1 is invalid: expected a fraction of test examples",
+        ),
+        ("train.epochs=ten", "train.epochs"),
+    ],
+)
 def test_bad_values_fail_naming_the_key(override, expected):
     with pytest.raises(UserError, match=expected.replace("+", r"\+").replace(".", r"\.")) as caught:
         compose(override)
@@ -65,7 +78,10 @@ def test_unknown_key_and_unknown_options_fail_in_one_line():
         compose("train.epoch=3")
     with pytest.raises(UserError, match="unknown model 'resnet': choose one of cnn, mlp, pima_mlp"):
         compose("model=resnet")
-    with pytest.raises(UserError, match="unknown data 'imagenet': choose one of breast_cancer, cifar10, cifar100, csv, digits, fashion_mnist, image_folder, iris, mnist, npz, wine"):
+    with pytest.raises(
+        UserError,
+        match="unknown data 'imagenet': choose one of breast_cancer, cifar10, cifar100, csv, digits, fashion_mnist, image_folder, iris, mnist, npz, wine",
+    ):
         compose("data=imagenet")
 
 
@@ -81,7 +97,9 @@ def test_params_staleness_is_detected(tmp_path, monkeypatch):
     from stages._config import load_params
 
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
-    with pytest.raises(UserError, match="params.yaml is stale: it disagrees with conf/ at train.epochs"):
+    with pytest.raises(
+        UserError, match="params.yaml is stale: it disagrees with conf/ at train.epochs"
+    ):
         check_params_fresh(params, load_params(params))
     monkeypatch.setenv("DVC_EXP_NAME", "exp-1")  # DVC composed it with -S overrides: keep it
     assert compose_params(params) == ["train.epochs"]
@@ -107,5 +125,7 @@ def test_a_config_file_with_a_moved_gate_key_is_one_line_naming_its_new_key():
 
     old = OmegaConf.to_container(compose_conf([]))
     old["evaluate"]["min_r2"] = old["gate"].pop("min_r2")
-    with pytest.raises(UserError, match=r"^config: evaluate.min_r2 moved to gate.min_r2: rename it"):
+    with pytest.raises(
+        UserError, match=r"^config: evaluate.min_r2 moved to gate.min_r2: rename it"
+    ):
         to_settings(OmegaConf.create(old))

@@ -58,7 +58,9 @@ class StageCheck:
     cmd: str
     closure: tuple[str, ...]
     missing: tuple[str, ...]  # modules in the closure that no dep covers
-    extra: tuple[str, ...]  # Python files listed (directly or under a listed folder) outside the closure
+    extra: tuple[
+        str, ...
+    ]  # Python files listed (directly or under a listed folder) outside the closure
 
 
 def command_entry(cmd: str, root: Path) -> Entry | None:
@@ -111,11 +113,21 @@ def _resolve_relative(package: str, level: int, name: str | None) -> str:
 def _import_module_literal(node: ast.Call) -> str | None:
     """The literal absolute name in ``importlib.import_module("a.b")`` / ``import_module("a.b")``, else None."""
     func = node.func
-    called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+    called = (
+        func.attr
+        if isinstance(func, ast.Attribute)
+        else func.id
+        if isinstance(func, ast.Name)
+        else None
+    )
     if called != "import_module" or not node.args:
         return None
     first = node.args[0]
-    if isinstance(first, ast.Constant) and isinstance(first.value, str) and not first.value.startswith("."):
+    if (
+        isinstance(first, ast.Constant)
+        and isinstance(first.value, str)
+        and not first.value.startswith(".")
+    ):
         return first.value
     return None
 
@@ -144,7 +156,9 @@ def imported_names(module: str, path: Path) -> set[str]:
 def import_closure(entry: Entry, root: Path) -> set[Path]:
     """Every repository file running ``entry`` may execute (absolute paths under ``root``)."""
     entry_files = module_files(entry.module, entry.search_path)
-    if entry_files and entry_files[-1][1].name == "__init__.py":  # python -m package runs package/__main__.py
+    if (
+        entry_files and entry_files[-1][1].name == "__init__.py"
+    ):  # python -m package runs package/__main__.py
         entry_files += module_files(f"{entry.module}.__main__", entry.search_path)
     pending, seen = list(entry_files), set()
     while pending:
@@ -224,11 +238,15 @@ def describe_problems(check: StageCheck) -> list[str]:
     """One line per problem of ``check``, saying how to fix it in dvc.yaml; empty when its deps match."""
     lines = []
     if check.missing:
-        lines.append(f"stage '{check.name}' runs {', '.join(check.missing)} but dvc.yaml does not list them: "
-                     f"add them to stages.{check.name}.deps")
+        lines.append(
+            f"stage '{check.name}' runs {', '.join(check.missing)} but dvc.yaml does not list them: "
+            f"add them to stages.{check.name}.deps"
+        )
     if check.extra:
-        lines.append(f"stage '{check.name}' lists {', '.join(check.extra)} but never imports them: drop them from "
-                     f"stages.{check.name}.deps (a change there would rerun it for nothing)")
+        lines.append(
+            f"stage '{check.name}' lists {', '.join(check.extra)} but never imports them: drop them from "
+            f"stages.{check.name}.deps (a change there would rerun it for nothing)"
+        )
     return lines
 
 
@@ -236,7 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     """Print every stage's code deps as dvc.yaml should list them (:func:`suggested_deps` of its closure) and
     its problems; 1 when there is any."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, default=REPO, help="the repository holding dvc.yaml (default: this one)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=REPO,
+        help="the repository holding dvc.yaml (default: this one)",
+    )
     checks = check_stages(parser.parse_args(argv).root)
     problems = [line for check in checks for line in describe_problems(check)]
     for check in checks:

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
@@ -34,14 +41,24 @@ def trial_cpus(cluster: DictConfig) -> int:
     return int(cluster.num_workers) * int(cluster.cpus_per_worker) + 1
 
 
-def _run_trial(hydra_context: HydraContext, task_function: TaskFunction, sweep_config: DictConfig, singleton_state: Any) -> JobReturn:
+def _run_trial(
+    hydra_context: HydraContext,
+    task_function: TaskFunction,
+    sweep_config: DictConfig,
+    singleton_state: Any,
+) -> JobReturn:
     """Ray task body: the job runs from the config the driver composed (never re-composed here)."""
     import pipeline  # noqa: F401  (the Keras flavour switch, before anything imports TensorFlow)
 
     setup_globals()
     Singleton.set_state(singleton_state)
-    return run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
-                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    return run_job(
+        hydra_context=hydra_context,
+        task_function=task_function,
+        config=sweep_config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
 
 
 class RayTrialsLauncher(Launcher):
@@ -51,7 +68,9 @@ class RayTrialsLauncher(Launcher):
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def _start_ray(self) -> None:
@@ -67,31 +86,47 @@ class RayTrialsLauncher(Launcher):
         address = self.address or self.config.cluster.address or os.environ.get("RAY_ADDRESS")
         try:
             if self.parallel < 1:
-                raise UserError(f"hydra.launcher.parallel={self.parallel} is invalid: expected an integer >= 1")
+                raise UserError(
+                    f"hydra.launcher.parallel={self.parallel} is invalid: expected an integer >= 1"
+                )
             if not ray.is_initialized():
                 # The trial tasks import this repository's stages/ and this plugin wherever Ray runs them.
                 path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
                 env_vars = {**worker_env_vars(), "PYTHONPATH": path}
-                options = dict(runtime_env={"env_vars": env_vars}, include_dashboard=False, logging_level=logging.ERROR)
+                options = dict(
+                    runtime_env={"env_vars": env_vars},
+                    include_dashboard=False,
+                    logging_level=logging.ERROR,
+                )
                 local = {} if address else {"num_cpus": self.num_cpus or need, "num_gpus": 0}
                 try:
                     with quiet_native_stderr():
                         ray.init(address=address or "local", **local, **options)
                 except (ConnectionError, RuntimeError) as error:
-                    raise UserError(f"cannot connect to Ray at {address} ({error}): start the cluster or fix "
-                                    "hydra.launcher.address / cluster.address") from None
+                    raise UserError(
+                        f"cannot connect to Ray at {address} ({error}): start the cluster or fix "
+                        "hydra.launcher.address / cluster.address"
+                    ) from None
             if not is_verbose():
                 install_worker_log_filter()
             available = int(ray.cluster_resources().get("CPU", 0))
             if need > available:
-                where = f"the Ray cluster at {address}" if address else f"the local Ray (hydra.launcher.num_cpus={self.num_cpus})"
-                raise UserError(f"hydra.launcher.parallel={self.parallel} trials need {need} CPUs ({trial_cpus(self.config.cluster)} "
-                                f"per trial: cluster.num_workers x cluster.cpus_per_worker + 1) but {where} has {available}: "
-                                "lower hydra.launcher.parallel or cluster.num_workers")
+                where = (
+                    f"the Ray cluster at {address}"
+                    if address
+                    else f"the local Ray (hydra.launcher.num_cpus={self.num_cpus})"
+                )
+                raise UserError(
+                    f"hydra.launcher.parallel={self.parallel} trials need {need} CPUs ({trial_cpus(self.config.cluster)} "
+                    f"per trial: cluster.num_workers x cluster.cpus_per_worker + 1) but {where} has {available}: "
+                    "lower hydra.launcher.parallel or cluster.num_workers"
+                )
         except UserError as error:
             report_user_error(error)  # one line, exit 2, no trial started
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
         import ray
 
         setup_globals()
@@ -107,11 +142,15 @@ class RayTrialsLauncher(Launcher):
                 self._collect(pending, returns)
             idx = initial_job_idx + position
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides)
+            )
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
                 sweep_config.hydra.job.num = idx
-            ref = remote.remote(self.hydra_context, self.task_function, sweep_config, Singleton.get_state())
+            ref = remote.remote(
+                self.hydra_context, self.task_function, sweep_config, Singleton.get_state()
+            )
             pending[ref] = (position, overrides, sweep_config)
         while pending:
             self._collect(pending, returns)
@@ -128,9 +167,20 @@ class RayTrialsLauncher(Launcher):
         try:
             returns[position] = ray.get(ref)
         except Exception as error:  # the task's process died (killed, out of memory) or it raised before the job ran
-            log.error(f"Trial with overrides {' '.join(overrides)} crashed: {' '.join(str(error).split())[:300]}")
-            failed = JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=error)
-            self.hydra_context.callbacks.on_job_end(config=sweep_config, job_return=failed)  # as run_job does for a raising job
+            log.error(
+                f"Trial with overrides {' '.join(overrides)} crashed: {' '.join(str(error).split())[:300]}"
+            )
+            failed = JobReturn(
+                overrides=list(overrides), status=JobStatus.FAILED, _return_value=error
+            )
+            self.hydra_context.callbacks.on_job_end(
+                config=sweep_config, job_return=failed
+            )  # as run_job does for a raising job
             # Hand it to the sweeper as stages/_sweep.run_trial hands a failed trial: raising or NaN.
-            returns[position] = failed if failures_raise(self.config.hydra) else JobReturn(
-                overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=math.nan)
+            returns[position] = (
+                failed
+                if failures_raise(self.config.hydra)
+                else JobReturn(
+                    overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=math.nan
+                )
+            )

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 def feature_width(spec: dict) -> int:
     """How many features a raw column became: 1 (numeric, or an embedded categorical's code) or its vocabulary size."""
-    return 1 if spec["kind"] == "numeric" or spec.get("encoding") == "embedding" else len(spec["vocabulary"])
+    return (
+        1
+        if spec["kind"] == "numeric" or spec.get("encoding") == "embedding"
+        else len(spec["vocabulary"])
+    )
 
 
 def column_layout(columns: dict, feature_names: list[str]) -> list[tuple[str, dict]]:
@@ -27,12 +31,18 @@ def column_layout(columns: dict, feature_names: list[str]) -> list[tuple[str, di
             width = feature_width(spec)
             single = spec["kind"] == "numeric" or spec.get("encoding") == "embedding"
             expected = [name] if single else [f"{name}={value}" for value in spec["vocabulary"]]
-            if width and feature_names[position:position + width] == expected and all(name != done for done, _ in layout):
+            if (
+                width
+                and feature_names[position : position + width] == expected
+                and all(name != done for done, _ in layout)
+            ):
                 layout.append((name, spec))
                 position += width
                 break
         else:
-            raise ValueError(f"feature '{feature_names[position]}' matches no stored column: re-run ingest and preprocess")
+            raise ValueError(
+                f"feature '{feature_names[position]}' matches no stored column: re-run ingest and preprocess"
+            )
     return layout
 
 
@@ -41,6 +51,8 @@ def embedded_features(columns: dict, feature_names: list[str]) -> list[dict]:
     found, position = [], 0
     for name, spec in column_layout(columns, feature_names):
         if spec.get("encoding") == "embedding":
-            found.append({"feature": position, "column": name, "input_dim": len(spec["vocabulary"]) + 1})
+            found.append(
+                {"feature": position, "column": name, "input_dim": len(spec["vocabulary"]) + 1}
+            )
         position += feature_width(spec)
     return found

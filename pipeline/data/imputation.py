@@ -24,7 +24,9 @@ def _most_frequent(values: np.ndarray) -> float:
     return float(unique[np.argmax(counts)])
 
 
-def fit_fills(x_train: np.ndarray, columns: dict, feature_names: list[str], strategy: str) -> tuple[np.ndarray, dict]:
+def fit_fills(
+    x_train: np.ndarray, columns: dict, feature_names: list[str], strategy: str
+) -> tuple[np.ndarray, dict]:
     """Fill values fitted on the train rows.
 
     Args:
@@ -46,17 +48,26 @@ def fit_fills(x_train: np.ndarray, columns: dict, feature_names: list[str], stra
     fill, per_column, position = np.zeros(len(feature_names)), {}, 0
     for name, spec in column_layout(columns, feature_names):
         width = feature_width(spec)
-        block = np.asarray(x_train[:, position:position + width], dtype=np.float64)
+        block = np.asarray(x_train[:, position : position + width], dtype=np.float64)
         block = block[~np.isnan(block).any(axis=1)]
         if len(block) == 0:
-            raise UserError(f"preprocess: column '{name}' has no values in the train split, so there is nothing to fill "
-                            "its gaps with: remove the column or set data.missing=drop")
+            raise UserError(
+                f"preprocess: column '{name}' has no values in the train split, so there is nothing to fill "
+                "its gaps with: remove the column or set data.missing=drop"
+            )
         if spec["kind"] == "numeric":
-            value = {"mean": np.mean, "median": np.median, "most_frequent": _most_frequent}[strategy](block[:, 0])
+            value = {"mean": np.mean, "median": np.median, "most_frequent": _most_frequent}[
+                strategy
+            ](block[:, 0])
             fill[position], per_column[name] = value, float(value)
-        elif spec.get("encoding") == "embedding":  # an embedded categorical: one code column, 0 = outside the vocabulary
+        elif (
+            spec.get("encoding") == "embedding"
+        ):  # an embedded categorical: one code column, 0 = outside the vocabulary
             code = _most_frequent(block[block[:, 0] > 0, 0]) if (block[:, 0] > 0).any() else 0.0
-            fill[position], per_column[name] = code, spec["vocabulary"][int(code) - 1] if code else None
+            fill[position], per_column[name] = (
+                code,
+                spec["vocabulary"][int(code) - 1] if code else None,
+            )
         else:  # one-hot: the category most often set
             mode = int(np.argmax(block.sum(axis=0)))
             fill[position + mode], per_column[name] = 1.0, spec["vocabulary"][mode]

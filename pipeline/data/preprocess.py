@@ -52,7 +52,9 @@ from pipeline.settings import PreprocessSettings
 
 logger = logging.getLogger(__name__)
 
-CHUNK_BYTES = 32 << 20  # float64 working copy per chunk (~4x that with temporaries), whatever x.npy's dtype
+CHUNK_BYTES = (
+    32 << 20
+)  # float64 working copy per chunk (~4x that with temporaries), whatever x.npy's dtype
 TARGET_BINS = 10  # quantile bins a regression target is stratified on
 
 
@@ -68,30 +70,44 @@ def strata(y: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges, y, side="right")
 
 
-def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+def split_indices(
+    y: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
     """Stratified train/val/test indices, identical for the same labels and seed (float targets: by quantile bin)."""
     from sklearn.model_selection import train_test_split
 
     indices, y = np.arange(len(y)), strata(y)
     try:
-        rest, test = train_test_split(indices, test_size=test_fraction, stratify=y, random_state=seed)
+        rest, test = train_test_split(
+            indices, test_size=test_fraction, stratify=y, random_state=seed
+        )
         val_share = val_fraction / (1.0 - test_fraction)
-        train, val = train_test_split(rest, test_size=val_share, stratify=y[rest], random_state=seed)
+        train, val = train_test_split(
+            rest, test_size=val_share, stratify=y[rest], random_state=seed
+        )
     except ValueError as error:
-        raise UserError(f"preprocess: cannot split {len(y)} examples stratified ({error}): use more data or smaller val/test fractions") from None
+        raise UserError(
+            f"preprocess: cannot split {len(y)} examples stratified ({error}): use more data or smaller val/test fractions"
+        ) from None
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-def source_split_indices(y: np.ndarray, is_test: np.ndarray, val_fraction: float, seed: int) -> dict[str, np.ndarray]:
+def source_split_indices(
+    y: np.ndarray, is_test: np.ndarray, val_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
     """The source's own test split kept apart; val is a stratified ``val_fraction`` of the train pool."""
     from sklearn.model_selection import train_test_split
 
     pool, test = np.flatnonzero(is_test == 0), np.flatnonzero(is_test == 1)
     y = strata(y)
     try:
-        train, val = train_test_split(pool, test_size=val_fraction, stratify=y[pool], random_state=seed)
+        train, val = train_test_split(
+            pool, test_size=val_fraction, stratify=y[pool], random_state=seed
+        )
     except ValueError as error:
-        raise UserError(f"preprocess: cannot split the {len(pool)}-example train pool stratified ({error}): use more data or a smaller preprocess.val_fraction") from None
+        raise UserError(
+            f"preprocess: cannot split the {len(pool)}-example train pool stratified ({error}): use more data or a smaller preprocess.val_fraction"
+        ) from None
     return {"train": np.sort(train), "val": np.sort(val), "test": test}
 
 
@@ -103,28 +119,42 @@ def read_source_split(input_dir: Path, num_examples: int) -> np.ndarray:
     """
     path = Path(input_dir) / SOURCE_SPLIT_FILE
     if not path.is_file():
-        raise UserError(f"preprocess: preprocess.test_split=source but {path} is missing: this source has no own test split; use preprocess.test_split=auto")
+        raise UserError(
+            f"preprocess: preprocess.test_split=source but {path} is missing: this source has no own test split; use preprocess.test_split=auto"
+        )
     is_test = np.load(path)
     if is_test.shape != (num_examples,) or not np.isin(is_test, (0, 1)).all():
-        raise UserError(f"preprocess: {path} has shape {is_test.shape} and values {np.unique(is_test)[:5].tolist()}: "
-                        f"expected one 0 (train pool) or 1 (test) per example ({num_examples}); rerun ingest")
+        raise UserError(
+            f"preprocess: {path} has shape {is_test.shape} and values {np.unique(is_test)[:5].tolist()}: "
+            f"expected one 0 (train pool) or 1 (test) per example ({num_examples}); rerun ingest"
+        )
     num_test = int(is_test.sum())
     if num_test in (0, num_examples):
-        raise UserError(f"preprocess: {path} marks {num_test} of {num_examples} examples as test: need both test and train-pool examples; "
-                        "use preprocess.test_split=auto")
+        raise UserError(
+            f"preprocess: {path} marks {num_test} of {num_examples} examples as test: need both test and train-pool examples; "
+            "use preprocess.test_split=auto"
+        )
     return is_test
 
 
-def choose_splits(settings: PreprocessSettings, seed: int, input_dir: Path, y: np.ndarray) -> dict[str, np.ndarray]:
+def choose_splits(
+    settings: PreprocessSettings, seed: int, input_dir: Path, y: np.ndarray
+) -> dict[str, np.ndarray]:
     """Split indices as ``preprocess.test_split`` asks."""
     if settings.test_split == "source":
-        return source_split_indices(y, read_source_split(input_dir, len(y)), settings.val_fraction, seed)
+        return source_split_indices(
+            y, read_source_split(input_dir, len(y)), settings.val_fraction, seed
+        )
     if (Path(input_dir) / SOURCE_SPLIT_FILE).is_file():
-        logger.info("The source has its own test split; splitting all examples (set preprocess.test_split=source to keep it apart)")
+        logger.info(
+            "The source has its own test split; splitting all examples (set preprocess.test_split=source to keep it apart)"
+        )
     return split_indices(y, settings.val_fraction, settings.test_fraction, seed)
 
 
-def iter_chunks(x: np.ndarray, indices: np.ndarray | None = None, fill: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_chunks(
+    x: np.ndarray, indices: np.ndarray | None = None, fill: np.ndarray | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(indices, rows)`` of ``x`` in pieces of :data:`CHUNK_BYTES`, in the order ``indices`` gives, NaN replaced by ``fill``.
 
     A memmap is read lazily, one piece at a time; each piece is read in ascending row order (so an
@@ -135,14 +165,16 @@ def iter_chunks(x: np.ndarray, indices: np.ndarray | None = None, fill: np.ndarr
     row_bytes = max(1, int(np.prod(x.shape[1:], dtype=np.int64)) * 8)
     step = max(1, CHUNK_BYTES // row_bytes)
     for start in range(0, len(indices), step):
-        part = indices[start:start + step]
+        part = indices[start : start + step]
         ascending = np.argsort(part, kind="stable")
         rows = np.empty((len(part), *x.shape[1:]), dtype=x.dtype)
         rows[ascending] = x[part[ascending]]
         yield part, apply_fills(rows, fill)
 
 
-def fit_normalizer(x: np.ndarray, method: str, indices: np.ndarray | None = None, fill: np.ndarray | None = None) -> dict:
+def fit_normalizer(
+    x: np.ndarray, method: str, indices: np.ndarray | None = None, fill: np.ndarray | None = None
+) -> dict:
     """Statistics of ``x[indices]`` (the train split, gaps filled by ``fill``), streamed chunk by chunk.
 
     Per feature for tables (``x.ndim == 2``), one scalar for images. Standard deviations use
@@ -160,13 +192,17 @@ def fit_normalizer(x: np.ndarray, method: str, indices: np.ndarray | None = None
         chunk_m2 = ((chunk - chunk_mean) ** 2).sum(axis=axis)
         delta, total = chunk_mean - mean, count + size
         mean = mean + delta * size / total
-        m2 = m2 + chunk_m2 + delta ** 2 * count * size / total
+        m2 = m2 + chunk_m2 + delta**2 * count * size / total
         count = total
     if method == "minmax":
         offset, scale = low, np.maximum(high - low, 1e-12)
     else:
         offset, scale = mean, np.maximum(np.sqrt(m2 / count), 1e-12)
-    return {"method": method, "offset": np.asarray(offset).tolist(), "scale": np.asarray(scale).tolist()}
+    return {
+        "method": method,
+        "offset": np.asarray(offset).tolist(),
+        "scale": np.asarray(scale).tolist(),
+    }
 
 
 def apply_normalizer(x: np.ndarray, stats: dict) -> np.ndarray:
@@ -176,14 +212,21 @@ def apply_normalizer(x: np.ndarray, stats: dict) -> np.ndarray:
     return ((x.astype(np.float64) - offset) / scale).astype(np.float32)
 
 
-def fit_imputation(x: np.ndarray, train: np.ndarray, manifest: dict, columns: dict | None) -> tuple[np.ndarray | None, dict | None]:
+def fit_imputation(
+    x: np.ndarray, train: np.ndarray, manifest: dict, columns: dict | None
+) -> tuple[np.ndarray | None, dict | None]:
     """Fill values for a CSV's missing cells, fitted on the train rows (``(None, None)`` when ingest kept no gaps)."""
     strategy = manifest.get("missing_values", {}).get("strategy")
     if not columns or strategy not in FILL_STRATEGIES:
         return None, None
     fill, per_column = fit_fills(np.asarray(x[train]), columns, manifest["feature_names"], strategy)
     logger.info("Missing values filled with %s values of the train split: %s", strategy, per_column)
-    return fill, {"strategy": strategy, "fitted_on": "train", "fill": fill.tolist(), "columns": per_column}
+    return fill, {
+        "strategy": strategy,
+        "fitted_on": "train",
+        "fill": fill.tolist(),
+        "columns": per_column,
+    }
 
 
 def balanced_class_weights(y_train: np.ndarray, num_classes: int) -> list[float]:
@@ -201,15 +244,36 @@ def label_meta(y_train: np.ndarray, manifest: dict) -> dict:
     task = manifest.get("task", "classification")
     if task == "regression":
         y = np.asarray(y_train, dtype=np.float64)
-        return {"task": task, "class_counts": [], "class_weights": [],
-                "target": {"mean": float(y.mean()), "std": float(max(y.std(), 1e-12)), "min": float(y.min()), "max": float(y.max())}}
+        return {
+            "task": task,
+            "class_counts": [],
+            "class_weights": [],
+            "target": {
+                "mean": float(y.mean()),
+                "std": float(max(y.std(), 1e-12)),
+                "min": float(y.min()),
+                "max": float(y.max()),
+            },
+        }
     num_classes = len(manifest["class_names"])
-    return {"task": task, "class_counts": np.bincount(y_train, minlength=num_classes).tolist(),
-            "class_weights": balanced_class_weights(y_train, num_classes)}
+    return {
+        "task": task,
+        "class_counts": np.bincount(y_train, minlength=num_classes).tolist(),
+        "class_weights": balanced_class_weights(y_train, num_classes),
+    }
 
 
-def write_shards(directory: Path, split: str, x: np.ndarray, y: np.ndarray, indices: np.ndarray, stats: dict,
-                 num_shards: int, seed: int, fill: np.ndarray | None = None) -> list[dict]:
+def write_shards(
+    directory: Path,
+    split: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    indices: np.ndarray,
+    stats: dict,
+    num_shards: int,
+    seed: int,
+    fill: np.ndarray | None = None,
+) -> list[dict]:
     """Fill gaps, normalise ``x[indices]`` and write it as ``num_shards`` TFRecord files; return their names and sizes.
 
     The split is written in one seeded *global* permutation, dealt round-robin: position ``p`` of
@@ -228,7 +292,9 @@ def write_shards(directory: Path, split: str, x: np.ndarray, y: np.ndarray, indi
         for part, rows in iter_chunks(x, order, fill):
             normalized = apply_normalizer(rows, stats)
             for offset, index in enumerate(part):
-                writers[(position + offset) % num_shards].write(serialize_example(normalized[offset], y[index]))
+                writers[(position + offset) % num_shards].write(
+                    serialize_example(normalized[offset], y[index])
+                )
             position += len(part)
     finally:
         for writer in writers:
@@ -237,7 +303,9 @@ def write_shards(directory: Path, split: str, x: np.ndarray, y: np.ndarray, indi
     return [{"file": name, "num_examples": int(count)} for name, count in zip(names, counts)]
 
 
-def run_preprocess(settings: PreprocessSettings, seed: int, input_dir: Path, output_dir: Path) -> dict:
+def run_preprocess(
+    settings: PreprocessSettings, seed: int, input_dir: Path, output_dir: Path
+) -> dict:
     """Split, normalise and shard the ingested data, streaming from the memory-mapped ``x.npy``.
 
     Returns:
@@ -248,18 +316,24 @@ def run_preprocess(settings: PreprocessSettings, seed: int, input_dir: Path, out
     """
     input_dir = Path(input_dir)
     if not (input_dir / "manifest.json").is_file():
-        raise UserError(f"preprocess: no ingested data at {input_dir} (manifest.json missing): run the ingest stage first (dvc repro ingest)")
+        raise UserError(
+            f"preprocess: no ingested data at {input_dir} (manifest.json missing): run the ingest stage first (dvc repro ingest)"
+        )
     manifest = read_json(input_dir / "manifest.json")
     x, y = np.load(input_dir / "x.npy", mmap_mode="r"), np.load(input_dir / "y.npy")
     splits = choose_splits(settings, seed, input_dir, y)
     too_small = [name for name in ("train", "val") if len(splits[name]) < settings.num_shards]
     if too_small:
-        raise UserError(f"preprocess: the {too_small[0]} split has {len(splits[too_small[0]])} examples for {settings.num_shards} shards: lower preprocess.num_shards")
+        raise UserError(
+            f"preprocess: the {too_small[0]} split has {len(splits[too_small[0]])} examples for {settings.num_shards} shards: lower preprocess.num_shards"
+        )
     columns = manifest.get("schema", {}).get("columns")
     fill, imputation = fit_imputation(x, splits["train"], manifest, columns)
     stats = fit_normalizer(x, settings.normalize, splits["train"], fill)
     embeddings = embedded_features(columns, manifest["feature_names"]) if columns else []
-    if embeddings and settings.normalize != "none":  # category codes are indices, not quantities: never rescaled
+    if (
+        embeddings and settings.normalize != "none"
+    ):  # category codes are indices, not quantities: never rescaled
         for spec in embeddings:
             stats["offset"][spec["feature"]], stats["scale"][spec["feature"]] = 0.0, 1.0
     meta = {
@@ -274,14 +348,30 @@ def run_preprocess(settings: PreprocessSettings, seed: int, input_dir: Path, out
         "splits": {},
     }
     if columns:  # a CSV source: how its raw columns became features (and their fills), for the SavedModel's serving_raw_rows
-        meta.update(columns={name: {**spec, "fill": imputation["columns"].get(name) if imputation else None}
-                             for name, spec in columns.items()},
-                    feature_names=manifest["feature_names"], imputation=imputation, embeddings=embeddings)
+        meta.update(
+            columns={
+                name: {**spec, "fill": imputation["columns"].get(name) if imputation else None}
+                for name, spec in columns.items()
+            },
+            feature_names=manifest["feature_names"],
+            imputation=imputation,
+            embeddings=embeddings,
+        )
     with atomic_dir(Path(output_dir)) as tmp:
         for number, (name, indices) in enumerate(splits.items()):
             shards = 1 if name == "test" else settings.num_shards
-            meta["splits"][name] = write_shards(tmp, name, x, y, indices, stats, shards, seed + 10 * number, fill)
+            meta["splits"][name] = write_shards(
+                tmp, name, x, y, indices, stats, shards, seed + 10 * number, fill
+            )
         write_json(tmp / "meta.json", meta)
-    logger.info("Split %d examples: train %d, val %d, test %d (test_split=%s, normalize=%s, %d shards)", len(y),
-                len(splits["train"]), len(splits["val"]), len(splits["test"]), settings.test_split, settings.normalize, settings.num_shards)
+    logger.info(
+        "Split %d examples: train %d, val %d, test %d (test_split=%s, normalize=%s, %d shards)",
+        len(y),
+        len(splits["train"]),
+        len(splits["val"]),
+        len(splits["test"]),
+        settings.test_split,
+        settings.normalize,
+        settings.num_shards,
+    )
     return meta

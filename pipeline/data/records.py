@@ -18,7 +18,9 @@ from pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-SOURCE_SPLIT_FILE = "split.npy"  # ingest's optional raw file: 1 per example of the source's own test split
+SOURCE_SPLIT_FILE = (
+    "split.npy"  # ingest's optional raw file: 1 per example of the source's own test split
+)
 MAX_LISTED = 1000  # bad records named in the manifest; the count is always exact
 
 
@@ -39,11 +41,19 @@ class RawData:
     bad_records: list[dict] = field(default_factory=list)
     bad_record_count: int = 0
     value_range: Optional[tuple[float, float]] = None
-    notes: dict = field(default_factory=dict)  # source-specific facts for the manifest (e.g. missing values)
+    notes: dict = field(
+        default_factory=dict
+    )  # source-specific facts for the manifest (e.g. missing values)
     written: bool = False
-    is_test: Optional[np.ndarray] = None  # 1 per example of the source's own test split, 0 for its train pool
-    missing_allowed: bool = False  # NaN marks a missing value that preprocess fills (csv with data.missing != drop)
-    task: str = "classification"  # regression: ``y`` is a float32 target and ``class_names`` is empty
+    is_test: Optional[np.ndarray] = (
+        None  # 1 per example of the source's own test split, 0 for its train pool
+    )
+    missing_allowed: bool = (
+        False  # NaN marks a missing value that preprocess fills (csv with data.missing != drop)
+    )
+    task: str = (
+        "classification"  # regression: ``y`` is a float32 target and ``class_names`` is empty
+    )
 
 
 class BadRecords:
@@ -61,12 +71,19 @@ class BadRecords:
 
     def add(self, record: str, reason: str, count: int = 1) -> None:
         if self.policy == "fail":
-            raise UserError(f"data '{self.source}': {record}: {reason}: fix or remove it, or set data.on_bad_record=skip")
+            raise UserError(
+                f"data '{self.source}': {record}: {reason}: fix or remove it, or set data.on_bad_record=skip"
+            )
         self.count += count
         if len(self.records) < MAX_LISTED:
             self.records.append({"record": record, "reason": reason})
         if self.count <= 10:
-            logger.warning("Skipping %s: %s%s", record, reason, " (further skips are only listed in the manifest)" if self.count == 10 else "")
+            logger.warning(
+                "Skipping %s: %s%s",
+                record,
+                reason,
+                " (further skips are only listed in the manifest)" if self.count == 10 else "",
+            )
 
     def attach(self, data: RawData) -> RawData:
         """Add these records to ``data``'s (sources may report some, ingest's checks others)."""

@@ -27,7 +27,11 @@ def serialize_example(features: np.ndarray, label: int | float) -> bytes:
     else:
         target = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))
     feature = {
-        "x": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(features, dtype="<f4").tobytes()])),
+        "x": tf.train.Feature(
+            bytes_list=tf.train.BytesList(
+                value=[np.ascontiguousarray(features, dtype="<f4").tobytes()]
+            )
+        ),
         "y": target,
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
@@ -39,12 +43,16 @@ def decode_examples(serialized, input_shape, task: str = "classification"):
     import tensorflow as tf
 
     label = tf.io.FixedLenFeature([], tf.float32 if task == "regression" else tf.int64)
-    parsed = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([], tf.string), "y": label})
+    parsed = tf.io.parse_example(
+        serialized, {"x": tf.io.FixedLenFeature([], tf.string), "y": label}
+    )
     x = tf.io.decode_raw(parsed["x"], tf.float32, little_endian=True)
     return tf.reshape(x, [-1, *input_shape]), parsed["y"]
 
 
-def load_split(processed_dir: Path, split: str, shard_files: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+    processed_dir: Path, split: str, shard_files: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Read a split (or the given shard files of it) back into memory as ``(x float32, y int64)``.
 
     For evaluation and export, which need the whole (test) split at once; training streams the
@@ -56,9 +64,16 @@ def load_split(processed_dir: Path, split: str, shard_files: list[str] | None = 
     meta = read_json(processed_dir / "meta.json")
     if shard_files is None:
         shard_files = [shard["file"] for shard in meta["splits"][split]]
-    records = tf.data.TFRecordDataset([str(processed_dir / name) for name in shard_files]).batch(4096)
+    records = tf.data.TFRecordDataset([str(processed_dir / name) for name in shard_files]).batch(
+        4096
+    )
     task = meta.get("task", "classification")
-    parts = [(x.numpy(), y.numpy()) for x, y in records.map(lambda batch: decode_examples(batch, meta["input_shape"], task))]
+    parts = [
+        (x.numpy(), y.numpy())
+        for x, y in records.map(lambda batch: decode_examples(batch, meta["input_shape"], task))
+    ]
     if not parts:
-        return np.zeros((0, *meta["input_shape"]), np.float32), np.zeros((0,), np.float32 if task == "regression" else np.int64)
+        return np.zeros((0, *meta["input_shape"]), np.float32), np.zeros(
+            (0,), np.float32 if task == "regression" else np.int64
+        )
     return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])

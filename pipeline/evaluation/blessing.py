@@ -20,9 +20,13 @@ def require_blessing(blessing_path: Path) -> dict:
         UserError: no blessing yet, or one that says no (with its reason).
     """
     if not blessing_path.is_file():
-        raise UserError(f"export: no model blessing at {blessing_path}: run the gate stage first (dvc repro gate)")
+        raise UserError(
+            f"export: no model blessing at {blessing_path}: run the gate stage first (dvc repro gate)"
+        )
     blessing = read_json(blessing_path)
     if not blessing.get("blessed"):
-        raise UserError(f"export: refusing an unblessed model ({blessing.get('reason', 'no reason recorded')}): "
-                        "fix the model or the gate.* thresholds and rerun the gate")
+        raise UserError(
+            f"export: refusing an unblessed model ({blessing.get('reason', 'no reason recorded')}): "
+            "fix the model or the gate.* thresholds and rerun the gate"
+        )
     return blessing

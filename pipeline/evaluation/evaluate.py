@@ -37,15 +37,23 @@ def predict_probabilities(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     return class_probabilities(model.predict(x, batch_size=batch_size, verbose=0))
 
 
-def compute_metrics(y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> tuple[dict, dict]:
+def compute_metrics(
+    y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str]
+) -> tuple[dict, dict]:
     """Overall metrics (``accuracy``, ``loss``, macro precision/recall/F1, AUC when binary) and a per-class report."""
-    from sklearn.metrics import classification_report, precision_recall_fscore_support, roc_auc_score
+    from sklearn.metrics import (
+        classification_report,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     y_true = np.asarray(y_true).astype(np.int64)
     labels = list(range(len(class_names)))
     predicted = probabilities.argmax(axis=1)
     picked = np.clip(probabilities[np.arange(len(y_true)), y_true], EPSILON, 1.0 - EPSILON)
-    precision, recall, f1, _ = precision_recall_fscore_support(y_true, predicted, labels=labels, average="macro", zero_division=0)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, predicted, labels=labels, average="macro", zero_division=0
+    )
     metrics = {
         "accuracy": float(np.mean(predicted == y_true)),
         "loss": float(-np.mean(np.log(picked))),
@@ -56,20 +64,33 @@ def compute_metrics(y_true: np.ndarray, probabilities: np.ndarray, class_names: 
     }
     if len(class_names) == 2 and len(np.unique(y_true)) == 2:
         metrics["auc"] = float(roc_auc_score(y_true, probabilities[:, 1]))
-    report = classification_report(y_true, predicted, labels=labels, target_names=[str(name) for name in class_names],
-                                   output_dict=True, zero_division=0)
-    per_class = {name: {key: float(value) for key, value in report[str(name)].items()} for name in class_names}
+    report = classification_report(
+        y_true,
+        predicted,
+        labels=labels,
+        target_names=[str(name) for name in class_names],
+        output_dict=True,
+        zero_division=0,
+    )
+    per_class = {
+        name: {key: float(value) for key, value in report[str(name)].items()}
+        for name in class_names
+    }
     return metrics, per_class
 
 
 def confusion_matrix(y_true: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     """Counts with actual classes as rows and predicted classes as columns."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(y_true, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
+    np.add.at(
+        matrix, (np.asarray(y_true, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1
+    )
     return matrix
 
 
-def write_confusion_csv(path: Path, y_true: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> None:
+def write_confusion_csv(
+    path: Path, y_true: np.ndarray, predicted: np.ndarray, class_names: list[str]
+) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["actual", "predicted"])
@@ -87,7 +108,9 @@ def plot_confusion(path: Path, matrix: np.ndarray, class_names: list[str], title
     figure, axes = plt.subplots(figsize=(size, size))
     axes.imshow(matrix, cmap="Blues")
     ticks = range(len(class_names))
-    axes.set_xticks(ticks, [str(name) for name in class_names], rotation=45 if len(class_names) > 10 else 0)
+    axes.set_xticks(
+        ticks, [str(name) for name in class_names], rotation=45 if len(class_names) > 10 else 0
+    )
     axes.set_yticks(ticks, [str(name) for name in class_names])
     axes.set_xlabel("predicted")
     axes.set_ylabel("actual")
@@ -95,8 +118,15 @@ def plot_confusion(path: Path, matrix: np.ndarray, class_names: list[str], title
     threshold = matrix.max() / 2 if matrix.size else 0
     for row in ticks:
         for column in ticks:
-            axes.text(column, row, str(matrix[row, column]), ha="center", va="center", fontsize=8,
-                      color="white" if matrix[row, column] > threshold else "black")
+            axes.text(
+                column,
+                row,
+                str(matrix[row, column]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if matrix[row, column] > threshold else "black",
+            )
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -107,12 +137,21 @@ def regression_metrics(y_true: np.ndarray, predicted: np.ndarray) -> dict:
 
     ``r2`` is 1 - SS_res / SS_tot: 1 is perfect, 0 is no better than predicting the test mean.
     """
-    y_true, predicted = np.asarray(y_true, dtype=np.float64).ravel(), np.asarray(predicted, dtype=np.float64).ravel()
+    y_true, predicted = (
+        np.asarray(y_true, dtype=np.float64).ravel(),
+        np.asarray(predicted, dtype=np.float64).ravel(),
+    )
     errors = predicted - y_true
-    mse = float(np.mean(errors ** 2))
+    mse = float(np.mean(errors**2))
     total = float(np.sum((y_true - y_true.mean()) ** 2))
-    return {"loss": mse, "mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(np.mean(np.abs(errors))),
-            "r2": float(1.0 - np.sum(errors ** 2) / total) if total > 0 else 0.0, "num_examples": int(len(y_true))}
+    return {
+        "loss": mse,
+        "mse": mse,
+        "rmse": float(np.sqrt(mse)),
+        "mae": float(np.mean(np.abs(errors))),
+        "r2": float(1.0 - np.sum(errors**2) / total) if total > 0 else 0.0,
+        "num_examples": int(len(y_true)),
+    }
 
 
 def write_pairs_csv(path: Path, y_true: np.ndarray, predicted: np.ndarray) -> None:
@@ -120,10 +159,15 @@ def write_pairs_csv(path: Path, y_true: np.ndarray, predicted: np.ndarray) -> No
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["actual", "predicted"])
-        writer.writerows((f"{actual:.6g}", f"{guess:.6g}") for actual, guess in zip(np.ravel(y_true), np.ravel(predicted)))
+        writer.writerows(
+            (f"{actual:.6g}", f"{guess:.6g}")
+            for actual, guess in zip(np.ravel(y_true), np.ravel(predicted))
+        )
 
 
-def plot_predicted_vs_actual(path: Path, y_true: np.ndarray, predicted: np.ndarray, title: str) -> None:
+def plot_predicted_vs_actual(
+    path: Path, y_true: np.ndarray, predicted: np.ndarray, title: str
+) -> None:
     """A scatter of predicted against actual values with the ``predicted = actual`` diagonal."""
     import matplotlib
 
@@ -132,7 +176,10 @@ def plot_predicted_vs_actual(path: Path, y_true: np.ndarray, predicted: np.ndarr
 
     figure, axes = plt.subplots(figsize=(5, 5))
     axes.scatter(y_true, predicted, s=8, alpha=0.6)
-    low, high = float(min(np.min(y_true), np.min(predicted))), float(max(np.max(y_true), np.max(predicted)))
+    low, high = (
+        float(min(np.min(y_true), np.min(predicted))),
+        float(max(np.max(y_true), np.max(predicted))),
+    )
     axes.plot([low, high], [low, high], color="black", linewidth=1)
     axes.set_xlabel("actual")
     axes.set_ylabel("predicted")
@@ -142,26 +189,44 @@ def plot_predicted_vs_actual(path: Path, y_true: np.ndarray, predicted: np.ndarr
     plt.close(figure)
 
 
-REGRESSION_NOTE = {"note": "regression (data.task=regression): no classes; metrics.json has mse, rmse, mae and r2, "
-                           "confusion.csv one actual,predicted pair per test example and confusion.png their scatter plot"}
+REGRESSION_NOTE = {
+    "note": "regression (data.task=regression): no classes; metrics.json has mse, rmse, mae and r2, "
+    "confusion.csv one actual,predicted pair per test example and confusion.png their scatter plot"
+}
 
 
-def _write_regression_reports(directory: Path, model, x: np.ndarray, y: np.ndarray, batch_size: int, source: str) -> dict:
+def _write_regression_reports(
+    directory: Path, model, x: np.ndarray, y: np.ndarray, batch_size: int, source: str
+) -> dict:
     predicted = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
     if predicted.ndim != 2 or predicted.shape[1] != 1:
-        raise UserError(f"evaluate: the model predicts {predicted.shape[1:]} values per example but the data is a regression "
-                        "target: rerun the train stage on this data (dvc repro)")
+        raise UserError(
+            f"evaluate: the model predicts {predicted.shape[1:]} values per example but the data is a regression "
+            "target: rerun the train stage on this data (dvc repro)"
+        )
     metrics = regression_metrics(y, predicted)
     write_json(directory / "per_class.json", REGRESSION_NOTE)
     write_pairs_csv(directory / "confusion.csv", y, predicted)
-    plot_predicted_vs_actual(directory / "confusion.png", y, predicted[:, 0],
-                             f"{source}: test R\u00b2 {metrics['r2']:.4f}, MAE {metrics['mae']:.4g}")
+    plot_predicted_vs_actual(
+        directory / "confusion.png",
+        y,
+        predicted[:, 0],
+        f"{source}: test R\u00b2 {metrics['r2']:.4f}, MAE {metrics['mae']:.4g}",
+    )
     write_json(directory / "metrics.json", metrics)
-    logger.info("Test MAE %.4g, RMSE %.4g, R^2 %.4f on %d examples", metrics["mae"], metrics["rmse"], metrics["r2"], metrics["num_examples"])
+    logger.info(
+        "Test MAE %.4g, RMSE %.4g, R^2 %.4f on %d examples",
+        metrics["mae"],
+        metrics["rmse"],
+        metrics["r2"],
+        metrics["num_examples"],
+    )
     return metrics
 
 
-def run_evaluate(settings: EvaluateSettings, processed_dir: Path, models_dir: Path, output_dir: Path) -> dict:
+def run_evaluate(
+    settings: EvaluateSettings, processed_dir: Path, models_dir: Path, output_dir: Path
+) -> dict:
     """Evaluate the trained model on the test split and write the reports.
 
     Returns:
@@ -172,7 +237,9 @@ def run_evaluate(settings: EvaluateSettings, processed_dir: Path, models_dir: Pa
     preflight()  # the Keras flavour this pipeline needs, checked before any work
     processed_dir, output_dir = Path(processed_dir), Path(output_dir)
     if not (processed_dir / "meta.json").is_file():
-        raise UserError(f"evaluate: no preprocessed data at {processed_dir}: run the preprocess stage first")
+        raise UserError(
+            f"evaluate: no preprocessed data at {processed_dir}: run the preprocess stage first"
+        )
     meta = read_json(processed_dir / "meta.json")
     class_names = [str(name) for name in meta["class_names"]]
     model = load_trained_model(models_dir)
@@ -180,14 +247,18 @@ def run_evaluate(settings: EvaluateSettings, processed_dir: Path, models_dir: Pa
     if meta.get("task") == "regression":
         output_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".reports.tmp-", dir=output_dir) as tmp:
-            metrics = _write_regression_reports(Path(tmp), model, x, y, settings.batch_size, meta["source"])
+            metrics = _write_regression_reports(
+                Path(tmp), model, x, y, settings.batch_size, meta["source"]
+            )
             for name in REPORT_FILES:
                 replace_path(Path(tmp) / name, output_dir / name)
         return metrics
     probabilities = predict_probabilities(model, x, settings.batch_size)
     if probabilities.shape[1] != len(class_names):
-        raise UserError(f"evaluate: the model predicts {probabilities.shape[1]} classes but the data has {len(class_names)}: "
-                        "rerun the train stage on this data (dvc repro)")
+        raise UserError(
+            f"evaluate: the model predicts {probabilities.shape[1]} classes but the data has {len(class_names)}: "
+            "rerun the train stage on this data (dvc repro)"
+        )
     metrics, per_class = compute_metrics(y, probabilities, class_names)
     predicted = probabilities.argmax(axis=1)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -195,11 +266,21 @@ def run_evaluate(settings: EvaluateSettings, processed_dir: Path, models_dir: Pa
         tmp = Path(tmp)
         write_json(tmp / "per_class.json", per_class)
         write_confusion_csv(tmp / "confusion.csv", y, predicted, class_names)
-        plot_confusion(tmp / "confusion.png", confusion_matrix(y, predicted, len(class_names)), class_names,
-                       f"{meta['source']}: test accuracy {metrics['accuracy']:.4f}")
+        plot_confusion(
+            tmp / "confusion.png",
+            confusion_matrix(y, predicted, len(class_names)),
+            class_names,
+            f"{meta['source']}: test accuracy {metrics['accuracy']:.4f}",
+        )
         write_json(tmp / "metrics.json", metrics)
         for name in REPORT_FILES:
             replace_path(tmp / name, output_dir / name)
-    logger.info("Test accuracy %.4f, loss %.4f, macro F1 %.4f on %d examples -> %s", metrics["accuracy"], metrics["loss"],
-                metrics["f1_macro"], metrics["num_examples"], output_dir)
+    logger.info(
+        "Test accuracy %.4f, loss %.4f, macro F1 %.4f on %d examples -> %s",
+        metrics["accuracy"],
+        metrics["loss"],
+        metrics["f1_macro"],
+        metrics["num_examples"],
+        output_dir,
+    )
     return metrics

@@ -52,26 +52,39 @@ def raw_rows_function(tf, meta: dict, train_means: np.ndarray, labelled):
     layout = column_layout(meta["columns"], meta["feature_names"])
     keys = [input_key(name) for name, _ in layout]
     if len(set(keys)) != len(keys):
-        raise ValueError(f"two columns map to the same signature input key ({keys}): rename the CSV columns")
-    specs = [tf.TensorSpec([None], tf.float32 if spec["kind"] == "numeric" else tf.string, name=key)
-             for key, (_, spec) in zip(keys, layout)]
+        raise ValueError(
+            f"two columns map to the same signature input key ({keys}): rename the CSV columns"
+        )
+    specs = [
+        tf.TensorSpec([None], tf.float32 if spec["kind"] == "numeric" else tf.string, name=key)
+        for key, (_, spec) in zip(keys, layout)
+    ]
     feature_index = {name: index for index, name in enumerate(meta["feature_names"])}
 
     def encode(name: str, spec: dict, values):
         if spec["kind"] == "numeric":
             fill = spec.get("fill")
             fill = float(train_means[feature_index[name]]) if fill is None else float(fill)
-            return tf.where(tf.math.is_nan(values), tf.fill(tf.shape(values), fill), values)[:, tf.newaxis]
+            return tf.where(tf.math.is_nan(values), tf.fill(tf.shape(values), fill), values)[
+                :, tf.newaxis
+            ]
         text = tf.strings.strip(values)
         if spec.get("fill") is not None:
             text = tf.where(tf.equal(text, ""), tf.fill(tf.shape(text), str(spec["fill"])), text)
         vocabulary = tf.constant([str(value) for value in spec["vocabulary"]])
         one_hot = tf.cast(tf.equal(text[:, tf.newaxis], vocabulary[tf.newaxis]), tf.float32)
         if spec.get("encoding") == "embedding":  # the code: 1 + the vocabulary index, 0 outside it
-            return tf.linalg.matvec(one_hot, tf.range(1, len(spec["vocabulary"]) + 1, dtype=tf.float32))[:, tf.newaxis]
+            return tf.linalg.matvec(
+                one_hot, tf.range(1, len(spec["vocabulary"]) + 1, dtype=tf.float32)
+            )[:, tf.newaxis]
         return one_hot
 
     def serve(*tensors):
-        return labelled(tf.concat([encode(name, spec, values) for (name, spec), values in zip(layout, tensors)], axis=1))
+        return labelled(
+            tf.concat(
+                [encode(name, spec, values) for (name, spec), values in zip(layout, tensors)],
+                axis=1,
+            )
+        )
 
     return tf.function(serve, input_signature=specs)

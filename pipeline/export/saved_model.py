@@ -62,7 +62,12 @@ def is_image_shape(input_shape: list[int]) -> bool:
 
 def _serving_module(model, meta: dict, pixel_to_raw: float, train_means: np.ndarray | None):
     from pipeline.env import import_tensorflow
-    from pipeline.export.raw_rows import RAW_ROWS_SIGNATURE, has_raw_rows, raw_column_names, raw_rows_function
+    from pipeline.export.raw_rows import (
+        RAW_ROWS_SIGNATURE,
+        has_raw_rows,
+        raw_column_names,
+        raw_rows_function,
+    )
 
     tf = import_tensorflow()
     input_shape = [int(size) for size in meta["input_shape"]]
@@ -83,9 +88,11 @@ def _serving_module(model, meta: dict, pixel_to_raw: float, train_means: np.ndar
 
     def labelled(raw):
         probs = probabilities(raw)
-        return {OUTPUT_NAME: probs,
-                "class_names": tf.tile(names[tf.newaxis], [tf.shape(probs)[0], 1]),
-                "predicted_class": tf.gather(names, tf.argmax(probs, axis=-1))}
+        return {
+            OUTPUT_NAME: probs,
+            "class_names": tf.tile(names[tf.newaxis], [tf.shape(probs)[0], 1]),
+            "predicted_class": tf.gather(names, tf.argmax(probs, axis=-1)),
+        }
 
     def predicted(raw):  # a regression model: one value per example, in the target's units
         return {PREDICTIONS_NAME: tf.reshape(module.model(normalised(raw), training=False), [-1])}
@@ -98,12 +105,18 @@ def _serving_module(model, meta: dict, pixel_to_raw: float, train_means: np.ndar
         module.serve_predictions = tf.function(predicted, input_signature=[raw_spec])
         signatures = {SIGNATURE: module.serve, PREDICTIONS_SIGNATURE: module.serve_predictions}
     else:
-        module.serve_probabilities = tf.function(lambda inputs: {OUTPUT_NAME: probabilities(inputs)}, input_signature=[raw_spec])
+        module.serve_probabilities = tf.function(
+            lambda inputs: {OUTPUT_NAME: probabilities(inputs)}, input_signature=[raw_spec]
+        )
         signatures = {SIGNATURE: module.serve, PROBABILITIES_SIGNATURE: module.serve_probabilities}
     if is_image_shape(input_shape):
         height, width, channels = input_shape
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, channels], tf.uint8, name=IMAGES_INPUT_NAME)])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, None, None, channels], tf.uint8, name=IMAGES_INPUT_NAME)
+            ]
+        )
         def serve_images(images):
             resized = tf.image.resize(tf.cast(images, tf.float32), [height, width], antialias=True)
             return outputs(resized * pixel_to_raw)
@@ -111,14 +124,20 @@ def _serving_module(model, meta: dict, pixel_to_raw: float, train_means: np.ndar
         module.serve_images = serve_images
         signatures[IMAGES_SIGNATURE] = serve_images
     if has_raw_rows(meta):
-        means = np.zeros(input_shape, np.float32) if train_means is None else np.asarray(train_means)
+        means = (
+            np.zeros(input_shape, np.float32) if train_means is None else np.asarray(train_means)
+        )
         module.serve_raw_rows = raw_rows_function(tf, meta, means, outputs)
-        module.raw_column_names = tf.Variable(raw_column_names(meta), trainable=False)  # the CSV header a client sends
+        module.raw_column_names = tf.Variable(
+            raw_column_names(meta), trainable=False
+        )  # the CSV header a client sends
         signatures[RAW_ROWS_SIGNATURE] = module.serve_raw_rows
     return module, signatures
 
 
-def write_saved_model(model, meta: dict, pixel_to_raw: float, directory: Path, train_means: np.ndarray | None = None) -> None:
+def write_saved_model(
+    model, meta: dict, pixel_to_raw: float, directory: Path, train_means: np.ndarray | None = None
+) -> None:
     """Save ``model`` behind its preprocessing with the signatures this module documents.
 
     Args:

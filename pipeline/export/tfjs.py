@@ -33,13 +33,20 @@ def converter_executable() -> str:
     beside = Path(sys.executable).with_name("tensorflowjs_converter")
     found = str(beside) if beside.exists() else shutil.which("tensorflowjs_converter")
     if not found:
-        raise UserError("export: tensorflowjs_converter not found: install the project (pip install -r requirements.lock -e .) "
-                        "or set export.tfjs=false")
+        raise UserError(
+            "export: tensorflowjs_converter not found: install the project (pip install -r requirements.lock -e .) "
+            "or set export.tfjs=false"
+        )
     return found
 
 
-def write_tfjs(saved_model_dir: Path, directory: Path, class_names: list[str], quantization: str = "none",
-               signature: str = PROBABILITIES_SIGNATURE) -> None:
+def write_tfjs(
+    saved_model_dir: Path,
+    directory: Path,
+    class_names: list[str],
+    quantization: str = "none",
+    signature: str = PROBABILITIES_SIGNATURE,
+) -> None:
     """Convert the SavedModel to a TF.js graph model with the official converter.
 
     Args:
@@ -52,17 +59,27 @@ def write_tfjs(saved_model_dir: Path, directory: Path, class_names: list[str], q
     with tempfile.TemporaryDirectory(prefix="tfjs-metadata-") as tmp:
         labels = Path(tmp) / "labels.json"
         labels.write_text(json.dumps([str(name) for name in class_names]))
-        command = [converter_executable(), "--input_format=tf_saved_model", "--output_format=tfjs_graph_model",
-                   f"--signature_name={signature}", "--saved_model_tags=serve", f"--metadata=labels:{labels}"]
+        command = [
+            converter_executable(),
+            "--input_format=tf_saved_model",
+            "--output_format=tfjs_graph_model",
+            f"--signature_name={signature}",
+            "--saved_model_tags=serve",
+            f"--metadata=labels:{labels}",
+        ]
         if quantization != "none":
             command.append(f"--quantize_{quantization}=*")
         command += [str(saved_model_dir), str(directory)]
         logger.debug("Running %s", " ".join(command))
-        result = subprocess.run(command, capture_output=True, text=True, timeout=CONVERTER_TIMEOUT_S, check=False)
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=CONVERTER_TIMEOUT_S, check=False
+        )
     if result.returncode != 0 or not (directory / "model.json").is_file():
         lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-        raise UserError(f"export: tensorflowjs_converter failed: {lines[-1] if lines else result.returncode}: "
-                        "set export.tfjs=false to skip the TF.js export")
+        raise UserError(
+            f"export: tensorflowjs_converter failed: {lines[-1] if lines else result.returncode}: "
+            "set export.tfjs=false to skip the TF.js export"
+        )
 
 
 def tfjs_runner(directory: Path) -> Callable[[np.ndarray, int], tuple[np.ndarray, float | None]]:
@@ -75,12 +92,16 @@ def tfjs_runner(directory: Path) -> Callable[[np.ndarray, int], tuple[np.ndarray
 
     status = tfjs_runner_status()
     if status is not None:
-        raise UserError(f"export: cannot verify the TF.js export: {status} (or set export.tfjs=false)")
+        raise UserError(
+            f"export: cannot verify the TF.js export: {status} (or set export.tfjs=false)"
+        )
 
     def run(x: np.ndarray, latency_repeats: int) -> tuple[np.ndarray, float | None]:
         try:
             return run_tfjs_graph_model_timed(directory, x, latency_repeats)
         except RuntimeError as error:
-            raise UserError(f"export: {error}: check the Node.js install (README 'Deploy') or set export.tfjs=false") from None
+            raise UserError(
+                f"export: {error}: check the Node.js install (README 'Deploy') or set export.tfjs=false"
+            ) from None
 
     return run

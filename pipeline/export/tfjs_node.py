@@ -54,10 +54,7 @@ def tfjs_runner_status() -> str | None:
     if not RUNNER_SCRIPT.is_file():
         return f"{RUNNER_SCRIPT} missing"
     if not (RUNNER_DIR / "node_modules" / "@tensorflow" / "tfjs").is_dir():
-        return (
-            f"{RUNNER_DIR / 'node_modules'} missing; "
-            f"run `npm ci --prefix {RUNNER_DIR}`"
-        )
+        return f"{RUNNER_DIR / 'node_modules'} missing; run `npm ci --prefix {RUNNER_DIR}`"
     return None
 
 
@@ -96,7 +93,14 @@ def run_tfjs_graph_model_timed(
         input_path = Path(tmp) / "input.npy"
         output_path = Path(tmp) / "output.npy"
         np.save(input_path, np.ascontiguousarray(inputs, dtype="<f4"))
-        command = ["node", str(RUNNER_SCRIPT), str(model_dir), str(input_path), str(output_path), str(int(latency_repeats))]
+        command = [
+            "node",
+            str(RUNNER_SCRIPT),
+            str(model_dir),
+            str(input_path),
+            str(output_path),
+            str(int(latency_repeats)),
+        ]
         logger.debug("Running %s", " ".join(command))
         try:
             result = subprocess.run(
@@ -110,5 +114,9 @@ def run_tfjs_graph_model_timed(
             lines = [line for line in result.stderr.splitlines() if line.strip()]
             reason = lines[-1] if lines else f"exit code {result.returncode}"
             raise RuntimeError(f"TF.js runner failed on {model_dir}: {reason}")
-        latency = json.loads(result.stdout.strip().splitlines()[-1])["latency_seconds_median"] if latency_repeats else None
+        latency = (
+            json.loads(result.stdout.strip().splitlines()[-1])["latency_seconds_median"]
+            if latency_repeats
+            else None
+        )
         return np.load(output_path), latency

@@ -29,11 +29,22 @@ from pipeline.errors import UserError
 from pipeline.settings import TFLITE_VARIANTS
 from pipeline.export.saved_model import PROBABILITIES_SIGNATURE
 
-FLOAT_VARIANTS = ("float32",)  # the ones held to export.tolerance; quantized ones to the accuracy gate
+FLOAT_VARIANTS = (
+    "float32",
+)  # the ones held to export.tolerance; quantized ones to the accuracy gate
 TFLITE_DIR = "tflite"
-TFLITE_METADATA = f"{TFLITE_DIR}/metadata.json"  # class names and pixel_to_raw, for clients such as predict
+TFLITE_METADATA = (
+    f"{TFLITE_DIR}/metadata.json"  # class names and pixel_to_raw, for clients such as predict
+)
 # dense and convolution ops: int8 keeps what comes before the first and from the last on in float (float_nodes)
-AFFINE_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_3D", "TRANSPOSE_CONV", "BATCH_MATMUL")
+AFFINE_OPS = (
+    "FULLY_CONNECTED",
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "CONV_3D",
+    "TRANSPOSE_CONV",
+    "BATCH_MATMUL",
+)
 
 
 DEFAULT_TFLITE = "model.tflite"  # the float32 variant keeps the name clients and docs rely on
@@ -44,11 +55,20 @@ def tflite_relative_path(variant: str) -> str:
     return DEFAULT_TFLITE if variant == "float32" else f"{TFLITE_DIR}/{variant}.tflite"
 
 
-def _converter(saved_model_dir: Path, variant: str, representative: np.ndarray | None, allow_select_tf_ops: bool,
-               signature: str = PROBABILITIES_SIGNATURE):
+def _converter(
+    saved_model_dir: Path,
+    variant: str,
+    representative: np.ndarray | None,
+    allow_select_tf_ops: bool,
+    signature: str = PROBABILITIES_SIGNATURE,
+):
     tf = import_tensorflow()
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[signature])
-    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # int8 too: its float prologue and head need the float kernels
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(saved_model_dir), signature_keys=[signature]
+    )
+    ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS
+    ]  # int8 too: its float prologue and head need the float kernels
     if allow_select_tf_ops:
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     converter.target_spec.supported_ops = ops
@@ -57,7 +77,9 @@ def _converter(saved_model_dir: Path, variant: str, representative: np.ndarray |
     if variant == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if variant == "int8":
-        converter.representative_dataset = lambda: ([example[np.newaxis]] for example in representative)
+        converter.representative_dataset = lambda: (
+            [example[np.newaxis]] for example in representative
+        )
     return converter
 
 
@@ -73,15 +95,21 @@ def float_nodes(model_content: bytes) -> list[str]:
     model with a single affine op keeps it quantized, else nothing would be.
     """
     tf = import_tensorflow()
-    no_delegates = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # XNNPACK adds DELEGATE nodes
-    interpreter = _interpreter(model_content=model_content, experimental_op_resolver_type=no_delegates)
-    ops = interpreter._get_ops_details()  # no public op list in TF 2.19; QuantizationDebugger reads the same
+    no_delegates = (
+        tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )  # XNNPACK adds DELEGATE nodes
+    interpreter = _interpreter(
+        model_content=model_content, experimental_op_resolver_type=no_delegates
+    )
+    ops = (
+        interpreter._get_ops_details()
+    )  # no public op list in TF 2.19; QuantizationDebugger reads the same
     affine = [index for index, op in enumerate(ops) if op["op_name"] in AFFINE_OPS]
     if not affine:
         return []
     head = affine[-1] if len(affine) > 1 else affine[-1] + 1
     names = {detail["index"]: detail["name"] for detail in interpreter.get_tensor_details()}
-    return [names[index] for op in ops[:affine[0]] + ops[head:] for index in op["outputs"]]
+    return [names[index] for op in ops[: affine[0]] + ops[head:] for index in op["outputs"]]
 
 
 def _quantized_body(converter) -> bytes:
@@ -96,14 +124,23 @@ def _quantized_body(converter) -> bytes:
 
 def unsupported_op(message: str) -> str | None:
     """The first TensorFlow op a converter error names as unsupported, if any."""
-    if not any(sign in message for sign in ("not supported", "failed to legalize", "neither a custom op nor a flex op")):
+    if not any(
+        sign in message
+        for sign in ("not supported", "failed to legalize", "neither a custom op nor a flex op")
+    ):
         return None
     found = re.search(r"'(tf\.\w+)'", message) or re.search(r"\b(tf\.\w+)\b", message)
     return found.group(1) if found else None
 
 
-def write_tflite(saved_model_dir: Path, path: Path, variant: str, representative: np.ndarray | None = None,
-                 allow_select_tf_ops: bool = False, signature: str = PROBABILITIES_SIGNATURE) -> None:
+def write_tflite(
+    saved_model_dir: Path,
+    path: Path,
+    variant: str,
+    representative: np.ndarray | None = None,
+    allow_select_tf_ops: bool = False,
+    signature: str = PROBABILITIES_SIGNATURE,
+) -> None:
     """Convert the SavedModel to one TFLite variant.
 
     Args:
@@ -126,11 +163,15 @@ def write_tflite(saved_model_dir: Path, path: Path, variant: str, representative
         message = str(error).strip()
         op = unsupported_op(message)
         if op and not allow_select_tf_ops:
-            raise UserError(f"export: TFLite ({variant}) cannot convert the op {op}: set export.allow_select_tf_ops=true "
-                            "to run it as a TensorFlow op (Flex delegate), or drop the variant from export.tflite") from None
+            raise UserError(
+                f"export: TFLite ({variant}) cannot convert the op {op}: set export.allow_select_tf_ops=true "
+                "to run it as a TensorFlow op (Flex delegate), or drop the variant from export.tflite"
+            ) from None
         first = message.splitlines()[0] if message else type(error).__name__
-        raise UserError(f"export: TFLite ({variant}) conversion failed: {first}: drop '{variant}' from export.tflite "
-                        "to skip it") from None
+        raise UserError(
+            f"export: TFLite ({variant}) conversion failed: {first}: drop '{variant}' from export.tflite "
+            "to skip it"
+        ) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(flatbuffer)
 
@@ -177,6 +218,8 @@ def tflite_predictor(path: Path) -> Callable[[np.ndarray], np.ndarray]:
             interpreter.set_tensor(input_detail["index"], example[np.newaxis])
             interpreter.invoke()
             outputs.append(interpreter.get_tensor(output_detail["index"])[0].copy())
-        return np.stack(outputs) if outputs else np.zeros((0, *output_detail["shape"][1:]), np.float32)
+        return (
+            np.stack(outputs) if outputs else np.zeros((0, *output_detail["shape"][1:]), np.float32)
+        )
 
     return predict

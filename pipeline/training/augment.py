@@ -22,7 +22,10 @@ GRID_SUBDIR = "augmentation"  # a TensorBoard run beside Keras's train/ and vali
 
 
 def _image_layers_enabled(settings: AugmentSettings) -> bool:
-    return settings.flip != "none" or any(value > 0 for value in (settings.rotation, settings.zoom, settings.translation, settings.contrast))
+    return settings.flip != "none" or any(
+        value > 0
+        for value in (settings.rotation, settings.zoom, settings.translation, settings.contrast)
+    )
 
 
 def is_enabled(settings: AugmentSettings) -> bool:
@@ -30,8 +33,12 @@ def is_enabled(settings: AugmentSettings) -> bool:
     return _image_layers_enabled(settings) or settings.noise > 0
 
 
-def build_augmenter(settings: AugmentSettings, seed: int, input_shape: list[int] | tuple[int, ...] | None = None,
-                    codes: list[int] | tuple[int, ...] = ()):
+def build_augmenter(
+    settings: AugmentSettings,
+    seed: int,
+    input_shape: list[int] | tuple[int, ...] | None = None,
+    codes: list[int] | tuple[int, ...] = (),
+):
     """A ``tf.keras.Sequential`` of random layers for batches (a callable alike), or ``None`` when nothing applies.
 
     Args:
@@ -42,7 +49,10 @@ def build_augmenter(settings: AugmentSettings, seed: int, input_shape: list[int]
     """
     images = input_shape is None or len(input_shape) == 3
     if not images and _image_layers_enabled(settings):
-        logger.warning("augment: flip/rotation/zoom/translation/contrast need images; skipped for input shape %s", list(input_shape))
+        logger.warning(
+            "augment: flip/rotation/zoom/translation/contrast need images; skipped for input shape %s",
+            list(input_shape),
+        )
     if not (settings.noise > 0 or images and _image_layers_enabled(settings)):
         return None
     import tensorflow as tf
@@ -53,20 +63,30 @@ def build_augmenter(settings: AugmentSettings, seed: int, input_shape: list[int]
         if settings.flip != "none":
             steps.append(layers.RandomFlip(settings.flip, seed=seed))
         if settings.rotation > 0:
-            steps.append(layers.RandomRotation(settings.rotation, fill_mode="constant", seed=seed + 1))
+            steps.append(
+                layers.RandomRotation(settings.rotation, fill_mode="constant", seed=seed + 1)
+            )
         if settings.zoom > 0:
             steps.append(layers.RandomZoom(settings.zoom, fill_mode="constant", seed=seed + 2))
         if settings.translation > 0:
-            steps.append(layers.RandomTranslation(settings.translation, settings.translation, fill_mode="constant", seed=seed + 3))
+            steps.append(
+                layers.RandomTranslation(
+                    settings.translation, settings.translation, fill_mode="constant", seed=seed + 3
+                )
+            )
         if settings.contrast > 0:
             steps.append(layers.RandomContrast(settings.contrast, seed=seed + 4))
-    if settings.noise > 0:  # its op seed pairs with the global seed the worker sets (set_random_seed)
+    if (
+        settings.noise > 0
+    ):  # its op seed pairs with the global seed the worker sets (set_random_seed)
         steps.append(layers.GaussianNoise(settings.noise, seed=seed + 5))
     augmenter = tf.keras.Sequential(steps, name="augment")
     if images or not codes:
         return augmenter
     untouched = tf.constant([index in set(codes) for index in range(input_shape[-1])])
-    return lambda batch, training=False: tf.where(untouched, batch, augmenter(batch, training=training))
+    return lambda batch, training=False: tf.where(
+        untouched, batch, augmenter(batch, training=training)
+    )
 
 
 def augmentation_grid(images: np.ndarray, augmenter, copies: int) -> np.ndarray:
@@ -79,8 +99,15 @@ def augmentation_grid(images: np.ndarray, augmenter, copies: int) -> np.ndarray:
     return ((grid - low) / max(high - low, 1e-12)).astype(np.float32)
 
 
-def write_augmentation_grid(settings: AugmentSettings, seed: int, processed_dir: Path, files: list[str], log_dir: Path,
-                            rows: int = 8, copies: int = 4) -> Path | None:
+def write_augmentation_grid(
+    settings: AugmentSettings,
+    seed: int,
+    processed_dir: Path,
+    files: list[str],
+    log_dir: Path,
+    rows: int = 8,
+    copies: int = 4,
+) -> Path | None:
     """Write a grid of augmented training samples to TensorBoard (tag :data:`GRID_TAG`, step 0).
 
     Uses its own augmenter (same settings and seed), so the training pipeline's random stream is
@@ -101,8 +128,12 @@ def write_augmentation_grid(settings: AugmentSettings, seed: int, processed_dir:
     directory = Path(log_dir) / GRID_SUBDIR
     writer = tf.summary.create_file_writer(str(directory))
     with writer.as_default():
-        tf.summary.image(GRID_TAG, grid[np.newaxis], step=0,
-                         description=f"{rows} training samples (first column) and {copies} augmented versions each")
+        tf.summary.image(
+            GRID_TAG,
+            grid[np.newaxis],
+            step=0,
+            description=f"{rows} training samples (first column) and {copies} augmented versions each",
+        )
     writer.close()
     logger.info("Augmentation samples written to TensorBoard: %s (%s)", directory, GRID_TAG)
     return directory

@@ -23,7 +23,10 @@ def _keras_callback_base():
 CALLBACK_STATE_FILE = "callbacks.json"
 BEST_WEIGHTS_FILE = "best_weights.npz"
 # The counters Keras resets in on_train_begin, per callback; EarlyStopping's best weights go to BEST_WEIGHTS_FILE.
-STATE_FIELDS = {"EarlyStopping": ("wait", "best", "best_epoch"), "ReduceLROnPlateau": ("wait", "best", "cooldown_counter")}
+STATE_FIELDS = {
+    "EarlyStopping": ("wait", "best", "best_epoch"),
+    "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
+}
 
 
 def _resumable(base):
@@ -47,7 +50,11 @@ def _resumable(base):
 
 def _stateful(callbacks) -> dict:
     """``{class name: callback}`` for the callbacks whose counters a checkpoint keeps."""
-    return {type(callback).__name__: callback for callback in callbacks if type(callback).__name__ in STATE_FIELDS}
+    return {
+        type(callback).__name__: callback
+        for callback in callbacks
+        if type(callback).__name__ in STATE_FIELDS
+    }
 
 
 def save_callback_state(callbacks, directory: Path) -> None:
@@ -55,10 +62,18 @@ def save_callback_state(callbacks, directory: Path) -> None:
     import numpy as np
 
     stateful = _stateful(callbacks)
-    state = {name: {field: float(getattr(callback, field)) if field == "best" else int(getattr(callback, field))
-                    for field in STATE_FIELDS[name]}
-             for name, callback in stateful.items()}
-    (Path(directory) / CALLBACK_STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # inf is written as Infinity
+    state = {
+        name: {
+            field: float(getattr(callback, field))
+            if field == "best"
+            else int(getattr(callback, field))
+            for field in STATE_FIELDS[name]
+        }
+        for name, callback in stateful.items()
+    }
+    (Path(directory) / CALLBACK_STATE_FILE).write_text(
+        json.dumps(state, indent=2) + "\n"
+    )  # inf is written as Infinity
     best_weights = getattr(stateful.get("EarlyStopping"), "best_weights", None)
     if best_weights is not None:
         np.savez(Path(directory) / BEST_WEIGHTS_FILE, *best_weights)
@@ -82,7 +97,9 @@ def restore_callback_state(callbacks, directory: Path) -> None:
         callback.resume_state = dict(state[name])
         if name == "EarlyStopping" and weights_path.is_file():
             with np.load(weights_path) as arrays:
-                callback.resume_state["best_weights"] = [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
+                callback.resume_state["best_weights"] = [
+                    arrays[f"arr_{index}"] for index in range(len(arrays.files))
+                ]
 
 
 def configured_callbacks(train: TrainSettings, tensorboard_dir: Path | None) -> list:
@@ -96,13 +113,34 @@ def configured_callbacks(train: TrainSettings, tensorboard_dir: Path | None) -> 
 
     callbacks = []
     if train.early_stopping.enabled:
-        callbacks.append(_resumable(tf.keras.callbacks.EarlyStopping)(
-            monitor=train.early_stopping.monitor, patience=train.early_stopping.patience, restore_best_weights=True))
+        callbacks.append(
+            _resumable(tf.keras.callbacks.EarlyStopping)(
+                monitor=train.early_stopping.monitor,
+                patience=train.early_stopping.patience,
+                restore_best_weights=True,
+            )
+        )
     if train.reduce_lr.enabled:
-        callbacks.append(_resumable(tf.keras.callbacks.ReduceLROnPlateau)(
-            monitor=train.reduce_lr.monitor, factor=train.reduce_lr.factor, patience=train.reduce_lr.patience))
-    log_dir = str(tensorboard_dir) if tensorboard_dir is not None else tempfile.mkdtemp(prefix="tb-discard-")
-    callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=tensorboard_dir is not None, profile_batch=0))
+        callbacks.append(
+            _resumable(tf.keras.callbacks.ReduceLROnPlateau)(
+                monitor=train.reduce_lr.monitor,
+                factor=train.reduce_lr.factor,
+                patience=train.reduce_lr.patience,
+            )
+        )
+    log_dir = (
+        str(tensorboard_dir)
+        if tensorboard_dir is not None
+        else tempfile.mkdtemp(prefix="tb-discard-")
+    )
+    callbacks.append(
+        tf.keras.callbacks.TensorBoard(
+            log_dir=log_dir,
+            histogram_freq=0,
+            write_graph=tensorboard_dir is not None,
+            profile_batch=0,
+        )
+    )
     return callbacks
 
 
@@ -118,11 +156,17 @@ def write_run_summaries(tensorboard_dir: Path, config: dict, num_workers: int, m
 
     import tensorflow as tf
 
-    text = "```json\n" + json.dumps({**config, "num_workers": num_workers}, indent=2, sort_keys=True) + "\n```"
+    text = (
+        "```json\n"
+        + json.dumps({**config, "num_workers": num_workers}, indent=2, sort_keys=True)
+        + "\n```"
+    )
     writer = tf.summary.create_file_writer(str(tensorboard_dir))
     clone = tf.keras.models.clone_model(model)
     forward = tf.function(lambda inputs: clone(inputs, training=False))
-    graph = forward.get_concrete_function(tf.TensorSpec([None, *model.input_shape[1:]], model.inputs[0].dtype)).graph
+    graph = forward.get_concrete_function(
+        tf.TensorSpec([None, *model.input_shape[1:]], model.inputs[0].dtype)
+    ).graph
     with writer.as_default():
         tf.summary.text("config", text, step=0)
         tf.summary.graph(graph)
@@ -142,9 +186,18 @@ def make_progress_callback(total_epochs: int, examples_per_epoch: int, log: bool
             logs["examples_per_second"] = examples_per_epoch / seconds
             logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
             if log:
-                shown = "  ".join(f"{key} {value:.4f}" for key, value in logs.items()
-                                  if key not in ("epoch_seconds", "examples_per_second", "learning_rate"))
-                logger.info("epoch %d/%d  %s  %.0f examples/s", epoch + 1, total_epochs, shown, logs["examples_per_second"])
+                shown = "  ".join(
+                    f"{key} {value:.4f}"
+                    for key, value in logs.items()
+                    if key not in ("epoch_seconds", "examples_per_second", "learning_rate")
+                )
+                logger.info(
+                    "epoch %d/%d  %s  %.0f examples/s",
+                    epoch + 1,
+                    total_epochs,
+                    shown,
+                    logs["examples_per_second"],
+                )
 
     return EpochProgress()
 

@@ -34,14 +34,16 @@ def check_reachable(address: str, timeout: float) -> None:
     """
     if address in ("auto", "local"):
         return
-    target = address[len(RAY_CLIENT_PREFIX):] if address.startswith(RAY_CLIENT_PREFIX) else address
+    target = address[len(RAY_CLIENT_PREFIX) :] if address.startswith(RAY_CLIENT_PREFIX) else address
     host, _, port = target.rpartition(":") if ":" in target else (target, "", str(DEFAULT_GCS_PORT))
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass
     except (OSError, ValueError) as error:
-        raise UserError(f"cluster: cannot reach Ray at cluster.address={address} within {timeout:g} s ({error}): "
-                        "start the cluster (`ray start --head`) or fix cluster.address / RAY_ADDRESS") from None
+        raise UserError(
+            f"cluster: cannot reach Ray at cluster.address={address} within {timeout:g} s ({error}): "
+            "start the cluster (`ray start --head`) or fix cluster.address / RAY_ADDRESS"
+        ) from None
 
 
 def start_ray(cluster: ClusterSettings) -> None:
@@ -52,22 +54,39 @@ def start_ray(cluster: ClusterSettings) -> None:
     from pipeline.training.ray_logs import install_worker_log_filter
 
     address = resolve_address(cluster)
-    common = dict(runtime_env={"env_vars": worker_env_vars()}, log_to_driver=True, include_dashboard=False,
-                  logging_level=logging.INFO if is_verbose() else logging.ERROR, configure_logging=True)
+    common = dict(
+        runtime_env={"env_vars": worker_env_vars()},
+        log_to_driver=True,
+        include_dashboard=False,
+        logging_level=logging.INFO if is_verbose() else logging.ERROR,
+        configure_logging=True,
+    )
     if address:
         check_reachable(address, cluster.connect_timeout)
         try:
             with quiet_native_stderr():  # the C++ core announces its log level on fd 2
                 ray.init(address=address, **common)
         except (ConnectionError, RuntimeError) as error:
-            raise UserError(f"cluster: cannot connect to Ray at cluster.address={address} ({error}): "
-                            "start the cluster or fix the address") from None
+            raise UserError(
+                f"cluster: cannot connect to Ray at cluster.address={address} ({error}): "
+                "start the cluster or fix the address"
+            ) from None
     else:
-        cpus = cluster.num_workers * cluster.cpus_per_worker + 1  # +1: room for Ray's own helper tasks
-        custom = {name: amount * cluster.num_workers for name, amount in cluster.resources_per_worker.items()}
+        cpus = (
+            cluster.num_workers * cluster.cpus_per_worker + 1
+        )  # +1: room for Ray's own helper tasks
+        custom = {
+            name: amount * cluster.num_workers
+            for name, amount in cluster.resources_per_worker.items()
+        }
         with quiet_native_stderr():
             # num_gpus=None lets Ray detect the GPUs, so use_gpu on a machine without one fails the check below
-            ray.init(num_cpus=cpus, num_gpus=None if cluster.use_gpu else 0, resources=custom or None, **common)
+            ray.init(
+                num_cpus=cpus,
+                num_gpus=None if cluster.use_gpu else 0,
+                resources=custom or None,
+                **common,
+            )
     if not is_verbose():
         install_worker_log_filter()
 
@@ -91,16 +110,22 @@ def check_capacity(cluster: ClusterSettings, available: dict[str, float], num_no
         UserError: naming the missing resource and the setting to change.
     """
     if cluster.use_gpu and available.get("GPU", 0) == 0:
-        raise UserError("cluster: cluster.use_gpu=true but the Ray cluster has no GPU: use cluster=local (CPU) "
-                        "or start Ray on a machine with a GPU")
+        raise UserError(
+            "cluster: cluster.use_gpu=true but the Ray cluster has no GPU: use cluster=local (CPU) "
+            "or start Ray on a machine with a GPU"
+        )
     for name, needed in required_resources(cluster).items():
         have = available.get(name, 0)
         if have < needed:
-            raise UserError(f"cluster: {cluster.num_workers} workers need {needed:g} {name} but the Ray cluster has {have:g}: "
-                            "lower cluster.num_workers (or cluster.cpus_per_worker / cluster.resources_per_worker) or add nodes")
+            raise UserError(
+                f"cluster: {cluster.num_workers} workers need {needed:g} {name} but the Ray cluster has {have:g}: "
+                "lower cluster.num_workers (or cluster.cpus_per_worker / cluster.resources_per_worker) or add nodes"
+            )
     if cluster.placement_strategy == "STRICT_SPREAD" and num_nodes < cluster.num_workers:
-        raise UserError(f"cluster: placement_strategy=STRICT_SPREAD puts each of {cluster.num_workers} workers on its own node "
-                        f"but the Ray cluster has {num_nodes} node(s): lower cluster.num_workers or use SPREAD")
+        raise UserError(
+            f"cluster: placement_strategy=STRICT_SPREAD puts each of {cluster.num_workers} workers on its own node "
+            f"but the Ray cluster has {num_nodes} node(s): lower cluster.num_workers or use SPREAD"
+        )
 
 
 def check_cluster_capacity(cluster: ClusterSettings) -> None:

@@ -30,7 +30,9 @@ class ShardPlan:
     steps_per_epoch: int
 
 
-def plan_shards(shards: list[dict], num_workers: int, global_batch_size: int, split: str = "train") -> ShardPlan:
+def plan_shards(
+    shards: list[dict], num_workers: int, global_batch_size: int, split: str = "train"
+) -> ShardPlan:
     """Assign shards round-robin (worker ``i`` reads shards ``i, i+W, ...``) and derive the steps.
 
     ``steps_per_epoch`` is what the busiest worker needs at the per-replica batch size; the others
@@ -41,19 +43,30 @@ def plan_shards(shards: list[dict], num_workers: int, global_batch_size: int, sp
             worker with fewer examples than the steps every worker must run.
     """
     if len(shards) < num_workers:
-        raise UserError(f"train: the {split} split has {len(shards)} shards for {num_workers} workers: set preprocess.num_shards >= cluster.num_workers")
+        raise UserError(
+            f"train: the {split} split has {len(shards)} shards for {num_workers} workers: set preprocess.num_shards >= cluster.num_workers"
+        )
     if global_batch_size % num_workers:
-        raise UserError(f"train: train.batch_size={global_batch_size} is not divisible by cluster.num_workers={num_workers}: pick a multiple")
+        raise UserError(
+            f"train: train.batch_size={global_batch_size} is not divisible by cluster.num_workers={num_workers}: pick a multiple"
+        )
     empty = [shard["file"] for shard in shards if shard["num_examples"] == 0]
     if empty:
-        raise UserError(f"train: {split} shard {empty[0]} is empty, so a worker could get no {split} examples: rerun preprocess with fewer preprocess.num_shards")
+        raise UserError(
+            f"train: {split} shard {empty[0]} is empty, so a worker could get no {split} examples: rerun preprocess with fewer preprocess.num_shards"
+        )
     per_replica = global_batch_size // num_workers
     files = [[shard["file"] for shard in shards[rank::num_workers]] for rank in range(num_workers)]
-    counts = [sum(shard["num_examples"] for shard in shards[rank::num_workers]) for rank in range(num_workers)]
+    counts = [
+        sum(shard["num_examples"] for shard in shards[rank::num_workers])
+        for rank in range(num_workers)
+    ]
     steps = math.ceil(max(counts) / per_replica)
     if min(counts) < steps:
-        raise UserError(f"train: workers would read uneven {split} data ({counts} examples; every worker runs {steps} steps of up to "
-                        f"{per_replica}): set preprocess.num_shards to a multiple of cluster.num_workers={num_workers}")
+        raise UserError(
+            f"train: workers would read uneven {split} data ({counts} examples; every worker runs {steps} steps of up to "
+            f"{per_replica}): set preprocess.num_shards to a multiple of cluster.num_workers={num_workers}"
+        )
     return ShardPlan(files, counts, per_replica, steps)
 
 
@@ -64,8 +77,10 @@ def class_weight_table(meta: dict, mode: str) -> list[float] | None:
         UserError: ``balanced`` for a regression target (no classes to balance).
     """
     if mode == "balanced" and meta.get("task") == "regression":
-        raise UserError("train: train.class_weight=balanced needs classes but the data is a regression target (data.task=regression): "
-                        "set train.class_weight=none")
+        raise UserError(
+            "train: train.class_weight=balanced needs classes but the data is a regression target (data.task=regression): "
+            "set train.class_weight=none"
+        )
     return list(meta["class_weights"]) if mode == "balanced" else None
 
 
@@ -80,14 +95,31 @@ def _exact_batches(dataset, num_examples: int, steps: int, batch_size: int):
     """
     import tensorflow as tf
 
-    sizes = [((index + 1) * num_examples + steps - 1) // steps - (index * num_examples + steps - 1) // steps for index in range(steps)]
-    assert max(sizes) <= batch_size and sum(sizes) == num_examples, (sizes, batch_size, num_examples)
+    sizes = [
+        ((index + 1) * num_examples + steps - 1) // steps
+        - (index * num_examples + steps - 1) // steps
+        for index in range(steps)
+    ]
+    assert max(sizes) <= batch_size and sum(sizes) == num_examples, (
+        sizes,
+        batch_size,
+        num_examples,
+    )
     return dataset.batch(max(sizes)).rebatch(tf.constant(sizes, tf.int64))
 
 
-def make_dataset(processed_dir: Path, files: list[str], batch_size: int, *, shuffle_buffer: int = 0,
-                 seed: int = 0, augmenter=None, repeat: bool = True, steps: int | None = None,
-                 class_weights: list[float] | None = None):
+def make_dataset(
+    processed_dir: Path,
+    files: list[str],
+    batch_size: int,
+    *,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    augmenter=None,
+    repeat: bool = True,
+    steps: int | None = None,
+    class_weights: list[float] | None = None,
+):
     """A batched, prefetched ``tf.data.Dataset`` of ``(x, y)`` (or ``(x, y, weight)``) over ``files``.
 
     Args:
@@ -110,10 +142,16 @@ def make_dataset(processed_dir: Path, files: list[str], batch_size: int, *, shuf
 
     processed_dir = Path(processed_dir)
     meta = read_json(processed_dir / "meta.json")
-    sizes = {shard["file"]: shard["num_examples"] for shards in meta["splits"].values() for shard in shards}
+    sizes = {
+        shard["file"]: shard["num_examples"]
+        for shards in meta["splits"].values()
+        for shard in shards
+    }
     paths = [str(processed_dir / name) for name in files]
     if shuffle_buffer:
-        names = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        names = tf.data.Dataset.from_tensor_slices(paths).shuffle(
+            len(paths), seed=seed, reshuffle_each_iteration=True
+        )
         records = names.interleave(tf.data.TFRecordDataset, cycle_length=len(paths))
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     else:
@@ -123,9 +161,14 @@ def make_dataset(processed_dir: Path, files: list[str], batch_size: int, *, shuf
     else:
         batches = _exact_batches(records, sum(sizes[name] for name in files), steps, batch_size)
     task = meta.get("task", "classification")  # regression: float targets
-    dataset = batches.map(lambda serialized: decode_examples(serialized, meta["input_shape"], task), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = batches.map(
+        lambda serialized: decode_examples(serialized, meta["input_shape"], task),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     if augmenter is not None:
-        dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(
+            lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
+        )
     if class_weights is not None:
         table = tf.constant(class_weights, tf.float32)
         dataset = dataset.map(lambda x, y: (x, y, tf.gather(table, y)))

@@ -39,7 +39,9 @@ def load_trained_model(models_dir: Path):
 
     path = Path(models_dir) / MODEL_FILE
     if not path.is_file():
-        raise UserError(f"evaluate: no trained model at {path}: run the train stage first (dvc repro train)")
+        raise UserError(
+            f"evaluate: no trained model at {path}: run the train stage first (dvc repro train)"
+        )
     tf = import_tensorflow()
     return tf.keras.models.load_model(str(path), compile=False)
 

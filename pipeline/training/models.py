@@ -33,11 +33,15 @@ def _dense_block(x, units: int, settings: ModelSettings):
     import tensorflow as tf
 
     if settings.batch_norm:
-        x = tf.keras.layers.Dense(units, kernel_regularizer=_regularizer(settings), use_bias=False)(x)
+        x = tf.keras.layers.Dense(units, kernel_regularizer=_regularizer(settings), use_bias=False)(
+            x
+        )
         x = tf.keras.layers.BatchNormalization()(x)
         x = tf.keras.layers.Activation(settings.activation)(x)
     else:
-        x = tf.keras.layers.Dense(units, activation=settings.activation, kernel_regularizer=_regularizer(settings))(x)
+        x = tf.keras.layers.Dense(
+            units, activation=settings.activation, kernel_regularizer=_regularizer(settings)
+        )(x)
     if settings.dropout_rate > 0:
         x = tf.keras.layers.Dropout(settings.dropout_rate)(x)
     return x
@@ -46,7 +50,9 @@ def _dense_block(x, units: int, settings: ModelSettings):
 def _output(x, num_classes: int):
     import tensorflow as tf
 
-    if num_classes == REGRESSION:  # one linear unit predicting the standardised target (build_model rescales it)
+    if (
+        num_classes == REGRESSION
+    ):  # one linear unit predicting the standardised target (build_model rescales it)
         return tf.keras.layers.Dense(1, name="standardized_target")(x)
     if num_classes == 2:
         return tf.keras.layers.Dense(1, activation="sigmoid", name="probabilities")(x)
@@ -66,14 +72,24 @@ def _embedded_table(inputs, settings: ModelSettings, embeddings: list[dict]):
     numeric = [index for index in range(inputs.shape[-1]) if index not in coded]
     parts = [tf.gather(inputs, numeric, axis=1)] if numeric else []
     for spec in embeddings:
-        codes = tf.clip_by_value(tf.round(inputs[:, spec["feature"]]), 0.0, float(spec["input_dim"] - 1))
-        layer = tf.keras.layers.Embedding(spec["input_dim"], embedding_dim(settings, spec["input_dim"]),
-                                          name=f"embedding_{spec['feature']}")
+        codes = tf.clip_by_value(
+            tf.round(inputs[:, spec["feature"]]), 0.0, float(spec["input_dim"] - 1)
+        )
+        layer = tf.keras.layers.Embedding(
+            spec["input_dim"],
+            embedding_dim(settings, spec["input_dim"]),
+            name=f"embedding_{spec['feature']}",
+        )
         parts.append(layer(codes))
     return tf.keras.layers.Concatenate(name="table_features")(parts) if len(parts) > 1 else parts[0]
 
 
-def build_mlp(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int, embeddings: list[dict] | None = None):
+def build_mlp(
+    settings: ModelSettings,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    embeddings: list[dict] | None = None,
+):
     """The seeds' multilayer perceptron: flatten (or embed category codes), ``hidden_units`` dense layers, output."""
     import tensorflow as tf
 
@@ -87,16 +103,29 @@ def build_mlp(settings: ModelSettings, input_shape: tuple[int, ...], num_classes
     return tf.keras.Model(inputs, _output(x, num_classes), name=settings.name)
 
 
-def build_cnn(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int, embeddings: list[dict] | None = None):
+def build_cnn(
+    settings: ModelSettings,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    embeddings: list[dict] | None = None,
+):
     """The seeds' CNN: (conv, max-pool) per entry of ``filters``, then dense ``hidden_units``, output."""
     import tensorflow as tf
 
     if len(input_shape) != 3:
-        raise UserError(f"model: cnn needs image inputs (height, width, channels), got shape {tuple(input_shape)}: use model=mlp for tabular data")
+        raise UserError(
+            f"model: cnn needs image inputs (height, width, channels), got shape {tuple(input_shape)}: use model=mlp for tabular data"
+        )
     inputs = tf.keras.Input(shape=input_shape, name="inputs")
     x = inputs
     for filters in settings.filters:
-        x = tf.keras.layers.Conv2D(filters, settings.kernel_size, padding="same", kernel_regularizer=_regularizer(settings), use_bias=not settings.batch_norm)(x)
+        x = tf.keras.layers.Conv2D(
+            filters,
+            settings.kernel_size,
+            padding="same",
+            kernel_regularizer=_regularizer(settings),
+            use_bias=not settings.batch_norm,
+        )(x)
         if settings.batch_norm:
             x = tf.keras.layers.BatchNormalization()(x)
         x = tf.keras.layers.Activation(settings.activation)(x)
@@ -113,8 +142,13 @@ MODEL_BUILDERS: dict[str, Callable] = {"mlp": build_mlp, "cnn": build_cnn, "pima
 REGRESSION = 0  # num_classes of a regression target (no class names): one linear output unit
 
 
-def build_model(settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int, embeddings: list[dict] | None = None,
-                target: dict | None = None):
+def build_model(
+    settings: ModelSettings,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    embeddings: list[dict] | None = None,
+    target: dict | None = None,
+):
     """Build the model named ``settings.name``.
 
     Args:
@@ -135,14 +169,25 @@ def build_model(settings: ModelSettings, input_shape: tuple[int, ...], num_class
     import tensorflow as tf
 
     if settings.name not in MODEL_BUILDERS:
-        raise UserError(f"model: unknown model '{settings.name}': choose one of {', '.join(sorted(MODEL_BUILDERS))}")
-    model = MODEL_BUILDERS[settings.name](settings, tuple(input_shape), num_classes, embeddings or None)
+        raise UserError(
+            f"model: unknown model '{settings.name}': choose one of {', '.join(sorted(MODEL_BUILDERS))}"
+        )
+    model = MODEL_BUILDERS[settings.name](
+        settings, tuple(input_shape), num_classes, embeddings or None
+    )
     if num_classes != REGRESSION:
         return model
     if not target:
-        raise UserError("model: a regression model needs the target's train mean and std (meta.json 'target'): rerun preprocess")
+        raise UserError(
+            "model: a regression model needs the target's train mean and std (meta.json 'target'): rerun preprocess"
+        )
     # float32 even under mixed_float16: a target mean such as 1e5 overflows float16 (max 65504)
-    rescale = tf.keras.layers.Rescaling(scale=float(target["std"]), offset=float(target["mean"]), name="predictions", dtype="float32")
+    rescale = tf.keras.layers.Rescaling(
+        scale=float(target["std"]),
+        offset=float(target["mean"]),
+        name="predictions",
+        dtype="float32",
+    )
     return tf.keras.Model(model.inputs, rescale(model.outputs[0]), name=model.name)
 
 
@@ -157,7 +202,9 @@ def make_optimizer(train: TrainSettings, learning_rate: float | None = None):
         "adagrad": tf.keras.optimizers.Adagrad,
     }
     if train.optimizer not in optimizers:
-        raise UserError(f"train: unknown optimizer '{train.optimizer}': choose one of {', '.join(sorted(optimizers))}")
+        raise UserError(
+            f"train: unknown optimizer '{train.optimizer}': choose one of {', '.join(sorted(optimizers))}"
+        )
     return optimizers[train.optimizer](learning_rate=learning_rate or train.learning_rate)
 
 
@@ -168,10 +215,18 @@ def loss_name(settings: ModelSettings, num_classes: int) -> str:
         UserError: a classification loss for a regression model or the reverse.
     """
     regression_losses = ("mse", "mae", "huber")
-    if (num_classes == REGRESSION) != (settings.loss in regression_losses) and settings.loss != "auto":
-        wanted = "mse, mae or huber" if num_classes == REGRESSION else "binary_crossentropy or sparse_categorical_crossentropy"
+    if (num_classes == REGRESSION) != (
+        settings.loss in regression_losses
+    ) and settings.loss != "auto":
+        wanted = (
+            "mse, mae or huber"
+            if num_classes == REGRESSION
+            else "binary_crossentropy or sparse_categorical_crossentropy"
+        )
         labels = "a regression target" if num_classes == REGRESSION else "class labels"
-        raise UserError(f"model: model.loss={settings.loss} does not fit {labels}: set model.loss=auto (or {wanted})")
+        raise UserError(
+            f"model: model.loss={settings.loss} does not fit {labels}: set model.loss=auto (or {wanted})"
+        )
     if settings.loss != "auto":
         return settings.loss
     if num_classes == REGRESSION:
@@ -183,12 +238,17 @@ def regression_metrics(names: list[str]) -> list:
     """Keras metrics for a regression model, named as ``model.metrics`` names them (``mae``, ``mse``, ``rmse``)."""
     import tensorflow as tf
 
-    known = {"mae": tf.keras.metrics.MeanAbsoluteError, "mse": tf.keras.metrics.MeanSquaredError,
-             "rmse": tf.keras.metrics.RootMeanSquaredError}
+    known = {
+        "mae": tf.keras.metrics.MeanAbsoluteError,
+        "mse": tf.keras.metrics.MeanSquaredError,
+        "rmse": tf.keras.metrics.RootMeanSquaredError,
+    }
     wrong = [name for name in names if name not in known]
     if wrong:
-        raise UserError(f"model: model.metrics={list(names)} holds classification metric(s) {', '.join(wrong)} but the data is a "
-                        f"regression target: use model.metrics=[mae] (any of {', '.join(known)})")
+        raise UserError(
+            f"model: model.metrics={list(names)} holds classification metric(s) {', '.join(wrong)} but the data is a "
+            f"regression target: use model.metrics=[mae] (any of {', '.join(known)})"
+        )
     return [known[name](name=name) for name in names]
 
 
@@ -198,7 +258,11 @@ def make_metrics(settings: ModelSettings, num_classes: int) -> list:
 
     if num_classes == REGRESSION:
         return regression_metrics(settings.metrics)
-    binary_only = {"auc": tf.keras.metrics.AUC, "precision": tf.keras.metrics.Precision, "recall": tf.keras.metrics.Recall}
+    binary_only = {
+        "auc": tf.keras.metrics.AUC,
+        "precision": tf.keras.metrics.Precision,
+        "recall": tf.keras.metrics.Recall,
+    }
     metrics = []
     for name in settings.metrics:
         if name == "accuracy":
@@ -206,10 +270,14 @@ def make_metrics(settings: ModelSettings, num_classes: int) -> list:
         elif num_classes == 2:
             metrics.append(binary_only[name](name=name))
         elif name not in binary_only:
-            raise UserError(f"model: metric '{name}' needs a regression target (data.task=regression) but the data has "
-                            f"{num_classes} classes: use model.metrics=[accuracy]")
+            raise UserError(
+                f"model: metric '{name}' needs a regression target (data.task=regression) but the data has "
+                f"{num_classes} classes: use model.metrics=[accuracy]"
+            )
         else:
-            raise UserError(f"model: metric '{name}' needs binary labels, the data has {num_classes} classes: use model.metrics=[accuracy]")
+            raise UserError(
+                f"model: metric '{name}' needs binary labels, the data has {num_classes} classes: use model.metrics=[accuracy]"
+            )
     return metrics
 
 
@@ -227,7 +295,9 @@ def standardized_loss_class():
 
     @tf.keras.utils.register_keras_serializable(package="pipeline")
     class StandardizedLoss(tf.keras.losses.Loss):
-        def __init__(self, base: str = "mse", scale: float = 1.0, name: str | None = None, **kwargs):
+        def __init__(
+            self, base: str = "mse", scale: float = 1.0, name: str | None = None, **kwargs
+        ):
             super().__init__(name=name or base, **kwargs)
             self.base, self.scale = base, float(scale)
             self._loss = tf.keras.losses.get(base)
@@ -250,7 +320,13 @@ def make_loss(model, settings: ModelSettings, num_classes: int):
     return standardized_loss_class()(name, scale=float(model.get_layer("predictions").scale))
 
 
-def compile_model(model, model_settings: ModelSettings, train: TrainSettings, num_classes: int, learning_rate: float | None = None):
+def compile_model(
+    model,
+    model_settings: ModelSettings,
+    train: TrainSettings,
+    num_classes: int,
+    learning_rate: float | None = None,
+):
     """Compile ``model`` with the configured optimizer, loss and metrics; return it."""
     model.compile(
         optimizer=make_optimizer(train, learning_rate),

@@ -25,7 +25,9 @@ def _worker_url() -> str:
 
 
 def _set_tf_config(worker_addresses: list[str], index: int) -> None:
-    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": worker_addresses}, "task": {"type": "worker", "index": index}})
+    os.environ["TF_CONFIG"] = json.dumps(
+        {"cluster": {"worker": worker_addresses}, "task": {"type": "worker", "index": index}}
+    )
 
 
 class _TFConfigBackend(Backend):
@@ -33,8 +35,14 @@ class _TFConfigBackend(Backend):
         import ray
 
         urls = worker_group.execute(_worker_url)
-        ray.get([worker_group.execute_single_async(index, _set_tf_config, worker_addresses=urls, index=index)
-                 for index in range(len(worker_group))])
+        ray.get(
+            [
+                worker_group.execute_single_async(
+                    index, _set_tf_config, worker_addresses=urls, index=index
+                )
+                for index in range(len(worker_group))
+            ]
+        )
 
 
 @dataclass

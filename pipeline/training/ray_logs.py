@@ -13,7 +13,7 @@ import re
 
 NOISE = re.compile(
     r"^\s*("
-    r"[EWI]\d{4} [\d:.]+\s+\d+ \S+:\d+\]"   # glog/absl lines from TF/XLA/gRPC C++
+    r"[EWI]\d{4} [\d:.]+\s+\d+ \S+:\d+\]"  # glog/absl lines from TF/XLA/gRPC C++
     r"|WARNING: All log messages before absl::InitializeLog\(\)"
     r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [EWI] \S+\.cc:\d+\]"  # TF C++ logging
     r"|Reporting training result \d+"
@@ -24,7 +24,7 @@ NOISE = re.compile(
     r"|\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [EWI] \d+ \d+\] .*(exporter|gcs_server|Set ray log level)"
     r"|.*\[repeated \d+x across cluster\]"
     r"|.*saving_api\.save_model\("
-    r"|A run snapshot was found in storage folder"   # our own "Resuming run ..." line says it once
+    r"|A run snapshot was found in storage folder"  # our own "Resuming run ..." line says it once
     r"|This snapshot contains a list of checkpoints"
     r"|If you meant to start a brand new training job"
     r")"

@@ -24,8 +24,16 @@ TRIAL_FILE = "trial.json"
 CONFIG_FILE = "config.yaml"
 STATE_FILE = "sweep.json"
 # Keys a sweep rewrites per trial (or that select the sweep itself): never part of a rerun command.
-SWEEP_OWNED_KEYS = ("paths.", "train.tensorboard_dir", "train.run_name", "cluster.storage_dir", "sweep.", "hparams_search",
-                    "hydra.", "hydra/")
+SWEEP_OWNED_KEYS = (
+    "paths.",
+    "train.tensorboard_dir",
+    "train.run_name",
+    "cluster.storage_dir",
+    "sweep.",
+    "hparams_search",
+    "hydra.",
+    "hydra/",
+)
 
 
 def objective_value(metrics: dict, name: str) -> float:
@@ -36,13 +44,19 @@ def objective_value(metrics: dict, name: str) -> float:
     """
     if name not in metrics:
         shown = ", ".join(sorted(key for key in metrics if key != "epochs"))
-        raise UserError(f"sweep.objective={name!r} is not a metric of this run: choose one of {shown}")
+        raise UserError(
+            f"sweep.objective={name!r} is not a metric of this run: choose one of {shown}"
+        )
     return float(metrics[name])
 
 
 def first_trial_number(sweep_dir: Path) -> int:
     """The number the next sweep run's first trial gets: one past every trial folder already there."""
-    numbers = [int(path.name) for path in Path(sweep_dir).glob("*") if path.is_dir() and path.name.isdigit()]
+    numbers = [
+        int(path.name)
+        for path in Path(sweep_dir).glob("*")
+        if path.is_dir() and path.name.isdigit()
+    ]
     return max(numbers) + 1 if numbers else 0
 
 
@@ -72,6 +86,7 @@ def load_trials(sweep_dir: Path) -> list[dict]:
 
 def sort_trials(trials: list[dict], direction: str) -> list[dict]:
     """Completed trials best first by their objective, then failed ones in trial order."""
+
     def key(record):
         value = record.get("objective")
         usable = record.get("status") == "completed" and value is not None and not math.isnan(value)
@@ -88,8 +103,11 @@ def rerun_overrides(overrides: list[str], choices: dict[str, str] | None = None)
     """
     kept = [item for item in overrides if not item.lstrip("+~").startswith(SWEEP_OWNED_KEYS)]
     named = {item.split("=", 1)[0] for item in kept}
-    pinned = [f"{group}={option}" for group, option in (choices or {}).items()
-              if option is not None and group not in named and not group.startswith(SWEEP_OWNED_KEYS)]
+    pinned = [
+        f"{group}={option}"
+        for group, option in (choices or {}).items()
+        if option is not None and group not in named and not group.startswith(SWEEP_OWNED_KEYS)
+    ]
     return pinned + kept
 
 
@@ -104,8 +122,13 @@ def rerun_commands(overrides: list[str], choices: dict[str, str] | None = None) 
 
 def _row(record: dict, objective: str) -> dict:
     value = record.get("objective")
-    return {"trial": record["trial"], "status": record["status"], objective: "" if value is None else f"{value:.6g}",
-            "overrides": " ".join(rerun_overrides(record.get("overrides", []))), "error": record.get("error", "")}
+    return {
+        "trial": record["trial"],
+        "status": record["status"],
+        objective: "" if value is None else f"{value:.6g}",
+        "overrides": " ".join(rerun_overrides(record.get("overrides", []))),
+        "error": record.get("error", ""),
+    }
 
 
 def write_summary(sweep_dir: Path, objective: str, direction: str) -> dict | None:
@@ -129,18 +152,31 @@ def write_summary(sweep_dir: Path, objective: str, direction: str) -> dict | Non
     if best is not None:
         commands = rerun_commands(best.get("overrides", []), best.get("choices"))
         shutil.copy2(sweep_dir / str(best["trial"]) / CONFIG_FILE, sweep_dir / "best.yaml")
-        write_json(sweep_dir / "best.json", {"trial": best["trial"], "objective": objective, "direction": direction,
-                                             "value": best["objective"],
-                                             "overrides": rerun_overrides(best.get("overrides", []), best.get("choices")),
-                                             "commands": commands})
+        write_json(
+            sweep_dir / "best.json",
+            {
+                "trial": best["trial"],
+                "objective": objective,
+                "direction": direction,
+                "value": best["objective"],
+                "overrides": rerun_overrides(best.get("overrides", []), best.get("choices")),
+                "commands": commands,
+            },
+        )
         header += f"Best: trial {best['trial']} ({objective} {best['objective']:.6g}); rerun: `{commands['dvc']}`\n\n"
     (sweep_dir / "summary.md").write_text(header + "\n".join(lines) + "\n")
-    logger.info("Sweep summary: %s (%d trials, %d failed)", sweep_dir / "summary.md", len(trials),
-                sum(record["status"] != "completed" for record in trials))
+    logger.info(
+        "Sweep summary: %s (%d trials, %d failed)",
+        sweep_dir / "summary.md",
+        len(trials),
+        sum(record["status"] != "completed" for record in trials),
+    )
     return best
 
 
-def queue_commands(sweep_dir: Path, top: int | None = None, target: str | None = None) -> list[list[str]]:
+def queue_commands(
+    sweep_dir: Path, top: int | None = None, target: str | None = None
+) -> list[list[str]]:
     """``dvc exp run --queue`` argument lists that turn a sweep's completed trials into DVC experiments.
 
     Args:
@@ -156,15 +192,28 @@ def queue_commands(sweep_dir: Path, top: int | None = None, target: str | None =
     sweep_dir = Path(sweep_dir)
     records = load_trials(sweep_dir)
     if not records:
-        raise UserError(f"{sweep_dir} holds no trials (*/{TRIAL_FILE}): pass the folder of a finished sweep, e.g. sweeps/<sweep.name>")
+        raise UserError(
+            f"{sweep_dir} holds no trials (*/{TRIAL_FILE}): pass the folder of a finished sweep, e.g. sweeps/<sweep.name>"
+        )
     state = sweep_dir / STATE_FILE
     direction = read_json(state).get("direction", "minimize") if state.is_file() else "minimize"
-    completed = [record for record in sort_trials(records, direction) if record["status"] == "completed"]
+    completed = [
+        record for record in sort_trials(records, direction) if record["status"] == "completed"
+    ]
     if not completed:
-        raise UserError(f"{sweep_dir}: none of its {len(records)} trials completed; nothing to queue")
+        raise UserError(
+            f"{sweep_dir}: none of its {len(records)} trials completed; nothing to queue"
+        )
     commands = []
     for record in completed[:top]:
-        command = ["dvc", "exp", "run", "--queue", "-n", f"{sweep_dir.name}-trial-{record['trial']}"]
+        command = [
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "-n",
+            f"{sweep_dir.name}-trial-{record['trial']}",
+        ]
         for item in rerun_overrides(record.get("overrides", []), record.get("choices")):
             command += ["-S", item]
         commands.append(command + ([target] if target else []))

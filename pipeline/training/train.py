@@ -33,7 +33,9 @@ logger = logging.getLogger(__name__)
 
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # ray.train.v2._internal.constants.CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 RUN_STATE_FILE = "pipeline_run.json"
-SET_ASIDE_KEPT = 3  # finished or replaced runs kept in cluster.storage_dir (their logs); older ones are deleted
+SET_ASIDE_KEPT = (
+    3  # finished or replaced runs kept in cluster.storage_dir (their logs); older ones are deleted
+)
 SET_ASIDE_SUFFIX = re.compile(r"\.(\d{8}-\d{6})$")
 CURVES_DIR = "curves"  # one epoch,train,validation CSV per compiled metric (dvc.yaml's plots)
 LEARNING_RATE_FILE = "learning_rate.csv"
@@ -44,9 +46,17 @@ def _config_digest(request: TrainRequest, meta: dict) -> str:
     train = dataclasses.asdict(request.train)
     for key in ("tensorboard_dir", "run_name", "keep_checkpoints", "max_failures", "resume"):
         train.pop(key)
-    identity = {"seed": request.seed, "data": request.data_name, "meta": meta, "train": train,
-                "model": dataclasses.asdict(request.model), "augment": dataclasses.asdict(request.augment)}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    identity = {
+        "seed": request.seed,
+        "data": request.data_name,
+        "meta": meta,
+        "train": train,
+        "model": dataclasses.asdict(request.model),
+        "augment": dataclasses.asdict(request.augment),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[
+        :8
+    ]
 
 
 def default_run_name(request: TrainRequest, meta: dict) -> str:
@@ -55,7 +65,10 @@ def default_run_name(request: TrainRequest, meta: dict) -> str:
     Stable across reruns of the same config and data, so a rerun finds the previous run's Ray
     checkpoints (same ``storage_path`` and ``RunConfig.name``) and its TensorBoard directory.
     """
-    return request.train.run_name or f"{request.model.name}-{request.data_name}-{_config_digest(request, meta)}"
+    return (
+        request.train.run_name
+        or f"{request.model.name}-{request.data_name}-{_config_digest(request, meta)}"
+    )
 
 
 def scaled_train_settings(train: TrainSettings, num_workers: int) -> TrainSettings:
@@ -104,17 +117,26 @@ def _record_run_state(storage: str, run_name: str, state: dict) -> None:
         stream.write(json.dumps(state).encode())
 
 
-def plan_run(request: TrainRequest, meta: dict, storage: str, tensorboard_root: Path) -> tuple[str, int, Path]:
+def plan_run(
+    request: TrainRequest, meta: dict, storage: str, tensorboard_root: Path
+) -> tuple[str, int, Path]:
     """``(run name, epoch to resume after (0: start afresh), TensorBoard directory)``.
 
     A fresh run gets its own TensorBoard directory ``<run name>-<UTC time>``; a resumed run
     continues in the one its first attempt recorded, so the epoch steps carry on.
     """
     run_name = default_run_name(request, meta)
-    resume_epoch, resume_tensorboard = resumable_run(storage, run_name) if request.train.resume else (0, None)
+    resume_epoch, resume_tensorboard = (
+        resumable_run(storage, run_name) if request.train.resume else (0, None)
+    )
     if resume_epoch and resume_tensorboard:
         return run_name, resume_epoch, Path(resume_tensorboard)
-    return run_name, resume_epoch, Path(tensorboard_root).resolve() / f"{run_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    return (
+        run_name,
+        resume_epoch,
+        Path(tensorboard_root).resolve()
+        / f"{run_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}",
+    )
 
 
 def _set_aside(fs, path: str) -> None:
@@ -137,8 +159,12 @@ def prune_set_aside(fs, root: str, keep: int = SET_ASIDE_KEPT) -> list[str]:
     import pyarrow.fs
 
     entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
-    aside = [(match.group(1), entry.path) for entry in entries
-             if entry.type == pyarrow.fs.FileType.Directory and (match := SET_ASIDE_SUFFIX.search(entry.base_name))]
+    aside = [
+        (match.group(1), entry.path)
+        for entry in entries
+        if entry.type == pyarrow.fs.FileType.Directory
+        and (match := SET_ASIDE_SUFFIX.search(entry.base_name))
+    ]
     deleted = [path for _, path in sorted(aside, reverse=True)[keep:]]
     for path in deleted:
         try:
@@ -161,13 +187,20 @@ def _fit_on_ray(request: TrainRequest, job: TrainJob, storage: str, run_name: st
         train_loop_config=job_to_dict(job),
         backend_config=TFConfigBackend(),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=cluster.num_workers, use_gpu=cluster.use_gpu, placement_strategy=cluster.placement_strategy,
-            resources_per_worker={"CPU": cluster.cpus_per_worker, **cluster.resources_per_worker}),
+            num_workers=cluster.num_workers,
+            use_gpu=cluster.use_gpu,
+            placement_strategy=cluster.placement_strategy,
+            resources_per_worker={"CPU": cluster.cpus_per_worker, **cluster.resources_per_worker},
+        ),
         run_config=ray.train.RunConfig(
-            name=run_name, storage_path=storage,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=request.train.keep_checkpoints),
+            name=run_name,
+            storage_path=storage,
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=request.train.keep_checkpoints
+            ),
             failure_config=ray.train.FailureConfig(max_failures=request.train.max_failures),
-            worker_runtime_env={"env_vars": worker_env_vars()}),
+            worker_runtime_env={"env_vars": worker_env_vars()},
+        ),
     )
     return trainer.fit()
 
@@ -176,11 +209,20 @@ def check_train_inputs(request: TrainRequest, processed_dir: Path) -> dict:
     """Validate the shard plan against the data before any worker starts; return ``meta.json``."""
     meta_path = Path(processed_dir) / "meta.json"
     if not meta_path.is_file():
-        raise UserError(f"train: {meta_path} is missing: run the preprocess stage first (dvc repro preprocess)")
+        raise UserError(
+            f"train: {meta_path} is missing: run the preprocess stage first (dvc repro preprocess)"
+        )
     meta = read_json(meta_path)
     for split in ("train", "val"):
-        plan_shards(meta["splits"][split], request.cluster.num_workers, request.train.batch_size, split=split)
-    class_weight_table(meta, request.train.class_weight)  # balanced weights for a regression target: one line here, not in a worker
+        plan_shards(
+            meta["splits"][split],
+            request.cluster.num_workers,
+            request.train.batch_size,
+            split=split,
+        )
+    class_weight_table(
+        meta, request.train.class_weight
+    )  # balanced weights for a regression target: one line here, not in a worker
     return meta
 
 
@@ -204,13 +246,26 @@ def write_training_curves(history: dict, directory: Path) -> list[str]:
     metrics = [key for key in history if f"val_{key}" in history and key != "epochs"]
     (directory / CURVES_DIR).mkdir(parents=True, exist_ok=True)
     for metric in metrics:
-        _write_csv(directory / CURVES_DIR / f"{metric}.csv", ["epoch", "train", "validation"],
-                   zip(epochs, history[metric], history[f"val_{metric}"]))
-    _write_csv(directory / LEARNING_RATE_FILE, ["epoch", "learning_rate"], zip(epochs, history.get("learning_rate", [])))
+        _write_csv(
+            directory / CURVES_DIR / f"{metric}.csv",
+            ["epoch", "train", "validation"],
+            zip(epochs, history[metric], history[f"val_{metric}"]),
+        )
+    _write_csv(
+        directory / LEARNING_RATE_FILE,
+        ["epoch", "learning_rate"],
+        zip(epochs, history.get("learning_rate", [])),
+    )
     return metrics
 
 
-def run_train(request: TrainRequest, processed_dir: Path, output_dir: Path, tensorboard_root: Path, storage_dir: str | Path) -> dict:
+def run_train(
+    request: TrainRequest,
+    processed_dir: Path,
+    output_dir: Path,
+    tensorboard_root: Path,
+    storage_dir: str | Path,
+) -> dict:
     """Train on Ray Train and write the final model and history to ``output_dir``.
 
     A run whose driver died continues from its last checkpoint when rerun with the same config
@@ -234,24 +289,44 @@ def run_train(request: TrainRequest, processed_dir: Path, output_dir: Path, tens
 
     meta = check_train_inputs(request, processed_dir)
     storage = str(storage_dir) if "://" in str(storage_dir) else str(Path(storage_dir).resolve())
-    run_name, resume_epoch, tensorboard_dir = plan_run(request, meta, storage, Path(tensorboard_root))
+    run_name, resume_epoch, tensorboard_dir = plan_run(
+        request, meta, storage, Path(tensorboard_root)
+    )
     fs, storage_root = _storage_fs(storage)
-    job = TrainJob(processed_dir=str(Path(processed_dir).resolve()), tensorboard_dir=str(tensorboard_dir), seed=request.seed,
-                   model=request.model, train=scaled_train_settings(request.train, request.cluster.num_workers), augment=request.augment,
-                   mixed_precision=request.cluster.mixed_precision, xla=request.cluster.xla)
+    job = TrainJob(
+        processed_dir=str(Path(processed_dir).resolve()),
+        tensorboard_dir=str(tensorboard_dir),
+        seed=request.seed,
+        model=request.model,
+        train=scaled_train_settings(request.train, request.cluster.num_workers),
+        augment=request.augment,
+        mixed_precision=request.cluster.mixed_precision,
+        xla=request.cluster.xla,
+    )
     started_here = not ray.is_initialized()
     if started_here:
         start_ray(request.cluster)
     try:
         check_cluster_capacity(request.cluster)
         if resume_epoch:
-            logger.info("Resuming run %s from its checkpoint of epoch %d (train.resume=false starts over)", run_name, resume_epoch)
+            logger.info(
+                "Resuming run %s from its checkpoint of epoch %d (train.resume=false starts over)",
+                run_name,
+                resume_epoch,
+            )
         else:
             _set_aside(fs, f"{storage_root}/{run_name}")  # a stale or unwanted run of this name
             _record_run_state(storage, run_name, {"tensorboard_dir": str(tensorboard_dir)})
-        logger.info("Training %s for %d epochs on %d Ray worker(s), global batch %d (%d per worker), learning rate %g; TensorBoard: %s",
-                    request.model.name, request.train.epochs, request.cluster.num_workers, request.train.batch_size,
-                    request.train.batch_size // request.cluster.num_workers, job.train.learning_rate, tensorboard_dir)
+        logger.info(
+            "Training %s for %d epochs on %d Ray worker(s), global batch %d (%d per worker), learning rate %g; TensorBoard: %s",
+            request.model.name,
+            request.train.epochs,
+            request.cluster.num_workers,
+            request.train.batch_size,
+            request.train.batch_size // request.cluster.num_workers,
+            job.train.learning_rate,
+            tensorboard_dir,
+        )
         result = _fit_on_ray(request, job, storage, run_name)
     finally:
         if started_here:
@@ -261,12 +336,27 @@ def run_train(request: TrainRequest, processed_dir: Path, output_dir: Path, tens
     with atomic_dir(Path(output_dir)) as tmp, result.checkpoint.as_directory() as checkpoint_dir:
         for name in (MODEL_FILE, HISTORY_FILE):
             shutil.copy2(Path(checkpoint_dir) / name, tmp / name)
-        write_json(tmp / "run.json", {"run_name": run_name, "tensorboard_dir": str(tensorboard_dir),
-                                      "num_workers": request.cluster.num_workers, "resumed_from_epoch": resume_epoch})
+        write_json(
+            tmp / "run.json",
+            {
+                "run_name": run_name,
+                "tensorboard_dir": str(tensorboard_dir),
+                "num_workers": request.cluster.num_workers,
+                "resumed_from_epoch": resume_epoch,
+            },
+        )
         write_training_curves(read_json(tmp / HISTORY_FILE), tmp)
-    _set_aside(fs, f"{storage_root}/{run_name}")  # finished: the next run of this config starts afresh
+    _set_aside(
+        fs, f"{storage_root}/{run_name}"
+    )  # finished: the next run of this config starts afresh
     history = read_json(Path(output_dir) / HISTORY_FILE)
     final = {key: values[-1] for key, values in history.items() if values}
-    logger.info("Trained %d epochs: %s", len(history["epochs"]), ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith(("loss", "accuracy", "mae"))))
+    logger.info(
+        "Trained %d epochs: %s",
+        len(history["epochs"]),
+        ", ".join(
+            f"{k} {v:.4f}" for k, v in final.items() if k.endswith(("loss", "accuracy", "mae"))
+        ),
+    )
     log_hparams(Path(tensorboard_dir), request, final)
     return final

@@ -22,7 +22,6 @@ from pipeline.training.model_io import HISTORY_FILE, MODEL_FILE, save_model
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
 class TrainJob:
     """Everything a worker needs, as plain data."""
@@ -44,10 +43,12 @@ def job_to_dict(job: TrainJob) -> dict:
 
 def _from_dict(cls, data):
     hints = typing.get_type_hints(cls)
-    return cls(**{
-        name: _from_dict(hints[name], value) if dataclasses.is_dataclass(hints[name]) else value
-        for name, value in data.items()
-    })
+    return cls(
+        **{
+            name: _from_dict(hints[name], value) if dataclasses.is_dataclass(hints[name]) else value
+            for name, value in data.items()
+        }
+    )
 
 
 def job_from_dict(data: dict) -> TrainJob:
@@ -75,10 +76,20 @@ def _build_model(job: TrainJob, meta: dict, strategy):
 
     num_classes = len(meta["class_names"])
     with strategy.scope():
-        model = build_model(job.model, tuple(meta["input_shape"]), num_classes, meta.get("embeddings"),
-                            target=meta.get("target"))  # no classes: regression
-        if job.mixed_precision:  # float16 compute, float32 outputs (a float16 softmax loses precision)
-            model = tf.keras.Model(model.inputs, tf.keras.layers.Activation("linear", dtype="float32")(model.outputs[0]))
+        model = build_model(
+            job.model,
+            tuple(meta["input_shape"]),
+            num_classes,
+            meta.get("embeddings"),
+            target=meta.get("target"),
+        )  # no classes: regression
+        if (
+            job.mixed_precision
+        ):  # float16 compute, float32 outputs (a float16 softmax loses precision)
+            model = tf.keras.Model(
+                model.inputs,
+                tf.keras.layers.Activation("linear", dtype="float32")(model.outputs[0]),
+            )
         return compile_model(model, job.model, job.train, num_classes)
 
 
@@ -95,7 +106,9 @@ def _history_recorder(history: dict):
     return HistoryRecorder()
 
 
-def fit_model(job: TrainJob, rank: int, world_size: int, report=None, resume_dir: Path | None = None):
+def fit_model(
+    job: TrainJob, rank: int, world_size: int, report=None, resume_dir: Path | None = None
+):
     """Build, compile and fit the model for worker ``rank`` of ``world_size``.
 
     Args:
@@ -110,8 +123,13 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None, resume_dir
     import tensorflow as tf
 
     from pipeline.training.augment import build_augmenter, write_augmentation_grid
-    from pipeline.training.callbacks import (configured_callbacks, make_progress_callback, make_report_callback, restore_callback_state,
-                                    write_run_summaries)
+    from pipeline.training.callbacks import (
+        configured_callbacks,
+        make_progress_callback,
+        make_report_callback,
+        restore_callback_state,
+        write_run_summaries,
+    )
     from pipeline.env import quiet_tensorflow_loggers
     from pipeline.training.inputs import class_weight_table, make_dataset, plan_shards
     from pipeline.io import read_json
@@ -121,7 +139,11 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None, resume_dir
     # anything (a Keras layer, e.g. the augmenter) initialises the eager context. A lone worker has
     # nothing to all-reduce: MWMS's distributed iterator and collectives cost it ~40% of the
     # throughput of a small model (bench/train_overhead.py), so it trains under the default strategy.
-    strategy = tf.distribute.MultiWorkerMirroredStrategy() if world_size > 1 else tf.distribute.get_strategy()
+    strategy = (
+        tf.distribute.MultiWorkerMirroredStrategy()
+        if world_size > 1
+        else tf.distribute.get_strategy()
+    )
     tf.keras.utils.set_random_seed(job.seed)
     tf.config.experimental.enable_op_determinism()
     if job.mixed_precision:
@@ -131,19 +153,41 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None, resume_dir
     meta = read_json(Path(job.processed_dir) / "meta.json")
     train_plan = plan_shards(meta["splits"]["train"], world_size, job.train.batch_size)
     val_plan = plan_shards(meta["splits"]["val"], world_size, job.train.batch_size, split="val")
-    augmenter = build_augmenter(job.augment, job.seed, meta["input_shape"], [spec["feature"] for spec in meta.get("embeddings") or []])
+    augmenter = build_augmenter(
+        job.augment,
+        job.seed,
+        meta["input_shape"],
+        [spec["feature"] for spec in meta.get("embeddings") or []],
+    )
     class_weights = class_weight_table(meta, job.train.class_weight)
     if rank == 0:
-        write_augmentation_grid(job.augment, job.seed, job.processed_dir, train_plan.files_per_worker[0], job.tensorboard_dir)
+        write_augmentation_grid(
+            job.augment,
+            job.seed,
+            job.processed_dir,
+            train_plan.files_per_worker[0],
+            job.tensorboard_dir,
+        )
 
     def train_fn(context):
-        return make_dataset(job.processed_dir, train_plan.files_per_worker[context.input_pipeline_id], train_plan.per_replica_batch_size,
-                            shuffle_buffer=job.train.shuffle_buffer, seed=job.seed + context.input_pipeline_id, augmenter=augmenter,
-                            steps=train_plan.steps_per_epoch, class_weights=class_weights)
+        return make_dataset(
+            job.processed_dir,
+            train_plan.files_per_worker[context.input_pipeline_id],
+            train_plan.per_replica_batch_size,
+            shuffle_buffer=job.train.shuffle_buffer,
+            seed=job.seed + context.input_pipeline_id,
+            augmenter=augmenter,
+            steps=train_plan.steps_per_epoch,
+            class_weights=class_weights,
+        )
 
     def val_fn(context):
-        return make_dataset(job.processed_dir, val_plan.files_per_worker[context.input_pipeline_id], val_plan.per_replica_batch_size,
-                            steps=val_plan.steps_per_epoch)
+        return make_dataset(
+            job.processed_dir,
+            val_plan.files_per_worker[context.input_pipeline_id],
+            val_plan.per_replica_batch_size,
+            steps=val_plan.steps_per_epoch,
+        )
 
     if resume_dir is not None:
         model, history = _restore_model(resume_dir, strategy)
@@ -155,25 +199,44 @@ def fit_model(job: TrainJob, rank: int, world_size: int, report=None, resume_dir
     examples_per_epoch = train_plan.steps_per_epoch * job.train.batch_size
     tensorboard_dir = Path(job.tensorboard_dir) if rank == 0 else None
     # Progress first: it adds examples/s and the learning rate to the logs TensorBoard and the history see.
-    callbacks = [make_progress_callback(job.train.epochs, examples_per_epoch, log=rank == 0),
-                 *configured_callbacks(job.train, tensorboard_dir), _history_recorder(history)]
+    callbacks = [
+        make_progress_callback(job.train.epochs, examples_per_epoch, log=rank == 0),
+        *configured_callbacks(job.train, tensorboard_dir),
+        _history_recorder(history),
+    ]
     if resume_dir is not None:
         restore_callback_state(callbacks, resume_dir)
     if report is not None:
-        callbacks.append(make_report_callback(lambda model_, logs, epoch: report(model_, logs, epoch, history, callbacks)))
+        callbacks.append(
+            make_report_callback(
+                lambda model_, logs, epoch: report(model_, logs, epoch, history, callbacks)
+            )
+        )
     if tensorboard_dir is not None and initial_epoch == 0:
         write_run_summaries(tensorboard_dir, job_to_dict(job), world_size, model)
     creator = tf.keras.utils.experimental.DatasetCreator
     model.fit(
-        creator(train_fn), epochs=job.train.epochs, initial_epoch=initial_epoch, steps_per_epoch=train_plan.steps_per_epoch,
-        validation_data=creator(val_fn), validation_steps=val_plan.steps_per_epoch,
-        callbacks=callbacks, verbose=0,
+        creator(train_fn),
+        epochs=job.train.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=train_plan.steps_per_epoch,
+        validation_data=creator(val_fn),
+        validation_steps=val_plan.steps_per_epoch,
+        callbacks=callbacks,
+        verbose=0,
     )
     return model, history
 
 
-def _report_to_ray(model, metrics: dict, rank: int, with_checkpoint: bool, history: dict | None = None, wait: bool = False,
-                   callbacks=()) -> None:
+def _report_to_ray(
+    model,
+    metrics: dict,
+    rank: int,
+    with_checkpoint: bool,
+    history: dict | None = None,
+    wait: bool = False,
+    callbacks=(),
+) -> None:
     """Report ``metrics`` to Ray; with a checkpoint, every worker saves and rank 0's copy is kept.
 
     Per-epoch reports upload in the background (``wait=False``): Ray Train V2's controller polls
@@ -186,10 +249,16 @@ def _report_to_ray(model, metrics: dict, rank: int, with_checkpoint: bool, histo
     if not with_checkpoint:
         ray.train.report(metrics, checkpoint_upload_mode=mode)
         return
-    directory = save_model(model, history or {}, Path(tempfile.mkdtemp(prefix="checkpoint-")), callbacks)
+    directory = save_model(
+        model, history or {}, Path(tempfile.mkdtemp(prefix="checkpoint-")), callbacks
+    )
     if rank == 0:
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory), checkpoint_upload_mode=mode,
-                         delete_local_checkpoint_after_upload=True)
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(directory),
+            checkpoint_upload_mode=mode,
+            delete_local_checkpoint_after_upload=True,
+        )
     else:
         shutil.rmtree(directory, ignore_errors=True)
         ray.train.report(metrics, checkpoint_upload_mode=mode)
@@ -210,17 +279,34 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     job = job_from_dict(config)
     # Which node and process each worker runs on (the driver's log shows it; tests kill by this pid).
-    logger.info("worker %d/%d on node %s pid %d", rank, world_size, ray.get_runtime_context().get_node_id(), os.getpid())
+    logger.info(
+        "worker %d/%d on node %s pid %d",
+        rank,
+        world_size,
+        ray.get_runtime_context().get_node_id(),
+        os.getpid(),
+    )
 
     def report(model, logs, epoch, history, callbacks):
         checkpoint_now = (epoch + 1) % job.train.checkpoint_every == 0
-        _report_to_ray(model, {**logs, "epoch": epoch + 1}, rank, checkpoint_now, history=history, callbacks=callbacks)
+        _report_to_ray(
+            model,
+            {**logs, "epoch": epoch + 1},
+            rank,
+            checkpoint_now,
+            history=history,
+            callbacks=callbacks,
+        )
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         model, history = fit_model(job, rank, world_size, report=report)
     else:
         with checkpoint.as_directory() as resume_dir:
-            model, history = fit_model(job, rank, world_size, report=report, resume_dir=Path(resume_dir))
+            model, history = fit_model(
+                job, rank, world_size, report=report, resume_dir=Path(resume_dir)
+            )
     final = {key: values[-1] for key, values in history.items() if values}
-    _report_to_ray(model, {**final, "final": 1}, rank, with_checkpoint=True, history=history, wait=True)
+    _report_to_ray(
+        model, {**final, "final": 1}, rank, with_checkpoint=True, history=history, wait=True
+    )

@@ -37,10 +37,19 @@ def test_grey_and_rgb_of_any_size_become_one_shape(tmp_path):
     manifest = run_ingest(folder_settings(root, image_size=[8, 6], channels=3), tmp_path / "raw")
     x = np.load(tmp_path / "raw" / "x.npy", mmap_mode="r")
     assert x.shape == (6, 8, 6, 3) and x.dtype == np.uint8
-    assert manifest["class_names"] == ["cat", "dog"] and manifest["class_counts"] == {"cat": 3, "dog": 3}
+    assert manifest["class_names"] == ["cat", "dog"] and manifest["class_counts"] == {
+        "cat": 3,
+        "dog": 3,
+    }
     assert np.load(tmp_path / "raw" / "y.npy").tolist() == [0, 0, 0, 1, 1, 1]
-    assert x[0].max() == 10 and abs(int(x[3].mean()) - 200) <= 2  # grey JPEG copied to the three channels
-    assert manifest["bad_records"]["count"] == 0 and manifest["schema"]["features"][0]["shape"] == [8, 6, 3]
+    assert (
+        x[0].max() == 10 and abs(int(x[3].mean()) - 200) <= 2
+    )  # grey JPEG copied to the three channels
+    assert manifest["bad_records"]["count"] == 0 and manifest["schema"]["features"][0]["shape"] == [
+        8,
+        6,
+        3,
+    ]
     assert (tmp_path / "raw" / "schema.json").is_file()
 
 
@@ -51,9 +60,13 @@ def test_jpeg_orientation_tag_is_applied(tmp_path):
         (root / label).mkdir(exist_ok=True)
         exif = Image.Exif()
         exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
-        Image.fromarray(np.zeros((6, 4, 3), dtype=np.uint8)).save(root / label / "camera.jpg", exif=exif)
+        Image.fromarray(np.zeros((6, 4, 3), dtype=np.uint8)).save(
+            root / label / "camera.jpg", exif=exif
+        )
     manifest = run_ingest(folder_settings(root, image_size=None), tmp_path / "raw")
-    assert manifest["feature_shape"] == [4, 6, 3] and manifest["num_examples"] == 4  # the 4x6 JPEG displays as 6 wide
+    assert (
+        manifest["feature_shape"] == [4, 6, 3] and manifest["num_examples"] == 4
+    )  # the 4x6 JPEG displays as 6 wide
 
 
 def test_channels_1_converts_rgb_to_grey(tmp_path):
@@ -79,9 +92,17 @@ def test_corrupt_files_are_skipped_and_named(tmp_path):
     manifest = run_ingest(folder_settings(root, on_bad_record="skip"), tmp_path / "raw")
     records = {item["record"]: item["reason"] for item in manifest["bad_records"]["records"]}
     assert manifest["bad_records"]["count"] == 5 and manifest["num_examples"] == 4
-    assert "unreadable image" in records["cat/truncated.png"] and records["cat/empty.png"] == "empty file"
-    assert "not a PNG/JPEG" in records["dog/notes.txt"] and "unreadable" in records["dog/garbage.jpg"]
-    assert records["bird/"].startswith("empty class folder") and manifest["class_names"] == ["cat", "dog"]
+    assert (
+        "unreadable image" in records["cat/truncated.png"]
+        and records["cat/empty.png"] == "empty file"
+    )
+    assert (
+        "not a PNG/JPEG" in records["dog/notes.txt"] and "unreadable" in records["dog/garbage.jpg"]
+    )
+    assert records["bird/"].startswith("empty class folder") and manifest["class_names"] == [
+        "cat",
+        "dog",
+    ]
     assert np.load(tmp_path / "raw" / "x.npy", mmap_mode="r").shape == (4, 32, 32, 3)
     assert read_json(tmp_path / "raw" / "manifest.json")["bad_records"]["policy"] == "skip"
 
@@ -106,18 +127,24 @@ def test_without_resizing_mixed_sizes_and_channels_are_bad_records(tmp_path):
         save(root / "b" / f"{index}.png", size=(6, 6))
     save(root / "a" / "big.png", size=(9, 6))
     save(root / "b" / "grey.png", size=(6, 6), mode="L")
-    manifest = run_ingest(folder_settings(root, image_size=None, channels=None, on_bad_record="skip"), tmp_path / "raw")
+    manifest = run_ingest(
+        folder_settings(root, image_size=None, channels=None, on_bad_record="skip"),
+        tmp_path / "raw",
+    )
     records = {item["record"]: item["reason"] for item in manifest["bad_records"]["records"]}
     assert "expected 6x6: set data.image_size" in records["a/big.png"]
     assert "has 1 channels, expected 3: set data.channels" in records["b/grey.png"]
     assert manifest["feature_shape"] == [6, 6, 3] and manifest["num_examples"] == 6
 
 
-@pytest.mark.parametrize("layout,message", [
-    ({}, "has no class sub-folders"),
-    ({"a/readme.txt": b"x"}, "no usable examples remain|no PNG/JPEG images"),
-    ({"a/x.png": b"", "b/y.png": b"junk"}, "none of the 2 images"),
-])
+@pytest.mark.parametrize(
+    "layout,message",
+    [
+        ({}, "has no class sub-folders"),
+        ({"a/readme.txt": b"x"}, "no usable examples remain|no PNG/JPEG images"),
+        ({"a/x.png": b"", "b/y.png": b"junk"}, "none of the 2 images"),
+    ],
+)
 def test_nothing_usable_is_one_line(tmp_path, layout, message):
     root = tmp_path / "images"
     root.mkdir()
@@ -130,7 +157,10 @@ def test_nothing_usable_is_one_line(tmp_path, layout, message):
 
 
 def test_path_must_be_an_existing_folder(tmp_path):
-    with pytest.raises(UserError, match="does not exist: place a folder with one sub-folder of images per class there"):
+    with pytest.raises(
+        UserError,
+        match="does not exist: place a folder with one sub-folder of images per class there",
+    ):
         run_ingest(folder_settings(tmp_path / "nope"), tmp_path / "raw")
     (tmp_path / "file.png").write_bytes(b"x")
     with pytest.raises(UserError, match="is a file: point it at a folder"):
@@ -152,7 +182,9 @@ def test_stage_reports_a_bad_image_in_one_line(tmp_path):
     root = corrupt_folder(tmp_path / "images")
     (root / "bird").rmdir()
     (root / "dog" / "notes.txt").unlink()
-    result = run_stage("ingest", "data=image_folder", f"data.path={root}", *tmp_paths(tmp_path / "out"))
+    result = run_stage(
+        "ingest", "data=image_folder", f"data.path={root}", *tmp_paths(tmp_path / "out")
+    )
     assert_one_line_error(result, "cat/empty.png: empty file", "data.on_bad_record=skip")
     assert not (tmp_path / "out" / "raw").exists() and not list((tmp_path / "out").glob(".raw*"))
 
@@ -165,9 +197,15 @@ def test_ingest_streams_instead_of_holding_the_folder(tmp_path):
     for index in range(400):
         folder = tmp_path / "images" / ("a" if index % 2 else "b")
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), "RGB").save(folder / f"{index}.png", compress_level=0)
-    total = 400 * 96 * 96 * 3  # 11 MB; ingest's fixed overhead is ~2 MB (the checksum's 1 MB read blocks)
-    run_ingest(folder_settings(tmp_path / "images", image_size=[8, 8]), tmp_path / "warm")  # imports happen outside the trace
+        Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), "RGB").save(
+            folder / f"{index}.png", compress_level=0
+        )
+    total = (
+        400 * 96 * 96 * 3
+    )  # 11 MB; ingest's fixed overhead is ~2 MB (the checksum's 1 MB read blocks)
+    run_ingest(
+        folder_settings(tmp_path / "images", image_size=[8, 8]), tmp_path / "warm"
+    )  # imports happen outside the trace
     tracemalloc.start()
     try:
         run_ingest(folder_settings(tmp_path / "images", image_size=[96, 96]), tmp_path / "raw")
@@ -175,4 +213,6 @@ def test_ingest_streams_instead_of_holding_the_folder(tmp_path):
     finally:
         tracemalloc.stop()
     assert (tmp_path / "raw" / "x.npy").stat().st_size > total
-    assert peak < total / 4, f"peak {peak / 2**20:.1f} MB of traced allocations for {total / 2**20:.1f} MB of images"
+    assert peak < total / 4, (
+        f"peak {peak / 2**20:.1f} MB of traced allocations for {total / 2**20:.1f} MB of images"
+    )

@@ -30,8 +30,12 @@ def digits_inputs(exported_mlp, tmp_path_factory):
     classes = signature(inputs=tf.constant(raw))["predicted_class"].numpy().astype(str).tolist()
     folder = tmp_path_factory.mktemp("inputs")
     pixels = np.round(raw[..., 0] / 16 * 255).astype(np.uint8)
-    Image.fromarray(pixels[0]).resize((24, 24), Image.Resampling.NEAREST).convert("RGB").save(folder / "a.png")
-    Image.fromarray(pixels[1]).resize((16, 16), Image.Resampling.NEAREST).save(folder / "b.jpg", quality=100)
+    Image.fromarray(pixels[0]).resize((24, 24), Image.Resampling.NEAREST).convert("RGB").save(
+        folder / "a.png"
+    )
+    Image.fromarray(pixels[1]).resize((16, 16), Image.Resampling.NEAREST).save(
+        folder / "b.jpg", quality=100
+    )
     np.save(folder / "batch.npy", raw)
     rows = "\n".join(",".join(f"{value:g}" for value in example.ravel()) for example in raw[:2])
     (folder / "rows.csv").write_text(",".join(f"pixel_{i}" for i in range(64)) + "\n" + rows + "\n")
@@ -43,11 +47,25 @@ def test_saved_model_on_every_input_kind_of_a_folder(digits_inputs, capsys):
     main([str(out / "saved_model"), str(folder), "--json", "-k", "2"])
     results = json.loads(capsys.readouterr().out)
     by_input = {Path(result["input"]).name: result["top"] for result in results}
-    assert list(by_input) == ["a.png", "b.jpg", "batch.npy:1", "batch.npy:2", "batch.npy:3", "batch.npy:4", "rows.csv:1", "rows.csv:2"]
+    assert list(by_input) == [
+        "a.png",
+        "b.jpg",
+        "batch.npy:1",
+        "batch.npy:2",
+        "batch.npy:3",
+        "batch.npy:4",
+        "rows.csv:1",
+        "rows.csv:2",
+    ]
     assert [by_input[f"batch.npy:{i}"][0]["class"] for i in range(1, 5)] == classes
     assert [by_input[f"rows.csv:{i}"][0]["class"] for i in (1, 2)] == classes[:2]
-    assert by_input["a.png"][0]["class"] == classes[0] and by_input["b.jpg"][0]["class"] == classes[1]
-    assert all(len(top) == 2 and top[0]["probability"] >= top[1]["probability"] for top in by_input.values())
+    assert (
+        by_input["a.png"][0]["class"] == classes[0] and by_input["b.jpg"][0]["class"] == classes[1]
+    )
+    assert all(
+        len(top) == 2 and top[0]["probability"] >= top[1]["probability"]
+        for top in by_input.values()
+    )
 
 
 def test_tflite_agrees_and_prints_top_k_lines(digits_inputs, capsys):
@@ -59,12 +77,24 @@ def test_tflite_agrees_and_prints_top_k_lines(digits_inputs, capsys):
     assert all(line.count("(") == 3 for line in lines)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: (d / "short.csv").write_text("1,2,3\n"), r"short.csv row 1 has 3 columns: the model takes 64 raw values per row"),
-    (lambda d: np.save(d / "odd.npy", np.zeros((5, 5))), r"odd.npy has shape \[5, 5\]: the model takes \[8, 8, 1\]"),
-    (lambda d: (d / "notes.txt").write_text("x"), r"notes.txt: unknown input format '.txt'"),
-    (lambda d: (d / "broken.png").write_bytes(b"not a png"), r"cannot read the image .*broken.png .*pass a valid PNG or JPEG"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda d: (d / "short.csv").write_text("1,2,3\n"),
+            r"short.csv row 1 has 3 columns: the model takes 64 raw values per row",
+        ),
+        (
+            lambda d: np.save(d / "odd.npy", np.zeros((5, 5))),
+            r"odd.npy has shape \[5, 5\]: the model takes \[8, 8, 1\]",
+        ),
+        (lambda d: (d / "notes.txt").write_text("x"), r"notes.txt: unknown input format '.txt'"),
+        (
+            lambda d: (d / "broken.png").write_bytes(b"not a png"),
+            r"cannot read the image .*broken.png .*pass a valid PNG or JPEG",
+        ),
+    ],
+)
 def test_bad_inputs_are_one_line(digits_inputs, tmp_path, capsys, make, message):
     out, _, _ = digits_inputs
     make(tmp_path)
@@ -82,7 +112,10 @@ def test_bad_models_are_one_line(tmp_path):
     with pytest.raises(UserError, match=r"model.tflite is not a valid TFLite model .*re-export it"):
         run_predict(corrupt, [tmp_path], 3)
     (tmp_path / "model.onnx").write_bytes(b"x")
-    with pytest.raises(UserError, match=r"model.onnx: unknown model format '.onnx': pass a SavedModel directory or a .tflite file"):
+    with pytest.raises(
+        UserError,
+        match=r"model.onnx: unknown model format '.onnx': pass a SavedModel directory or a .tflite file",
+    ):
         run_predict(tmp_path / "model.onnx", [tmp_path], 3)
     with pytest.raises(UserError, match=r"has no saved_model.pb"):
         run_predict(tmp_path, [tmp_path], 3)
@@ -91,15 +124,27 @@ def test_bad_models_are_one_line(tmp_path):
 def test_an_image_for_a_table_model_cannot_be_resized(tmp_path):
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "x.png")
     table = Predictor(tmp_path, [8], ["a", "b"], 1.0, lambda x: x)
-    with pytest.raises(UserError, match=r"x.png is an image but the model takes inputs of shape \[8\]: pass .npy arrays or CSV rows"):
+    with pytest.raises(
+        UserError,
+        match=r"x.png is an image but the model takes inputs of shape \[8\]: pass .npy arrays or CSV rows",
+    ):
         read_image(tmp_path / "x.png", table)
 
 
 def test_cli_runs_as_a_module(digits_inputs):
     out, folder, classes = digits_inputs
-    result = run_stage("predict", str(out / "tflite" / "int8.tflite"), str(folder / "batch.npy"), "--json", "-k", "1")
+    result = run_stage(
+        "predict",
+        str(out / "tflite" / "int8.tflite"),
+        str(folder / "batch.npy"),
+        "--json",
+        "-k",
+        "1",
+    )
     assert result.returncode == 0, result.stderr
     top = [item["top"][0]["class"] for item in json.loads(result.stdout)]
     assert np.mean([a == b for a, b in zip(top, classes)]) >= 0.75
     failed = run_stage("predict", str(out / "nothing"), str(folder))
-    assert failed.returncode == 2 and failed.stderr.strip().splitlines()[-1].startswith("error: predict: model ")
+    assert failed.returncode == 2 and failed.stderr.strip().splitlines()[-1].startswith(
+        "error: predict: model "
+    )

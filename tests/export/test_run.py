@@ -35,7 +35,7 @@ def write_idx_pair(folder: Path, count: int, split: str, seed: int) -> None:
     labels = np.arange(count) % 10
     images = rng.integers(0, 80, (count, 28, 28))
     for image, label in zip(images, labels):
-        image[2 + 2 * label:4 + 2 * label, 4:24] = 230
+        image[2 + 2 * label : 4 + 2 * label, 4:24] = 230
     folder.mkdir(parents=True, exist_ok=True)
     for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
         (folder / f"{split}-{kind}-ubyte.gz").write_bytes(gzip.compress(idx_bytes(array)))
@@ -68,7 +68,11 @@ CASES = {
     "breast_cancer": (["data=breast_cancer", "model=mlp"], None, 15),
     "experiment=pima": (["experiment=pima"], pima_table, 20),
     "csv+pima_mlp": (["data=csv", "model=pima_mlp", "data.header=false"], pima_table, 20),
-    "experiment=regression": (["experiment=regression", "data.label_column=price"], regression_table, 20),
+    "experiment=regression": (
+        ["experiment=regression", "data.label_column=price"],
+        regression_table,
+        20,
+    ),
     "mnist_idx": (["data=mnist"], idx_folder, 3),
 }
 
@@ -83,11 +87,20 @@ def exported(name: str, root: Path) -> tuple[list[str], dict]:
     data_path = [f"data.path={write_data(root)}"] if write_data else []
     config = compose(*overrides, *data_path, *tmp_paths(root))
     run_ingest(config.data, Path(config.paths.raw))
-    run_preprocess(config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed))
+    run_preprocess(
+        config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
+    )
     fit_and_save(config, epochs)
-    settings = dataclasses.replace(config.export, tfjs=config.export.tfjs and RUNNER_STATUS is None, latency_repeats=0)
-    return settings.tflite, run_export(settings, Path(config.paths.processed), Path(config.paths.models),
-                                       Path(config.paths.exports), None)
+    settings = dataclasses.replace(
+        config.export, tfjs=config.export.tfjs and RUNNER_STATUS is None, latency_repeats=0
+    )
+    return settings.tflite, run_export(
+        settings,
+        Path(config.paths.processed),
+        Path(config.paths.models),
+        Path(config.paths.exports),
+        None,
+    )
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -96,10 +109,17 @@ def test_the_default_export_list_passes(name, tmp_path):
     regression = report["task"] == "regression"
     assert variants == ["float32", "dynamic_range", "float16", *([] if regression else ["int8"])]
     tfjs = {"tfjs"} if RUNNER_STATUS is None else set()
-    assert set(report["artifacts"]) == {"saved_model", *(f"tflite_{variant}" for variant in variants)} | tfjs
+    assert (
+        set(report["artifacts"])
+        == {"saved_model", *(f"tflite_{variant}" for variant in variants)} | tfjs
+    )
     if regression:
         assert report["not_applicable"] == ["export.max_accuracy_drop", "export.min_agreement"]
         return
-    assert report["keras_accuracy"] >= 0.7, "a model that learned something: agreement means little otherwise"
+    assert report["keras_accuracy"] >= 0.7, (
+        "a model that learned something: agreement means little otherwise"
+    )
     int8 = report["artifacts"]["tflite_int8"]
-    assert int8["max_abs_diff"] <= INT8_MAX_ABS_DIFF and int8["argmax_agreement"] >= INT8_MIN_AGREEMENT, int8
+    assert (
+        int8["max_abs_diff"] <= INT8_MAX_ABS_DIFF and int8["argmax_agreement"] >= INT8_MIN_AGREEMENT
+    ), int8

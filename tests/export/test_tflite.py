@@ -18,39 +18,69 @@ def determinant_saved_model(tmp_path_factory):
     import tensorflow as tf
 
     module = tf.Module()
-    module.serve = tf.function(lambda inputs: {"probabilities": tf.linalg.det(tf.reshape(inputs, [-1, 2, 2]))[:, None]},
-                               input_signature=[tf.TensorSpec([None, 4], tf.float32, name="inputs")])
+    module.serve = tf.function(
+        lambda inputs: {"probabilities": tf.linalg.det(tf.reshape(inputs, [-1, 2, 2]))[:, None]},
+        input_signature=[tf.TensorSpec([None, 4], tf.float32, name="inputs")],
+    )
     directory = tmp_path_factory.mktemp("det") / "saved_model"
     tf.saved_model.save(module, str(directory), signatures={"probabilities": module.serve})
     return directory
 
 
 def test_an_unconvertible_op_is_one_line_naming_the_switch(determinant_saved_model, tmp_path):
-    with pytest.raises(UserError, match=r"cannot convert the op tf.MatrixDeterminant: set export.allow_select_tf_ops=true") as caught:
+    with pytest.raises(
+        UserError,
+        match=r"cannot convert the op tf.MatrixDeterminant: set export.allow_select_tf_ops=true",
+    ) as caught:
         write_tflite(determinant_saved_model, tmp_path / "m.tflite", "float32")
     assert "\n" not in str(caught.value) and not (tmp_path / "m.tflite").exists()
 
 
 def test_select_tf_ops_convert_and_run_it(determinant_saved_model, tmp_path):
-    write_tflite(determinant_saved_model, tmp_path / "m.tflite", "float32", allow_select_tf_ops=True)
+    write_tflite(
+        determinant_saved_model, tmp_path / "m.tflite", "float32", allow_select_tf_ops=True
+    )
     x = np.array([[1, 2, 3, 4], [2, 0, 0, 2]], dtype=np.float32)
     assert np.allclose(tflite_predictor(tmp_path / "m.tflite")(x)[:, 0], [-2.0, 4.0], atol=1e-4)
 
 
 def test_unsupported_op_parsing():
-    assert unsupported_op("error: 'tf.BesselI1e' op is neither a custom op nor a flex op") == "tf.BesselI1e"
-    assert unsupported_op("Some ops are not supported by the native TFLite runtime ... tf.Foo {device = \"\"}") == "tf.Foo"
+    assert (
+        unsupported_op("error: 'tf.BesselI1e' op is neither a custom op nor a flex op")
+        == "tf.BesselI1e"
+    )
+    assert (
+        unsupported_op(
+            'Some ops are not supported by the native TFLite runtime ... tf.Foo {device = ""}'
+        )
+        == "tf.Foo"
+    )
     assert unsupported_op("Could not translate MLIR to FlatBuffer") is None
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("export.tflite=[float32,int4]", "export.tflite='int4' is invalid: expected one of float32, dynamic_range, float16, int8"),
-    ("export.tflite=[int8,int8]", "export.tflite=['int8', 'int8'] is invalid: expected each variant at most once"),
-    ("export.tfjs_quantization=int4", "export.tfjs_quantization='int4' is invalid: expected one of none, float16, uint8"),
-    ("export.calibration_examples=0", "export.calibration_examples=0 is invalid"),
-    ("gate.min_accuracy=1.5", "gate.min_accuracy=1.5 is invalid: expected an accuracy in [0, 1]"),
-    ("gate.max_accuracy_regression=-0.1", "gate.max_accuracy_regression=-0.1 is invalid"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            "export.tflite=[float32,int4]",
+            "export.tflite='int4' is invalid: expected one of float32, dynamic_range, float16, int8",
+        ),
+        (
+            "export.tflite=[int8,int8]",
+            "export.tflite=['int8', 'int8'] is invalid: expected each variant at most once",
+        ),
+        (
+            "export.tfjs_quantization=int4",
+            "export.tfjs_quantization='int4' is invalid: expected one of none, float16, uint8",
+        ),
+        ("export.calibration_examples=0", "export.calibration_examples=0 is invalid"),
+        (
+            "gate.min_accuracy=1.5",
+            "gate.min_accuracy=1.5 is invalid: expected an accuracy in [0, 1]",
+        ),
+        ("gate.max_accuracy_regression=-0.1", "gate.max_accuracy_regression=-0.1 is invalid"),
+    ],
+)
 def test_export_and_gate_settings_are_validated(override, expected):
     import re
 
@@ -72,12 +102,21 @@ def test_quantized_cnn_variants_run_on_a_batch(tmp_path):
 
     tf.keras.utils.set_random_seed(0)
     model = build_model(compose("model=cnn").model, (8, 8, 1), 10)
-    meta = {"input_shape": [8, 8, 1], "class_names": list("abcdefghij"), "normalization": {"method": "minmax", "offset": 0.0, "scale": 16.0}}
+    meta = {
+        "input_shape": [8, 8, 1],
+        "class_names": list("abcdefghij"),
+        "normalization": {"method": "minmax", "offset": 0.0, "scale": 16.0},
+    }
     write_saved_model(model, meta, 16 / 255, tmp_path / "saved_model")
     raw = np.random.default_rng(0).uniform(0, 16, size=(360, 8, 8, 1)).astype(np.float32)
     expected = model.predict(raw / 16, verbose=0)
     for variant in ("dynamic_range", "int8"):
-        write_tflite(tmp_path / "saved_model", tmp_path / f"{variant}.tflite", variant, representative=raw[:50])
+        write_tflite(
+            tmp_path / "saved_model",
+            tmp_path / f"{variant}.tflite",
+            variant,
+            representative=raw[:50],
+        )
         outputs = tflite_predictor(tmp_path / f"{variant}.tflite")(raw)
         assert outputs.shape == (360, 10) and np.abs(outputs - expected).max() < 0.1, variant
 
@@ -87,22 +126,32 @@ def _dense_model(hidden: tuple[list, list], output: tuple[list, list], activatio
     import tensorflow as tf
 
     kernel = np.asarray(hidden[0], np.float32)
-    layers = [tf.keras.layers.Dense(kernel.shape[1], activation="relu"),
-              tf.keras.layers.Dense(1, activation=activation)]
+    layers = [
+        tf.keras.layers.Dense(kernel.shape[1], activation="relu"),
+        tf.keras.layers.Dense(1, activation=activation),
+    ]
     model = tf.keras.Sequential([tf.keras.Input((kernel.shape[0],)), *layers])
     for layer, (weights, bias) in zip(layers, (hidden, output)):
         layer.set_weights([np.asarray(weights, np.float32), np.asarray(bias, np.float32)])
     return model
 
 
-def _int8_outputs(tmp_path: Path, model, raw: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+def _int8_outputs(
+    tmp_path: Path, model, raw: np.ndarray, meta: dict
+) -> tuple[np.ndarray, np.ndarray]:
     """The int8 variant's outputs on ``raw`` (calibrated on it) and the model's on the normalised ``raw``."""
     from pipeline.export.saved_model import converter_signature, write_saved_model
     from pipeline.export.tflite import load_interpreter
 
     write_saved_model(model, meta, 1.0, tmp_path / "saved_model")
     path = tmp_path / "int8.tflite"
-    write_tflite(tmp_path / "saved_model", path, "int8", representative=raw[:200], signature=converter_signature(meta))
+    write_tflite(
+        tmp_path / "saved_model",
+        path,
+        "int8",
+        representative=raw[:200],
+        signature=converter_signature(meta),
+    )
     dtypes = {detail["dtype"] for detail in load_interpreter(path).get_tensor_details()}
     assert np.int8 in dtypes, "the body is quantized"
     normalization = meta["normalization"]
@@ -111,14 +160,20 @@ def _int8_outputs(tmp_path: Path, model, raw: np.ndarray, meta: dict) -> tuple[n
 
 
 def _minmax(raw: np.ndarray) -> dict:
-    return {"method": "minmax", "offset": raw.min(axis=0).tolist(), "scale": np.ptp(raw, axis=0).tolist()}
+    return {
+        "method": "minmax",
+        "offset": raw.min(axis=0).tolist(),
+        "scale": np.ptp(raw, axis=0).tolist(),
+    }
 
 
 def test_int8_keeps_features_of_very_different_ranges(tmp_path):
     """One feature in 0..1000 next to one in 0..1 (Pima: 0..846 next to 0.08..2.4). Quantizing the raw input per
     tensor gave the small one 256 levels of 0..1000, i.e. almost none; int8 normalises in float first."""
     raw = np.random.default_rng(0).uniform([0, 0], [1000, 1], size=(400, 2)).astype(np.float32)
-    model = _dense_model(([[4, -4, 0, 0], [0, 0, 6, -6]], [-2, 2, -3, 3]), ([[2], [-2], [2], [-2]], [0]), "sigmoid")
+    model = _dense_model(
+        ([[4, -4, 0, 0], [0, 0, 6, -6]], [-2, 2, -3, 3]), ([[2], [-2], [2], [-2]], [0]), "sigmoid"
+    )
     meta = {"input_shape": [2], "class_names": ["no", "yes"], "normalization": _minmax(raw)}
     outputs, expected = _int8_outputs(tmp_path, model, raw, meta)
     assert np.ptp(expected) > 0.9, "both features move the probability"
@@ -131,9 +186,18 @@ def test_int8_regression_keeps_a_target_far_from_zero(tmp_path):
     import tensorflow as tf
 
     raw = np.random.default_rng(1).uniform([0, 0], [1000, 1], size=(400, 2)).astype(np.float32)
-    body = _dense_model(([[4, -4, 0, 0], [0, 0, 6, -6]], [-2, 2, -3, 3]), ([[1], [-1], [1], [-1]], [0]), None)
-    model = tf.keras.Model(body.inputs, tf.keras.layers.Rescaling(5.0, offset=5000.0)(body.outputs[0]))
-    meta = {"input_shape": [2], "class_names": [], "task": "regression", "normalization": _minmax(raw)}
+    body = _dense_model(
+        ([[4, -4, 0, 0], [0, 0, 6, -6]], [-2, 2, -3, 3]), ([[1], [-1], [1], [-1]], [0]), None
+    )
+    model = tf.keras.Model(
+        body.inputs, tf.keras.layers.Rescaling(5.0, offset=5000.0)(body.outputs[0])
+    )
+    meta = {
+        "input_shape": [2],
+        "class_names": [],
+        "task": "regression",
+        "normalization": _minmax(raw),
+    }
     outputs, expected = _int8_outputs(tmp_path, model, raw, meta)
     assert np.ptp(expected) > 10, "both features move the prediction"
     assert np.abs(outputs - expected[:, 0]).max() <= 0.5  # a tenth of the target's std

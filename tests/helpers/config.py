@@ -26,9 +26,15 @@ def compose(*overrides: str) -> PipelineConfig:
 
 def tmp_paths(tmp_path: Path) -> list[str]:
     """Overrides that send every stage output (and Ray/TensorBoard logs) under ``tmp_path``."""
-    return [f"paths.raw={tmp_path}/raw", f"paths.processed={tmp_path}/processed", f"paths.models={tmp_path}/models",
-            f"paths.reports={tmp_path}/reports", f"paths.exports={tmp_path}/exports",
-            f"train.tensorboard_dir={tmp_path}/tensorboard", f"cluster.storage_dir={tmp_path}/ray"]
+    return [
+        f"paths.raw={tmp_path}/raw",
+        f"paths.processed={tmp_path}/processed",
+        f"paths.models={tmp_path}/models",
+        f"paths.reports={tmp_path}/reports",
+        f"paths.exports={tmp_path}/exports",
+        f"train.tensorboard_dir={tmp_path}/tensorboard",
+        f"cluster.storage_dir={tmp_path}/ray",
+    ]
 
 
 @functools.lru_cache
@@ -38,12 +44,25 @@ def _composed_data(name: str):
 
 def data_settings(name: str, **overrides):
     """``conf/data/<name>.yaml`` as composed (once per name: Hydra is slow), with ``data.<key>`` overrides."""
-    return dataclasses.replace(_composed_data(name), **{key: str(value) if isinstance(value, Path) else value
-                                                        for key, value in overrides.items()})
+    return dataclasses.replace(
+        _composed_data(name),
+        **{
+            key: str(value) if isinstance(value, Path) else value
+            for key, value in overrides.items()
+        },
+    )
 
 
-def run_stage(name: str, *args: str, cwd: Path = REPO, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_stage(
+    name: str, *args: str, cwd: Path = REPO, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run ``python -m stages.<name> args`` the way a user (or dvc.yaml) does."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", f"stages.{name}", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{name}", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -14,7 +14,9 @@ def write_npz(path: Path, x: np.ndarray, y: np.ndarray, **extra) -> Path:
     return path
 
 
-def write_raw(directory: Path, x: np.ndarray, y: np.ndarray, split: np.ndarray | None = None) -> Path:
+def write_raw(
+    directory: Path, x: np.ndarray, y: np.ndarray, split: np.ndarray | None = None
+) -> Path:
     """What ingest writes (``x.npy``, ``y.npy``, ``manifest.json``, optional ``split.npy``), without a source."""
     from pipeline.io import write_json
 
@@ -24,8 +26,16 @@ def write_raw(directory: Path, x: np.ndarray, y: np.ndarray, split: np.ndarray |
     if split is not None:
         np.save(directory / "split.npy", split)
     num_classes = int(y.max()) + 1
-    write_json(directory / "manifest.json", {"source": "test", "num_examples": len(y), "class_names": [f"c{i}" for i in range(num_classes)],
-                                             "feature_shape": list(x.shape[1:]), "feature_dtype": str(x.dtype)})
+    write_json(
+        directory / "manifest.json",
+        {
+            "source": "test",
+            "num_examples": len(y),
+            "class_names": [f"c{i}" for i in range(num_classes)],
+            "feature_shape": list(x.shape[1:]),
+            "feature_dtype": str(x.dtype),
+        },
+    )
     return directory
 
 
@@ -36,8 +46,14 @@ def id_table(num_examples: int, num_classes: int, seed: int = 0) -> tuple[np.nda
     return x, np.arange(num_examples) % num_classes
 
 
-def class_sorted_source(directory: Path, per_class: int, num_classes: int = 10, features: int = 8, spread: float = 1.6,
-                        seed: int = 0) -> Path:
+def class_sorted_source(
+    directory: Path,
+    per_class: int,
+    num_classes: int = 10,
+    features: int = 8,
+    spread: float = 1.6,
+    seed: int = 0,
+) -> Path:
     """Ingest's output for ``num_classes`` overlapping Gaussian blobs, written class after class (as an
     image folder's files are listed), so any order the pipeline keeps from the source shows up."""
     rng = np.random.default_rng(seed)

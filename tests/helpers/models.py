@@ -24,7 +24,9 @@ def fit_and_save(config, epochs: int):
     x, y = load_split(Path(config.paths.processed), "train")
     meta = json.loads((Path(config.paths.processed) / "meta.json").read_text())
     num_classes = len(meta["class_names"])
-    model = build_model(config.model, x.shape[1:], num_classes, meta.get("embeddings"), target=meta.get("target"))
+    model = build_model(
+        config.model, x.shape[1:], num_classes, meta.get("embeddings"), target=meta.get("target")
+    )
     model = compile_model(model, config.model, config.train, num_classes)
     model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
     save_model(model, {"loss": [0.0]}, Path(config.paths.models))
@@ -34,6 +36,11 @@ def fit_and_save(config, epochs: int):
 def saved_model_cli_show(directory: Path) -> str:
     """``saved_model_cli show --all`` of a SavedModel, asserted to succeed."""
     cli = Path(sys.executable).with_name("saved_model_cli")
-    shown = subprocess.run([str(cli), "show", "--all", "--dir", str(directory)], capture_output=True, text=True, timeout=300)
+    shown = subprocess.run(
+        [str(cli), "show", "--all", "--dir", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert shown.returncode == 0, shown.stderr[-2000:]
     return shown.stdout

@@ -14,7 +14,6 @@ from pathlib import Path
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 
 
-
 def free_port() -> int:
     """A TCP port nothing listens on once this returns."""
     with socket.socket() as probe:
@@ -26,13 +25,16 @@ def _wait_for_line(path: Path, text: str, process: subprocess.Popen, timeout: fl
     deadline = time.monotonic() + timeout
     while text not in (path.read_text() if path.exists() else ""):
         if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"ray start failed; see {path}:\n{path.read_text()[-2000:] if path.exists() else ''}")
+            raise RuntimeError(
+                f"ray start failed; see {path}:\n{path.read_text()[-2000:] if path.exists() else ''}"
+            )
         time.sleep(0.2)
 
 
 def watched_lines(process: subprocess.Popen, timeout: float):
     """``process.stdout`` line by line; once ``timeout`` seconds have passed the process (with its session, when it
     leads one) is killed, so its output ends and a hung run fails its test instead of hanging the suite."""
+
     def kill() -> None:
         try:
             leads_session = os.getsid(process.pid) == process.pid

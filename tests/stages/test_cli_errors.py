@@ -21,16 +21,33 @@ def assert_one_line_error(result, *fragments: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("stage,override,fragments", [
-    ("train", "train.epoch=3", ["unknown key 'train.epoch'"]),
-    ("train", "model=resnet", ["unknown model 'resnet'", "cnn, mlp, pima_mlp"]),
-    ("ingest", "data=imagenet", ["unknown data 'imagenet'", "breast_cancer, cifar10, cifar100, csv, digits, fashion_mnist, image_folder, iris, mnist, npz, wine"]),
-    ("train", "model.name=resnet", ["model.name='resnet'", "cnn, mlp, pima_mlp"]),
-    ("ingest", "data.name=imagenet", ["data.name='imagenet'", "breast_cancer, cifar10, cifar100, csv, digits, fashion_mnist, image_folder, iris, mnist, npz, wine"]),
-    ("train", "train.epochs=0", ["train.epochs=0", "an integer > 0"]),
-    ("train", "train.batch_size=-8", ["train.batch_size=-8", "an integer > 0"]),
-    ("gate", "evaluate.min_accuracy=0.9", ["evaluate.min_accuracy moved to gate.min_accuracy"]),
-])
+@pytest.mark.parametrize(
+    "stage,override,fragments",
+    [
+        ("train", "train.epoch=3", ["unknown key 'train.epoch'"]),
+        ("train", "model=resnet", ["unknown model 'resnet'", "cnn, mlp, pima_mlp"]),
+        (
+            "ingest",
+            "data=imagenet",
+            [
+                "unknown data 'imagenet'",
+                "breast_cancer, cifar10, cifar100, csv, digits, fashion_mnist, image_folder, iris, mnist, npz, wine",
+            ],
+        ),
+        ("train", "model.name=resnet", ["model.name='resnet'", "cnn, mlp, pima_mlp"]),
+        (
+            "ingest",
+            "data.name=imagenet",
+            [
+                "data.name='imagenet'",
+                "breast_cancer, cifar10, cifar100, csv, digits, fashion_mnist, image_folder, iris, mnist, npz, wine",
+            ],
+        ),
+        ("train", "train.epochs=0", ["train.epochs=0", "an integer > 0"]),
+        ("train", "train.batch_size=-8", ["train.batch_size=-8", "an integer > 0"]),
+        ("gate", "evaluate.min_accuracy=0.9", ["evaluate.min_accuracy moved to gate.min_accuracy"]),
+    ],
+)
 def test_config_mistakes(stage, override, fragments, tmp_path):
     result = run_stage(stage, override, *tmp_paths(tmp_path))
     assert_one_line_error(result, *fragments)
@@ -39,13 +56,19 @@ def test_config_mistakes(stage, override, fragments, tmp_path):
 
 def test_a_stage_run_before_its_inputs_exist_says_which_stage_to_run(tmp_path):
     result = run_stage("preprocess", *tmp_paths(tmp_path))
-    assert_one_line_error(result, f"no ingested data at {tmp_path}/raw", "run the ingest stage first")
+    assert_one_line_error(
+        result, f"no ingested data at {tmp_path}/raw", "run the ingest stage first"
+    )
     assert "Warning" not in result.stdout + result.stderr and list(tmp_path.iterdir()) == []
 
 
 def test_missing_data_file(tmp_path):
-    result = run_stage("ingest", "data=mnist", f"data.path={tmp_path}/mnist.npz", *tmp_paths(tmp_path))
-    assert_one_line_error(result, f"{tmp_path}/mnist.npz does not exist", "place Keras's mnist.npz there")
+    result = run_stage(
+        "ingest", "data=mnist", f"data.path={tmp_path}/mnist.npz", *tmp_paths(tmp_path)
+    )
+    assert_one_line_error(
+        result, f"{tmp_path}/mnist.npz does not exist", "place Keras's mnist.npz there"
+    )
     assert not (tmp_path / "raw").exists()
 
 

@@ -22,7 +22,9 @@ def dvc(repo: Path, *args: str, timeout: float = 900) -> subprocess.CompletedPro
     env = {**os.environ, "PYTHONPATH": str(repo)}
     env.pop("DVC_EXP_NAME", None)
     dvc_bin = Path(sys.executable).with_name("dvc")
-    result = subprocess.run([str(dvc_bin), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [str(dvc_bin), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -57,7 +59,9 @@ def smoke_repo(git_copy):
     return git_copy
 
 
-def test_repro_reruns_exactly_what_a_change_touches_survives_sigkill_and_experiments_work(smoke_repo):
+def test_repro_reruns_exactly_what_a_change_touches_survives_sigkill_and_experiments_work(
+    smoke_repo,
+):
     repo = smoke_repo
     before = git_status(repo)  # the fixture's edit of conf/config.yaml
     first = dvc(repo, "repro")
@@ -65,18 +69,32 @@ def test_repro_reruns_exactly_what_a_change_touches_survives_sigkill_and_experim
     left = git_status(repo) - before
     assert {path for path in left if path not in ("dvc.lock", "params.yaml")} == set(), (
         f"dvc repro left files git sees besides dvc.lock and params.yaml: {sorted(left)} (a DVC output must be "
-        "cached, so DVC git-ignores it, or listed in its folder's .gitignore)")
+        "cached, so DVC git-ignores it, or listed in its folder's .gitignore)"
+    )
     assert stages_a_code_change_marks(repo, "stages/gate.py") == {"gate"}
-    assert stages_a_code_change_marks(repo, "pipeline/data/shards.py") >= {"preprocess", "train", "evaluate", "export"}
+    assert stages_a_code_change_marks(repo, "pipeline/data/shards.py") >= {
+        "preprocess",
+        "train",
+        "evaluate",
+        "export",
+    }
     assert stages_a_code_change_marks(repo, "pipeline/export/tflite.py") == {"export"}
-    assert "Recomposed params.yaml from conf/" in first.stdout  # the preset changed conf/: never a stale file
+    assert (
+        "Recomposed params.yaml from conf/" in first.stdout
+    )  # the preset changed conf/: never a stale file
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert {"accuracy", "loss"} <= set(metrics)
     report = json.loads((repo / "exports" / "report.json").read_text())
-    assert all(check["max_abs_diff"] <= 1e-4 for check in report["artifacts"].values() if check["exact"])
+    assert all(
+        check["max_abs_diff"] <= 1e-4 for check in report["artifacts"].values() if check["exact"]
+    )
     assert all(check["accuracy_drop"] <= 0.01 for check in report["artifacts"].values())
-    assert json.loads((repo / "reports" / "blessing.json").read_text())["blessed"], "the defaults bless the smoke preset"
-    assert (repo / "exports" / "tfjs" / "model.json").is_file() and (repo / "exports" / "saved_model" / "saved_model.pb").is_file()
+    assert json.loads((repo / "reports" / "blessing.json").read_text())["blessed"], (
+        "the defaults bless the smoke preset"
+    )
+    assert (repo / "exports" / "tfjs" / "model.json").is_file() and (
+        repo / "exports" / "saved_model" / "saved_model.pb"
+    ).is_file()
 
     again = dvc(repo, "repro")
     assert ran(again) == set(), again.stdout
@@ -94,13 +112,21 @@ def test_repro_reruns_exactly_what_a_change_touches_survives_sigkill_and_experim
     assert json.loads((repo / "models" / "history.json").read_text())["epochs"] == [1, 2, 3]
     assert json.loads(dvc(repo, "status", "--json").stdout) == {}
     assert "accuracy" in dvc(repo, "metrics", "show", "--json").stdout
-    assert training_curves(repo) == {"models/curves/loss.csv": 6, "models/curves/accuracy.csv": 6,  # train + val, 3 epochs
-                                     "models/learning_rate.csv": 3, "reports/confusion.csv": None}
+    assert training_curves(repo) == {
+        "models/curves/loss.csv": 6,
+        "models/curves/accuracy.csv": 6,  # train + val, 3 epochs
+        "models/learning_rate.csv": 3,
+        "reports/confusion.csv": None,
+    }
 
     # A group swap and a key change in one experiment.
     dvc(repo, "exp", "run", "-n", "cnn-fast", "-S", "model=cnn", "-S", "train.learning_rate=0.003")
     params, metrics = experiments_by_name(repo)["cnn-fast"]
-    assert params["model"]["name"] == "cnn" and params["train"]["learning_rate"] == 0.003 and "accuracy" in metrics
+    assert (
+        params["model"]["name"] == "cnn"
+        and params["train"]["learning_rate"] == 0.003
+        and "accuracy" in metrics
+    )
 
 
 def training_curves(repo: Path) -> dict[str, int | None]:
@@ -116,7 +142,9 @@ def training_curves(repo: Path) -> dict[str, int | None]:
 
 def git_status(repo: Path) -> set[str]:
     """The paths ``git status --porcelain`` lists (modified or untracked) in ``repo``."""
-    porcelain = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True)
+    porcelain = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True
+    )
     return {line[3:] for line in porcelain.stdout.splitlines()}
 
 
@@ -134,8 +162,15 @@ def stages_a_code_change_marks(repo: Path, module: str) -> set[str]:
 def kill_repro_mid_fit(repo: Path, line: str) -> None:
     """Start ``dvc repro`` in its own session and SIGKILL the session once ``line`` was printed."""
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    process = subprocess.Popen([str(Path(sys.executable).with_name("dvc")), "repro"], cwd=repo, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dvc")), "repro"],
+        cwd=repo,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     seen = []
     deadline = time.monotonic() + 600
     for output in process.stdout:

@@ -35,13 +35,33 @@ def test_sweep_trials_become_queued_dvc_experiments_with_metrics(git_copy):
     repo = git_copy
     sweep = repo / "sweeps" / "lr"
     for number, overrides in TRIALS.items():
-        write_trial(sweep / str(number), {"trial": number, "status": "completed", "objective": 0.5 - number / 10,
-                                          "overrides": [*overrides, f"paths.models=sweeps/lr/{number}/models", "sweep.name=lr"],
-                                          "choices": {"model": "mlp", "experiment": "smoke"}})
-    write_trial(sweep / "1", {"trial": 1, "status": "failed", "overrides": ["train.learning_rate=-1"], "error": "boom"})
+        write_trial(
+            sweep / str(number),
+            {
+                "trial": number,
+                "status": "completed",
+                "objective": 0.5 - number / 10,
+                "overrides": [
+                    *overrides,
+                    f"paths.models=sweeps/lr/{number}/models",
+                    "sweep.name=lr",
+                ],
+                "choices": {"model": "mlp", "experiment": "smoke"},
+            },
+        )
+    write_trial(
+        sweep / "1",
+        {"trial": 1, "status": "failed", "overrides": ["train.learning_rate=-1"], "error": "boom"},
+    )
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    queued = subprocess.run([sys.executable, "-m", "stages.queue_sweep", "sweeps/lr", "--target", "evaluate"], cwd=repo, env=env,
-                            capture_output=True, text=True, timeout=300)
+    queued = subprocess.run(
+        [sys.executable, "-m", "stages.queue_sweep", "sweeps/lr", "--target", "evaluate"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert queued.returncode == 0, queued.stdout + queued.stderr
     assert "Queued 1 experiment:" in queued.stdout  # the failed trial is not queued
     assert dvc(repo, "queue", "status").stdout.count("Queued") == 1
@@ -55,5 +75,7 @@ def test_sweep_trials_become_queued_dvc_experiments_with_metrics(git_copy):
     assert "lr-trial-1" not in found
     params, metrics = found["lr-trial-0"]
     assert params["train"]["learning_rate"] == 0.01 and params["model"]["name"] == "mlp"
-    assert params["train"]["epochs"] == 1 and params["paths"]["models"] == "models"  # sweep paths not carried over
+    assert (
+        params["train"]["epochs"] == 1 and params["paths"]["models"] == "models"
+    )  # sweep paths not carried over
     assert "accuracy" in metrics

@@ -12,7 +12,13 @@ import pytest
 
 from helpers.config import REPO, compose
 from helpers.data import write_raw
-from pipeline.training.augment import GRID_SUBDIR, GRID_TAG, build_augmenter, is_enabled, write_augmentation_grid
+from pipeline.training.augment import (
+    GRID_SUBDIR,
+    GRID_TAG,
+    build_augmenter,
+    is_enabled,
+    write_augmentation_grid,
+)
 from pipeline.env import import_tensorflow
 from pipeline.errors import UserError
 from pipeline.training.inputs import make_dataset
@@ -40,10 +46,20 @@ def images(tmp_path_factory):
 
 def test_presets_build_the_configured_layers():
     assert build_augmenter(compose().augment, 0) is None and not is_enabled(compose().augment)
-    assert layer_names(build_augmenter(compose("augment=light").augment, 0)) == ["RandomRotation", "RandomZoom", "RandomTranslation"]
+    assert layer_names(build_augmenter(compose("augment=light").augment, 0)) == [
+        "RandomRotation",
+        "RandomZoom",
+        "RandomTranslation",
+    ]
     strong = compose("augment=strong").augment
     assert layer_names(build_augmenter(strong, 0, [8, 8, 1])) == [
-        "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast", "GaussianNoise"]
+        "RandomFlip",
+        "RandomRotation",
+        "RandomZoom",
+        "RandomTranslation",
+        "RandomContrast",
+        "GaussianNoise",
+    ]
     assert layer_names(build_augmenter(strong, 0, [8])) == ["GaussianNoise"]  # tables: noise only
     assert build_augmenter(compose("augment=light").augment, 0, [8]) is None
 
@@ -51,12 +67,23 @@ def test_presets_build_the_configured_layers():
 def test_noise_never_touches_category_codes():
     """With data.categorical=embedding a code feature is an index: noise on it would name another category."""
     batch = np.tile(np.array([[0.5, 3.0, -1.0, 1.0]], np.float32), (64, 1))
-    noisy = build_augmenter(compose("augment.noise=0.3").augment, 0, [4], codes=[1, 3])(batch, training=True).numpy()
-    assert (noisy[:, [1, 3]] == batch[:, [1, 3]]).all() and not np.allclose(noisy[:, [0, 2]], batch[:, [0, 2]])
-    assert np.array_equal(build_augmenter(compose("augment.noise=0.3").augment, 0, [4], codes=[1])(batch, training=False), batch)
+    noisy = build_augmenter(compose("augment.noise=0.3").augment, 0, [4], codes=[1, 3])(
+        batch, training=True
+    ).numpy()
+    assert (noisy[:, [1, 3]] == batch[:, [1, 3]]).all() and not np.allclose(
+        noisy[:, [0, 2]], batch[:, [0, 2]]
+    )
+    assert np.array_equal(
+        build_augmenter(compose("augment.noise=0.3").augment, 0, [4], codes=[1])(
+            batch, training=False
+        ),
+        batch,
+    )
 
 
-@pytest.mark.parametrize("override", ["augment.noise=1.5", "augment.contrast=-0.1", "augment.rotation=2"])
+@pytest.mark.parametrize(
+    "override", ["augment.noise=1.5", "augment.contrast=-0.1", "augment.rotation=2"]
+)
 def test_out_of_range_strengths_are_one_line(override):
     key = override.split("=")[0]
     with pytest.raises(UserError, match=rf"{key}=.* is invalid: expected a number in \[0, 1\)"):
@@ -68,7 +95,9 @@ def test_augmentation_is_seeded_and_changes_images():
     batch = np.random.default_rng(0).random((4, 8, 8, 1)).astype(np.float32)
 
     def augment(seed):
-        tf.keras.utils.set_random_seed(0)  # GaussianNoise draws from the global seed (the worker sets it)
+        tf.keras.utils.set_random_seed(
+            0
+        )  # GaussianNoise draws from the global seed (the worker sets it)
         return build_augmenter(settings, seed)(batch, training=True).numpy()
 
     first, again, other = augment(3), augment(3), augment(4)
@@ -82,7 +111,9 @@ def test_augmentation_runs_in_the_input_pipeline_and_never_touches_the_shards(im
     files = [shard["file"] for shard in meta["splits"]["train"]]
     augmenter = build_augmenter(compose("augment=light").augment, 0, meta["input_shape"])
     plain = np.concatenate([x.numpy() for x, _ in make_dataset(directory, files, 8, repeat=False)])
-    augmented = np.concatenate([x.numpy() for x, _ in make_dataset(directory, files, 8, repeat=False, augmenter=augmenter)])
+    augmented = np.concatenate(
+        [x.numpy() for x, _ in make_dataset(directory, files, 8, repeat=False, augmenter=augmenter)]
+    )
     assert augmented.shape == plain.shape and not np.allclose(augmented, plain)
     assert np.allclose(plain, load_split(directory, "", files)[0])
     assert {path.name: path.read_bytes() for path in directory.iterdir()} == before
@@ -107,10 +138,16 @@ def read_images(event_dir) -> dict:
 def test_grid_of_augmented_samples_is_a_tensorboard_image(images, tmp_path):
     directory, meta = images
     files = [meta["splits"]["train"][0]["file"]]
-    event_dir = write_augmentation_grid(compose("augment=light").augment, 0, directory, files, tmp_path, rows=2, copies=3)
+    event_dir = write_augmentation_grid(
+        compose("augment=light").augment, 0, directory, files, tmp_path, rows=2, copies=3
+    )
     assert event_dir == tmp_path / GRID_SUBDIR
-    assert read_images(event_dir) == {GRID_TAG: ((3 + 1) * 8, 2 * 8, 0)}  # original + 3 copies wide, 2 samples high
-    assert write_augmentation_grid(compose().augment, 0, directory, files, tmp_path / "none") is None
+    assert read_images(event_dir) == {
+        GRID_TAG: ((3 + 1) * 8, 2 * 8, 0)
+    }  # original + 3 copies wide, 2 samples high
+    assert (
+        write_augmentation_grid(compose().augment, 0, directory, files, tmp_path / "none") is None
+    )
 
 
 @pytest.mark.slow
@@ -119,20 +156,42 @@ def test_worker_logs_the_grid_and_trains_with_balanced_class_weights(images, tmp
     from pipeline.training.worker import TrainJob, job_to_dict
 
     directory, meta = images
-    config = compose("model=mlp", "augment=light", "train.class_weight=balanced", "train.epochs=2", "train.batch_size=8")
-    job = TrainJob(processed_dir=str(directory), tensorboard_dir=str(tmp_path / "tb"), seed=0,
-                   model=config.model, train=config.train, augment=config.augment, mixed_precision=False, xla=False)
+    config = compose(
+        "model=mlp",
+        "augment=light",
+        "train.class_weight=balanced",
+        "train.epochs=2",
+        "train.batch_size=8",
+    )
+    job = TrainJob(
+        processed_dir=str(directory),
+        tensorboard_dir=str(tmp_path / "tb"),
+        seed=0,
+        model=config.model,
+        train=config.train,
+        augment=config.augment,
+        mixed_precision=False,
+        xla=False,
+    )
     (tmp_path / "job.json").write_text(json.dumps(job_to_dict(job)))
-    script = ("import json, sys, pipeline, pipeline.training.inputs as inputs\n"
-              "from pipeline.training.worker import fit_model, job_from_dict\n"
-              "weights, make_dataset = [], inputs.make_dataset\n"
-              "def spy(*args, **kwargs):\n"
-              "    weights.append(kwargs.get('class_weights'))\n"
-              "    return make_dataset(*args, **kwargs)\n"
-              "inputs.make_dataset = spy\n"
-              "model, history = fit_model(job_from_dict(json.load(open(sys.argv[1]))), 0, 1)\n"
-              "print(json.dumps({'history': history, 'class_weights': weights}))\n")
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "job.json")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    script = (
+        "import json, sys, pipeline, pipeline.training.inputs as inputs\n"
+        "from pipeline.training.worker import fit_model, job_from_dict\n"
+        "weights, make_dataset = [], inputs.make_dataset\n"
+        "def spy(*args, **kwargs):\n"
+        "    weights.append(kwargs.get('class_weights'))\n"
+        "    return make_dataset(*args, **kwargs)\n"
+        "inputs.make_dataset = spy\n"
+        "model, history = fit_model(job_from_dict(json.load(open(sys.argv[1]))), 0, 1)\n"
+        "print(json.dumps({'history': history, 'class_weights': weights}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "job.json")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     output = json.loads(result.stdout.strip().splitlines()[-1])
     assert output["history"]["epochs"] == [1, 2] and all(np.isfinite(output["history"]["loss"]))

@@ -28,20 +28,41 @@ EPOCHS = 12
 
 
 def request_for(config) -> TrainRequest:
-    return TrainRequest(seed=config.seed, model=config.model, train=config.train, augment=config.augment,
-                        cluster=config.cluster, data_name=config.data.name)
+    return TrainRequest(
+        seed=config.seed,
+        model=config.model,
+        train=config.train,
+        augment=config.augment,
+        cluster=config.cluster,
+        data_name=config.data.name,
+    )
 
 
 # --- without Ray -------------------------------------------------------------------------------
 
+
 def test_unreachable_address_fails_fast_in_one_line(digits_pipeline, tmp_path):
     config, _ = digits_pipeline
     port = free_port()  # nothing listens there once the probe socket is closed
-    config = compose("experiment=smoke", *tmp_paths(tmp_path), "cluster=address", f"cluster.address=127.0.0.1:{port}",
-                     "cluster.connect_timeout=2", f"paths.processed={config.paths.processed}")
+    config = compose(
+        "experiment=smoke",
+        *tmp_paths(tmp_path),
+        "cluster=address",
+        f"cluster.address=127.0.0.1:{port}",
+        "cluster.connect_timeout=2",
+        f"paths.processed={config.paths.processed}",
+    )
     started = time.perf_counter()
-    with pytest.raises(UserError, match=f"cannot reach Ray at cluster.address=127.0.0.1:{port}") as caught:
-        run_train(request_for(config), Path(config.paths.processed), tmp_path / "models", tmp_path / "tb", str(tmp_path / "ray"))
+    with pytest.raises(
+        UserError, match=f"cannot reach Ray at cluster.address=127.0.0.1:{port}"
+    ) as caught:
+        run_train(
+            request_for(config),
+            Path(config.paths.processed),
+            tmp_path / "models",
+            tmp_path / "tb",
+            str(tmp_path / "ray"),
+        )
     # well under ray.init's own ~60 s of retries (the bound includes importing ray on a busy machine)
     assert time.perf_counter() - started < 20 and "\n" not in str(caught.value)
     assert not (tmp_path / "models").exists() and not (tmp_path / "ray").exists()
@@ -55,13 +76,41 @@ def test_reachable_address_passes_the_probe():
         check_reachable(f"ray://127.0.0.1:{server.getsockname()[1]}", timeout=2)
 
 
-@pytest.mark.parametrize("overrides,resources,nodes,message", [
-    (["cluster.num_workers=4"], {"CPU": 2}, 1, "4 workers need 4 CPU but the Ray cluster has 2"),
-    (["cluster.use_gpu=true"], {"CPU": 8}, 1, "cluster.use_gpu=true but the Ray cluster has no GPU"),
-    (["cluster.num_workers=2", "cluster.use_gpu=true"], {"CPU": 8, "GPU": 1}, 1, "2 workers need 2 GPU but the Ray cluster has 1"),
-    (["cluster.num_workers=2", "cluster.placement_strategy=STRICT_SPREAD"], {"CPU": 8}, 1, "STRICT_SPREAD puts each of 2 workers"),
-    (["+cluster.resources_per_worker.node_a=1"], {"CPU": 8}, 1, "need 1 node_a but the Ray cluster has 0"),
-])
+@pytest.mark.parametrize(
+    "overrides,resources,nodes,message",
+    [
+        (
+            ["cluster.num_workers=4"],
+            {"CPU": 2},
+            1,
+            "4 workers need 4 CPU but the Ray cluster has 2",
+        ),
+        (
+            ["cluster.use_gpu=true"],
+            {"CPU": 8},
+            1,
+            "cluster.use_gpu=true but the Ray cluster has no GPU",
+        ),
+        (
+            ["cluster.num_workers=2", "cluster.use_gpu=true"],
+            {"CPU": 8, "GPU": 1},
+            1,
+            "2 workers need 2 GPU but the Ray cluster has 1",
+        ),
+        (
+            ["cluster.num_workers=2", "cluster.placement_strategy=STRICT_SPREAD"],
+            {"CPU": 8},
+            1,
+            "STRICT_SPREAD puts each of 2 workers",
+        ),
+        (
+            ["+cluster.resources_per_worker.node_a=1"],
+            {"CPU": 8},
+            1,
+            "need 1 node_a but the Ray cluster has 0",
+        ),
+    ],
+)
 def test_capacity_check_names_what_is_missing(overrides, resources, nodes, message):
     cluster = compose(*overrides).cluster
     with pytest.raises(UserError, match=re.escape(message)) as caught:
@@ -70,12 +119,18 @@ def test_capacity_check_names_what_is_missing(overrides, resources, nodes, messa
     check_capacity(compose().cluster, {"CPU": 1}, 1)  # the default fits a 1-CPU machine
 
 
-@pytest.mark.parametrize("override,message", [
-    ("cluster.placement_strategy=EVERYWHERE", "one of PACK, SPREAD, STRICT_PACK, STRICT_SPREAD"),
-    ("+cluster.resources_per_worker.CPU=2", "custom resources only"),
-    ("train.keep_checkpoints=0", "train.keep_checkpoints=0 is invalid"),
-    ("cluster.connect_timeout=0", "cluster.connect_timeout=0"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            "cluster.placement_strategy=EVERYWHERE",
+            "one of PACK, SPREAD, STRICT_PACK, STRICT_SPREAD",
+        ),
+        ("+cluster.resources_per_worker.CPU=2", "custom resources only"),
+        ("train.keep_checkpoints=0", "train.keep_checkpoints=0 is invalid"),
+        ("cluster.connect_timeout=0", "cluster.connect_timeout=0"),
+    ],
+)
 def test_bad_cluster_settings_fail_before_any_worker(override, message):
     with pytest.raises(UserError, match=re.escape(message)):
         compose(override)
@@ -95,8 +150,13 @@ def test_run_name_is_stable_per_config_and_data():
     config = compose("experiment=smoke")
     meta = {"splits": {"train": [{"file": "a", "num_examples": 10}]}}
     name = default_run_name(request_for(config), meta)
-    assert name == default_run_name(request_for(compose("experiment=smoke", "cluster.num_workers=2", "train.max_failures=3")), meta)
-    assert name != default_run_name(request_for(compose("experiment=smoke", "train.epochs=3")), meta)
+    assert name == default_run_name(
+        request_for(compose("experiment=smoke", "cluster.num_workers=2", "train.max_failures=3")),
+        meta,
+    )
+    assert name != default_run_name(
+        request_for(compose("experiment=smoke", "train.epochs=3")), meta
+    )
     assert name != default_run_name(request_for(config), {**meta, "extra": 1})
     assert name.startswith("mlp-digits-")
     assert default_run_name(request_for(compose("train.run_name=mine")), meta) == "mine"
@@ -108,31 +168,69 @@ def test_mixed_precision_and_xla_train_with_float32_outputs(digits_pipeline, tmp
     from pipeline.training.worker import TrainJob, job_to_dict
 
     config = compose("experiment=smoke", "train.epochs=2", "cluster=gpu")
-    job = TrainJob(processed_dir=digits_pipeline[0].paths.processed, tensorboard_dir=str(tmp_path / "tb"), seed=0, model=config.model,
-                   train=config.train, augment=config.augment, mixed_precision=config.cluster.mixed_precision, xla=config.cluster.xla)
-    script = ("import json, sys; import pipeline; from pipeline.training.worker import fit_model, job_from_dict; "
-              "model, history = fit_model(job_from_dict(json.loads(sys.argv[1])), 0, 1); "
-              "print(json.dumps({'output': model.outputs[0].dtype.name, 'compute': model.layers[1].compute_dtype, "
-              "'epochs': history['epochs'], 'accuracy': history['accuracy'][-1]}))")
-    done = subprocess.run([sys.executable, "-c", script, json.dumps(job_to_dict(job))], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    job = TrainJob(
+        processed_dir=digits_pipeline[0].paths.processed,
+        tensorboard_dir=str(tmp_path / "tb"),
+        seed=0,
+        model=config.model,
+        train=config.train,
+        augment=config.augment,
+        mixed_precision=config.cluster.mixed_precision,
+        xla=config.cluster.xla,
+    )
+    script = (
+        "import json, sys; import pipeline; from pipeline.training.worker import fit_model, job_from_dict; "
+        "model, history = fit_model(job_from_dict(json.loads(sys.argv[1])), 0, 1); "
+        "print(json.dumps({'output': model.outputs[0].dtype.name, 'compute': model.layers[1].compute_dtype, "
+        "'epochs': history['epochs'], 'accuracy': history['accuracy'][-1]}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(job_to_dict(job))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["output"] == "float32" and result["compute"] == "float16" and result["epochs"] == [1, 2]
+    assert (
+        result["output"] == "float32"
+        and result["compute"] == "float16"
+        and result["epochs"] == [1, 2]
+    )
     assert result["accuracy"] > 0.3
 
 
 # --- a two-node Ray cluster on this machine -----------------------------------------------------
 
+
 def cluster_overrides(address: str, root: Path, processed: str, *extra: str) -> list[str]:
-    return ["experiment=smoke", *tmp_paths(root), f"paths.processed={processed}", "cluster=address", f"cluster.address={address}",
-            "cluster.num_workers=2", "cluster.placement_strategy=STRICT_SPREAD", f"train.epochs={EPOCHS}", "train.batch_size=32", *extra]
+    return [
+        "experiment=smoke",
+        *tmp_paths(root),
+        f"paths.processed={processed}",
+        "cluster=address",
+        f"cluster.address={address}",
+        "cluster.num_workers=2",
+        "cluster.placement_strategy=STRICT_SPREAD",
+        f"train.epochs={EPOCHS}",
+        "train.batch_size=32",
+        *extra,
+    ]
 
 
 def start_stage(*overrides: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "stages.train", *overrides], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "stages.train", *overrides],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def evaluate_accuracy(root: Path, processed: str) -> float:
@@ -163,30 +261,58 @@ def test_one_worker_on_each_node(uninterrupted):
 
 
 @pytest.mark.slow
-def test_too_many_workers_for_the_cluster_fail_before_training(two_node_cluster, digits_pipeline, tmp_path):
+def test_too_many_workers_for_the_cluster_fail_before_training(
+    two_node_cluster, digits_pipeline, tmp_path
+):
     processed = digits_pipeline[0].paths.processed
-    config = compose(*cluster_overrides(two_node_cluster, tmp_path, processed, "cluster.num_workers=4", "train.batch_size=64"))
-    with pytest.raises(UserError, match="STRICT_SPREAD puts each of 4 workers on its own node but the Ray cluster has 2 node"):
-        run_train(request_for(config), Path(processed), tmp_path / "models", tmp_path / "tb", str(tmp_path / "ray"))
+    config = compose(
+        *cluster_overrides(
+            two_node_cluster, tmp_path, processed, "cluster.num_workers=4", "train.batch_size=64"
+        )
+    )
+    with pytest.raises(
+        UserError,
+        match="STRICT_SPREAD puts each of 4 workers on its own node but the Ray cluster has 2 node",
+    ):
+        run_train(
+            request_for(config),
+            Path(processed),
+            tmp_path / "models",
+            tmp_path / "tb",
+            str(tmp_path / "ray"),
+        )
     assert not (tmp_path / "models").exists() and not (tmp_path / "ray").exists()
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_replaced_and_training_resumes(two_node_cluster, digits_pipeline, uninterrupted, tmp_path, monkeypatch):
-    monkeypatch.setenv("RAY_DEDUP_LOGS", "0")  # see test_rerun_after_the_driver_was_killed_continues
+def test_a_killed_worker_is_replaced_and_training_resumes(
+    two_node_cluster, digits_pipeline, uninterrupted, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(
+        "RAY_DEDUP_LOGS", "0"
+    )  # see test_rerun_after_the_driver_was_killed_continues
     processed = digits_pipeline[0].paths.processed
-    stage = start_stage(*cluster_overrides(two_node_cluster, tmp_path, processed, "train.max_failures=1"))
+    stage = start_stage(
+        *cluster_overrides(two_node_cluster, tmp_path, processed, "train.max_failures=1")
+    )
     lines, pids, killed = [], {}, None
     for line in watched_lines(stage, 600):
         lines.append(line)
         if match := WORKER_LINE.search(line):
             pids[int(match.group(1))] = int(match.group(4))
-        if killed is None and (match := EPOCH_LINE.search(line)) and int(match.group(1)) >= 2 and pids:
+        if (
+            killed is None
+            and (match := EPOCH_LINE.search(line))
+            and int(match.group(1)) >= 2
+            and pids
+        ):
             killed = pids.get(1, pids[0])
             os.kill(killed, signal.SIGKILL)
     output = "".join(lines)
     assert stage.wait(timeout=600) == 0 and killed is not None, output[-3000:]
-    assert len({pid for *_, pid in WORKER_LINE.findall(output)}) >= 3, "a new worker group started after the kill"
+    assert len({pid for *_, pid in WORKER_LINE.findall(output)}) >= 3, (
+        "a new worker group started after the kill"
+    )
     assert "Resuming from the checkpoint of epoch" in output
     history = json.loads((tmp_path / "models" / "history.json").read_text())
     assert history["epochs"] == list(range(1, EPOCHS + 1))
@@ -194,7 +320,9 @@ def test_a_killed_worker_is_replaced_and_training_resumes(two_node_cluster, digi
 
 
 @pytest.mark.slow
-def test_rerun_after_the_driver_was_killed_continues(two_node_cluster, digits_pipeline, tmp_path, monkeypatch):
+def test_rerun_after_the_driver_was_killed_continues(
+    two_node_cluster, digits_pipeline, tmp_path, monkeypatch
+):
     from pipeline.io import read_json
 
     # Both loopback nodes share one session directory, so both log monitors forward every worker
@@ -214,11 +342,17 @@ def test_rerun_after_the_driver_was_killed_continues(two_node_cluster, digits_pi
     assert first_epochs and not (tmp_path / "models").exists()
     config = compose(*overrides)
     meta = read_json(Path(processed) / "meta.json")
-    name, epoch, tensorboard = plan_run(request_for(config), meta, str(tmp_path / "ray"), tmp_path / "tensorboard")
+    name, epoch, tensorboard = plan_run(
+        request_for(config), meta, str(tmp_path / "ray"), tmp_path / "tensorboard"
+    )
     assert epoch >= 1 and tensorboard.parent == tmp_path / "tensorboard" and tensorboard.is_dir()
     fresh = compose(*overrides, "train.resume=false")
-    assert plan_run(request_for(fresh), meta, str(tmp_path / "ray"), tmp_path / "tensorboard")[1:] != (epoch, tensorboard)
-    assert plan_run(request_for(fresh), meta, str(tmp_path / "ray"), tmp_path / "tensorboard")[1] == 0
+    assert plan_run(request_for(fresh), meta, str(tmp_path / "ray"), tmp_path / "tensorboard")[
+        1:
+    ] != (epoch, tensorboard)
+    assert (
+        plan_run(request_for(fresh), meta, str(tmp_path / "ray"), tmp_path / "tensorboard")[1] == 0
+    )
     second = run_stage("train", *overrides, timeout=600)
     output = second.stdout + second.stderr
     assert second.returncode == 0, output[-3000:]
@@ -232,4 +366,7 @@ def test_rerun_after_the_driver_was_killed_continues(two_node_cluster, digits_pi
     history = json.loads((tmp_path / "models" / "history.json").read_text())
     assert history["epochs"] == list(range(1, EPOCHS + 1))
     # the finished run's Ray directory is set aside: the next run of this config starts afresh
-    assert not any(path.name.startswith("mlp-digits-") and "." not in path.name for path in (tmp_path / "ray").iterdir())
+    assert not any(
+        path.name.startswith("mlp-digits-") and "." not in path.name
+        for path in (tmp_path / "ray").iterdir()
+    )

@@ -20,8 +20,17 @@ from helpers.processes import _kill_session, _wait_for_line, free_port
 
 # Every port `ray start --head` would otherwise take from a fixed default (10001, 52365, ...), so this
 # head can run next to the two-node cluster fixture or another Ray on the machine.
-HEAD_PORTS = ("port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-              "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port")
+HEAD_PORTS = (
+    "port",
+    "dashboard-port",
+    "ray-client-server-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+    "node-manager-port",
+    "object-manager-port",
+)
 
 
 def _wait_for_job_server(url: str, process: subprocess.Popen, timeout: float) -> None:
@@ -42,18 +51,39 @@ def _wait_for_job_server(url: str, process: subprocess.Popen, timeout: float) ->
 def job_server():
     """A one-node Ray head with the dashboard (job server) on 127.0.0.1, in its own session; yields the
     job server's URL. Torn down by killing the session (never `ray stop`)."""
-    temp = Path(tempfile.mkdtemp(prefix="rj", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    temp = Path(
+        tempfile.mkdtemp(prefix="rj", dir="/tmp")
+    )  # short: Ray's socket paths have a length limit
     ports = {name: free_port() for name in HEAD_PORTS}
     # The dashboard gives each of its modules 30 s to start; a busy 2-core box needs more.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "180"}
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "180",
+    }
     env.pop("RAY_ADDRESS", None)
     ray_cli = str(Path(sys.executable).parent / "ray")
     log = temp / "head.log"
     head = subprocess.Popen(
-        [ray_cli, "start", "--head", *(f"--{name}={port}" for name, port in ports.items()), "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--temp-dir={temp}/ray", "--block", "--num-cpus=2", "--num-gpus=0",
-         "--object-store-memory=100000000", "--disable-usage-stats"],
-        env=env, start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        [
+            ray_cli,
+            "start",
+            "--head",
+            *(f"--{name}={port}" for name, port in ports.items()),
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--temp-dir={temp}/ray",
+            "--block",
+            "--num-cpus=2",
+            "--num-gpus=0",
+            "--object-store-memory=100000000",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         _wait_for_line(log, "Ray runtime started", head, timeout=120)
         url = f"http://127.0.0.1:{ports['dashboard-port']}"
@@ -68,25 +98,50 @@ def submit(url: str, checkout: Path, *overrides: str) -> subprocess.CompletedPro
     """``ray job submit`` of the train stage, run by the job in ``checkout`` (a path the head node sees)."""
     # As the README shows it: Ray joins the entrypoint's words with spaces (quoting those with spaces)
     # and runs them in a shell, so `sh -c "cd ... && ..."` keeps the `&&` on the cluster's side.
-    entrypoint = ["sh", "-c", f"cd {checkout} && {sys.executable} -m stages.train {' '.join(overrides)}"]
+    entrypoint = [
+        "sh",
+        "-c",
+        f"cd {checkout} && {sys.executable} -m stages.train {' '.join(overrides)}",
+    ]
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    return subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", url, "--", *entrypoint],
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "job",
+            "submit",
+            "--address",
+            url,
+            "--",
+            *entrypoint,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
 def test_ray_job_submit_writes_the_outputs_dvc_declares(job_server, git_copy, digits_pipeline):
     processed = Path(digits_pipeline[0].paths.processed)
-    shutil.copytree(processed, git_copy / "data" / "processed")  # what `dvc repro preprocess` leaves in the checkout
+    shutil.copytree(
+        processed, git_copy / "data" / "processed"
+    )  # what `dvc repro preprocess` leaves in the checkout
     done = submit(job_server, git_copy, "experiment=smoke", "train.epochs=1")
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
     assert "epoch 1/1" in output and "succeeded" in output, output[-3000:]
     # dvc.yaml's train outs (${paths.models}) and the logs, relative to the checkout the job ran in
-    assert {path.name for path in (git_copy / "models").iterdir()} == {"model.keras", "history.json", "run.json"}
+    assert {path.name for path in (git_copy / "models").iterdir()} == {
+        "model.keras",
+        "history.json",
+        "run.json",
+    }
     assert any((git_copy / "logs" / "tensorboard").iterdir())
     # cluster.storage_dir keeps the finished run set aside, its last checkpoint holding the final model (README)
-    (finished,) = [path for path in (git_copy / "logs" / "ray").iterdir() if SET_ASIDE_SUFFIX.search(path.name)]
+    (finished,) = [
+        path for path in (git_copy / "logs" / "ray").iterdir() if SET_ASIDE_SUFFIX.search(path.name)
+    ]
     assert any(finished.glob("checkpoint_*/model.keras"))
 
 

@@ -10,7 +10,9 @@ from pipeline.training.hparams import hparams_from_settings, log_hparams, read_h
 
 
 def test_hparams_are_flat_scalars_with_lists_as_text():
-    values = hparams_from_settings(TrainRequest.from_config(compose("model=cnn", "train.learning_rate=0.003")))
+    values = hparams_from_settings(
+        TrainRequest.from_config(compose("model=cnn", "train.learning_rate=0.003"))
+    )
     assert values["model.filters"] == "32,64" and values["train.learning_rate"] == 0.003
     assert all(isinstance(value, (bool, int, float, str)) for value in values.values())
 
@@ -18,8 +20,15 @@ def test_hparams_are_flat_scalars_with_lists_as_text():
 def test_logged_hparams_and_final_metrics_read_back(tmp_path):
     config = compose("model=mlp", "train.batch_size=16", "model.dropout_rate=0.25")
     run_dir = tmp_path / "trial-7"
-    log_hparams(run_dir, TrainRequest.from_config(config), {"epochs": 3, "loss": 0.5, "val_loss": 0.625, "val_accuracy": 0.875})
+    log_hparams(
+        run_dir,
+        TrainRequest.from_config(config),
+        {"epochs": 3, "loss": 0.5, "val_loss": 0.625, "val_accuracy": 0.875},
+    )
     hparams, finals = read_hparams(run_dir)
     assert hparams["model.name"] == "mlp" and hparams["train.batch_size"] == 16
-    assert hparams["model.dropout_rate"] == pytest.approx(0.25) and hparams["model.hidden_units"] == "64,64"
+    assert (
+        hparams["model.dropout_rate"] == pytest.approx(0.25)
+        and hparams["model.hidden_units"] == "64,64"
+    )
     assert finals == {"final/loss": 0.5, "final/val_loss": 0.625, "final/val_accuracy": 0.875}

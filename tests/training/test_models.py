@@ -30,7 +30,11 @@ def test_seed_architectures():
     kinds = [type(layer).__name__ for layer in cnn.layers]
     assert kinds.count("Conv2D") == 2 and kinds.count("MaxPooling2D") == 2 and "Dense" in kinds
     pima = build_model(compose("model=pima_mlp").model, (8,), 2)
-    dense = [(layer.units, layer.activation.__name__) for layer in pima.layers if isinstance(layer, tf.keras.layers.Dense)]
+    dense = [
+        (layer.units, layer.activation.__name__)
+        for layer in pima.layers
+        if isinstance(layer, tf.keras.layers.Dense)
+    ]
     assert dense[0] == (12, "relu") and dense[-1] == (1, "sigmoid")
     assert loss_name(compose("model=pima_mlp").model, 2) == "binary_crossentropy"
 
@@ -44,7 +48,9 @@ def test_optimizers_compile_with_the_configured_learning_rate(optimizer):
 
 
 def test_regularisation_options_are_built():
-    settings = dataclasses.replace(compose("model=mlp").model, dropout_rate=0.3, l2=0.01, batch_norm=True)
+    settings = dataclasses.replace(
+        compose("model=mlp").model, dropout_rate=0.3, l2=0.01, batch_norm=True
+    )
     model = build_model(settings, (4,), 3)
     kinds = {type(layer).__name__ for layer in model.layers}
     assert {"Dropout", "BatchNormalization"} <= kinds
@@ -55,7 +61,9 @@ def test_binary_metrics_and_their_misuse():
     config = compose("model=pima_mlp", "model.metrics=[accuracy,auc,precision,recall]")
     model = compile_model(build_model(config.model, (8,), 2), config.model, config.train, 2)
     model.fit(np.random.rand(16, 8), np.arange(16) % 2, verbose=0)
-    assert {"auc", "precision", "recall"} <= set(model.metrics_names) | {m.name for m in model.metrics}
+    assert {"auc", "precision", "recall"} <= set(model.metrics_names) | {
+        m.name for m in model.metrics
+    }
     with pytest.raises(UserError, match="needs binary labels"):
         compile_model(build_model(config.model, (8,), 3), config.model, config.train, 3)
 

@@ -19,18 +19,31 @@ from pipeline.training.train import SET_ASIDE_KEPT, _set_aside
 def test_only_the_newest_set_aside_runs_are_kept(tmp_path):
     import pyarrow.fs
 
-    names = ["run-a.20200101-000000", "run-a.20200102-000000", "run-b.20200103-000000", "run-c.20200104-000000",
-             "run-b.20200105-000000", "run-a", "run-d"]
+    names = [
+        "run-a.20200101-000000",
+        "run-a.20200102-000000",
+        "run-b.20200103-000000",
+        "run-c.20200104-000000",
+        "run-b.20200105-000000",
+        "run-a",
+        "run-d",
+    ]
     for name in names:
         (tmp_path / name).mkdir()
     (tmp_path / "notes.20200106-000000").write_text("a file, not a run")
-    _set_aside(pyarrow.fs.LocalFileSystem(), str(tmp_path / "run-a"))  # run-a finished: set aside, then prune
+    _set_aside(
+        pyarrow.fs.LocalFileSystem(), str(tmp_path / "run-a")
+    )  # run-a finished: set aside, then prune
     left = sorted(path.name for path in tmp_path.iterdir())
     aside = [name for name in left if name.startswith("run-a.") and name not in names]
     assert len(aside) == 1 and SET_ASIDE_KEPT == 3
     # the 3 newest set-aside runs (whatever their name), the runs in progress, the file
-    assert left == sorted([*aside, "run-b.20200105-000000", "run-c.20200104-000000", "run-d", "notes.20200106-000000"])
-    _set_aside(pyarrow.fs.LocalFileSystem(), str(tmp_path / "run-x"))  # nothing to set aside: prunes only
+    assert left == sorted(
+        [*aside, "run-b.20200105-000000", "run-c.20200104-000000", "run-d", "notes.20200106-000000"]
+    )
+    _set_aside(
+        pyarrow.fs.LocalFileSystem(), str(tmp_path / "run-x")
+    )  # nothing to set aside: prunes only
     assert sorted(path.name for path in tmp_path.iterdir()) == left
 
 
@@ -54,7 +67,12 @@ def _fit_on(callbacks, model, losses, start, finish=True):
 def test_patience_counters_survive_a_checkpoint(tmp_path):
     """Interrupted after any epoch and resumed from its saved state, EarlyStopping stops at the same
     epoch with the same best weights and ReduceLROnPlateau reaches the same learning rate."""
-    from pipeline.training.callbacks import STATE_FIELDS, configured_callbacks, restore_callback_state, save_callback_state
+    from pipeline.training.callbacks import (
+        STATE_FIELDS,
+        configured_callbacks,
+        restore_callback_state,
+        save_callback_state,
+    )
     from pipeline.env import import_tensorflow
 
     tf = import_tensorflow()
@@ -64,25 +82,44 @@ def test_patience_counters_survive_a_checkpoint(tmp_path):
     def fresh():
         model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
         model.compile(optimizer=tf.keras.optimizers.Adam(0.1), loss="mse")
-        callbacks = [callback for callback in configured_callbacks(train, None) if type(callback).__name__ in STATE_FIELDS]
+        callbacks = [
+            callback
+            for callback in configured_callbacks(train, None)
+            if type(callback).__name__ in STATE_FIELDS
+        ]
         return model, callbacks
 
     def outcome(model, callbacks, stopped):
-        return stopped, float(model.optimizer.learning_rate.numpy()), model.get_weights()[0].flat[0], \
-            [{field: getattr(callback, field) for field in STATE_FIELDS[type(callback).__name__]} for callback in callbacks]
+        return (
+            stopped,
+            float(model.optimizer.learning_rate.numpy()),
+            model.get_weights()[0].flat[0],
+            [
+                {field: getattr(callback, field) for field in STATE_FIELDS[type(callback).__name__]}
+                for callback in callbacks
+            ],
+        )
 
     model, callbacks = fresh()
     expected = outcome(model, callbacks, _fit_on(callbacks, model, losses, 0))
-    assert expected[:3] == (7, pytest.approx(0.025), 4)  # stops at epoch 8 (patience 3 after 0.45), lr halved twice, best = epoch 5
+    assert expected[:3] == (
+        7,
+        pytest.approx(0.025),
+        4,
+    )  # stops at epoch 8 (patience 3 after 0.45), lr halved twice, best = epoch 5
     for interrupted_after in range(1, expected[0] + 1):
         model, callbacks = fresh()
         _fit_on(callbacks, model, losses[:interrupted_after], 0, finish=False)
         checkpoint = tmp_path / str(interrupted_after)
         checkpoint.mkdir()
         save_callback_state(callbacks, checkpoint)
-        resumed = fresh()[1]  # new callbacks, the model (weights, optimizer) as the checkpoint restores it
+        resumed = fresh()[
+            1
+        ]  # new callbacks, the model (weights, optimizer) as the checkpoint restores it
         restore_callback_state(resumed, checkpoint)
-        assert outcome(model, resumed, _fit_on(resumed, model, losses, interrupted_after)) == expected, interrupted_after
+        assert (
+            outcome(model, resumed, _fit_on(resumed, model, losses, interrupted_after)) == expected
+        ), interrupted_after
 
 
 @pytest.mark.slow
@@ -92,22 +129,43 @@ def test_a_resumed_fit_stops_where_an_uninterrupted_one_does(digits_pipeline, tm
     (with reset counters it would run to epoch 5)."""
     from pipeline.training.worker import TrainJob, job_to_dict
 
-    config = compose("experiment=smoke", "train.epochs=8", "train.early_stopping.enabled=true", "train.early_stopping.patience=2",
-                     "train.reduce_lr.enabled=true", "train.reduce_lr.patience=1")
-    job = TrainJob(processed_dir=digits_pipeline[0].paths.processed, tensorboard_dir=str(tmp_path / "tb"), seed=0, model=config.model,
-                   train=dataclasses.replace(config.train, learning_rate=0.0), augment=config.augment, mixed_precision=False, xla=False)
+    config = compose(
+        "experiment=smoke",
+        "train.epochs=8",
+        "train.early_stopping.enabled=true",
+        "train.early_stopping.patience=2",
+        "train.reduce_lr.enabled=true",
+        "train.reduce_lr.patience=1",
+    )
+    job = TrainJob(
+        processed_dir=digits_pipeline[0].paths.processed,
+        tensorboard_dir=str(tmp_path / "tb"),
+        seed=0,
+        model=config.model,
+        train=dataclasses.replace(config.train, learning_rate=0.0),
+        augment=config.augment,
+        mixed_precision=False,
+        xla=False,
+    )
     (tmp_path / "job.json").write_text(json.dumps(job_to_dict(job)))
-    script = ("import json, sys; from pathlib import Path; import pipeline\n"
-              "from pipeline.training.worker import fit_model, job_from_dict, save_model\n"
-              "out, resume = Path(sys.argv[2]), (Path(sys.argv[3]) if len(sys.argv) > 3 else None)\n"
-              "def report(model, logs, epoch, history, callbacks):\n"
-              "    save_model(model, history, out / str(epoch + 1), callbacks)\n"
-              "model, history = fit_model(job_from_dict(json.load(open(sys.argv[1]))), 0, 1, report=report, resume_dir=resume)\n"
-              "print(json.dumps(history['epochs']))\n")
+    script = (
+        "import json, sys; from pathlib import Path; import pipeline\n"
+        "from pipeline.training.worker import fit_model, job_from_dict, save_model\n"
+        "out, resume = Path(sys.argv[2]), (Path(sys.argv[3]) if len(sys.argv) > 3 else None)\n"
+        "def report(model, logs, epoch, history, callbacks):\n"
+        "    save_model(model, history, out / str(epoch + 1), callbacks)\n"
+        "model, history = fit_model(job_from_dict(json.load(open(sys.argv[1]))), 0, 1, report=report, resume_dir=resume)\n"
+        "print(json.dumps(history['epochs']))\n"
+    )
 
     def fit(out: Path, *resume: Path) -> list[int]:
-        done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "job.json"), str(out), *map(str, resume)], cwd=REPO,
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "job.json"), str(out), *map(str, resume)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
 

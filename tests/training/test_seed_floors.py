@@ -25,10 +25,28 @@ pytestmark = pytest.mark.slow
 def test_default_config_reaches_the_seed_accuracy(tmp_path, model, floor):
     config = compose(f"model={model}", *tmp_paths(tmp_path))
     run_ingest(config.data, Path(config.paths.raw))
-    run_preprocess(config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed))
-    request = TrainRequest(seed=config.seed, model=config.model, train=config.train, augment=config.augment,
-                           cluster=config.cluster, data_name=config.data.name)
-    run_train(request, Path(config.paths.processed), Path(config.paths.models), Path(config.train.tensorboard_dir),
-              Path(config.cluster.storage_dir))
-    metrics = run_evaluate(config.evaluate, Path(config.paths.processed), Path(config.paths.models), Path(config.paths.reports))
+    run_preprocess(
+        config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
+    )
+    request = TrainRequest(
+        seed=config.seed,
+        model=config.model,
+        train=config.train,
+        augment=config.augment,
+        cluster=config.cluster,
+        data_name=config.data.name,
+    )
+    run_train(
+        request,
+        Path(config.paths.processed),
+        Path(config.paths.models),
+        Path(config.train.tensorboard_dir),
+        Path(config.cluster.storage_dir),
+    )
+    metrics = run_evaluate(
+        config.evaluate,
+        Path(config.paths.processed),
+        Path(config.paths.models),
+        Path(config.paths.reports),
+    )
     assert metrics["accuracy"] >= floor, metrics

@@ -28,14 +28,28 @@ MLP = ("model=mlp",)
 def prepare(root: Path, *overrides: str):
     config = compose(*tmp_paths(root), *overrides)
     run_ingest(config.data, Path(config.paths.raw))
-    run_preprocess(config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed))
+    run_preprocess(
+        config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
+    )
     return config
 
 
 def train_and_evaluate(config, models: Path, reports: Path) -> dict:
-    request = TrainRequest(seed=config.seed, model=config.model, train=config.train, augment=config.augment,
-                           cluster=config.cluster, data_name=config.data.name)
-    run_train(request, Path(config.paths.processed), models, Path(config.train.tensorboard_dir), Path(config.cluster.storage_dir))
+    request = TrainRequest(
+        seed=config.seed,
+        model=config.model,
+        train=config.train,
+        augment=config.augment,
+        cluster=config.cluster,
+        data_name=config.data.name,
+    )
+    run_train(
+        request,
+        Path(config.paths.processed),
+        models,
+        Path(config.train.tensorboard_dir),
+        Path(config.cluster.storage_dir),
+    )
     run_evaluate(config.evaluate, Path(config.paths.processed), models, reports)
     return json.loads((reports / "metrics.json").read_text())
 
@@ -53,7 +67,10 @@ def test_mlp_defaults_reach_the_seed_floor_and_log_to_tensorboard(one_worker):
     assert metrics["accuracy"] >= 0.95, metrics  # issue 2's floor for the MLP
     history = json.loads((root / "models-1" / "history.json").read_text())
     epochs = len(history["epochs"])
-    assert history["epochs"] == list(range(1, epochs + 1)) and len(history["examples_per_second"]) == epochs
+    assert (
+        history["epochs"] == list(range(1, epochs + 1))
+        and len(history["examples_per_second"]) == epochs
+    )
     run = json.loads((root / "models-1" / "run.json").read_text())
     check_tensorboard_run(Path(run["tensorboard_dir"]), epochs=epochs)
     # The curves dvc.yaml declares as plots: train and validation per compiled metric, and the learning rate.
@@ -61,7 +78,9 @@ def test_mlp_defaults_reach_the_seed_floor_and_log_to_tensorboard(one_worker):
     assert sorted(path.name for path in curves.iterdir()) == ["accuracy.csv", "loss.csv"]
     loss = (curves / "loss.csv").read_text().splitlines()
     assert loss[0] == "epoch,train,validation" and len(loss) == epochs + 1
-    assert [float(value) for value in loss[-1].split(",")[1:]] == pytest.approx([history["loss"][-1], history["val_loss"][-1]])
+    assert [float(value) for value in loss[-1].split(",")[1:]] == pytest.approx(
+        [history["loss"][-1], history["val_loss"][-1]]
+    )
     rates = (root / "models-1" / "learning_rate.csv").read_text().splitlines()
     assert rates[0] == "epoch,learning_rate" and len(rates) == epochs + 1
 
@@ -69,7 +88,9 @@ def test_mlp_defaults_reach_the_seed_floor_and_log_to_tensorboard(one_worker):
 def test_same_seed_gives_identical_metrics_on_one_worker(one_worker):
     config, root, _ = one_worker
     train_and_evaluate(config, root / "models-2", root / "reports-2")
-    assert (root / "reports-1" / "metrics.json").read_text() == (root / "reports-2" / "metrics.json").read_text()
+    assert (root / "reports-1" / "metrics.json").read_text() == (
+        root / "reports-2" / "metrics.json"
+    ).read_text()
 
 
 def check_tensorboard_run(run_dir: Path, epochs: int) -> None:
@@ -77,7 +98,9 @@ def check_tensorboard_run(run_dir: Path, epochs: int) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     def load(directory: Path) -> EventAccumulator:
-        assert len(list(directory.glob("events.out.tfevents.*"))) == 1, f"one writer (rank 0) in {directory}"
+        assert len(list(directory.glob("events.out.tfevents.*"))) == 1, (
+            f"one writer (rank 0) in {directory}"
+        )
         accumulator = EventAccumulator(str(directory), size_guidance={"tensors": 0})
         return accumulator.Reload()
 
@@ -103,8 +126,23 @@ def test_training_curves_pair_every_metric_with_its_validation_twin(tmp_path):
     """What ``dvc plots`` draws: one ``epoch,train,validation`` file per metric of any task, and the learning rate."""
     from pipeline.training.train import write_training_curves
 
-    history = {"epochs": [1, 2], "loss": [0.9, 0.5], "val_loss": [1.0, 0.7], "mae": [3.0, 2.0], "val_mae": [3.5, 2.5],
-               "learning_rate": [0.001, 0.0005], "examples_per_second": [100.0, 120.0]}
+    history = {
+        "epochs": [1, 2],
+        "loss": [0.9, 0.5],
+        "val_loss": [1.0, 0.7],
+        "mae": [3.0, 2.0],
+        "val_mae": [3.5, 2.5],
+        "learning_rate": [0.001, 0.0005],
+        "examples_per_second": [100.0, 120.0],
+    }
     assert write_training_curves(history, tmp_path) == ["loss", "mae"]
-    assert (tmp_path / "curves" / "mae.csv").read_text().splitlines() == ["epoch,train,validation", "1,3.0,3.5", "2,2.0,2.5"]
-    assert (tmp_path / "learning_rate.csv").read_text().splitlines() == ["epoch,learning_rate", "1,0.001", "2,0.0005"]
+    assert (tmp_path / "curves" / "mae.csv").read_text().splitlines() == [
+        "epoch,train,validation",
+        "1,3.0,3.5",
+        "2,2.0,2.5",
+    ]
+    assert (tmp_path / "learning_rate.csv").read_text().splitlines() == [
+        "epoch,learning_rate",
+        "1,0.001",
+        "2,0.0005",
+    ]

@@ -28,8 +28,13 @@ def _sklearn_table(name: str) -> RawData:
     from sklearn import datasets
 
     bunch = getattr(datasets, f"load_{name}")()
-    return RawData(x=bunch.data.astype(np.float32), y=bunch.target.astype(np.int64), source=name,
-                   class_names=[str(c) for c in bunch.target_names], feature_names=[str(f) for f in bunch.feature_names])
+    return RawData(
+        x=bunch.data.astype(np.float32),
+        y=bunch.target.astype(np.int64),
+        source=name,
+        class_names=[str(c) for c in bunch.target_names],
+        feature_names=[str(f) for f in bunch.feature_names],
+    )
 
 
 def load_digits(settings: DataSettings, staging_dir=None, reference=None) -> RawData:
@@ -38,7 +43,12 @@ def load_digits(settings: DataSettings, staging_dir=None, reference=None) -> Raw
 
     bunch = sklearn_digits()
     x = bunch.images.astype(np.uint8)[..., np.newaxis]
-    return RawData(x=x, y=bunch.target.astype(np.int64), class_names=[str(c) for c in bunch.target_names], source="digits")
+    return RawData(
+        x=x,
+        y=bunch.target.astype(np.int64),
+        class_names=[str(c) for c in bunch.target_names],
+        source="digits",
+    )
 
 
 def load_npz(settings: DataSettings, staging_dir=None, reference=None) -> RawData:
@@ -53,19 +63,32 @@ def load_npz(settings: DataSettings, staging_dir=None, reference=None) -> RawDat
         with np.load(path, allow_pickle=False) as archive:
             missing = {"x", "y"} - set(archive.files)
             if missing:
-                raise UserError(f"data: {path} lacks arrays {sorted(missing)}: save it with np.savez(path, x=features, y=labels)")
+                raise UserError(
+                    f"data: {path} lacks arrays {sorted(missing)}: save it with np.savez(path, x=features, y=labels)"
+                )
             x, y, is_test = archive["x"], archive["y"], None
             test_arrays = {"x_test", "y_test"} & set(archive.files)
             if len(test_arrays) == 1:
-                raise UserError(f"data: {path} has {test_arrays.pop()} without its pair: save both x_test and y_test, or neither")
+                raise UserError(
+                    f"data: {path} has {test_arrays.pop()} without its pair: save both x_test and y_test, or neither"
+                )
             if test_arrays:
                 from pipeline.data.sources.keras import split_mask
 
                 is_test = split_mask(len(y), len(archive["y_test"]))
-                x, y = np.concatenate([x, archive["x_test"]]), np.concatenate([y, archive["y_test"]])
-            names = [str(name) for name in archive["class_names"]] if "class_names" in archive.files else None
+                x, y = (
+                    np.concatenate([x, archive["x_test"]]),
+                    np.concatenate([y, archive["y_test"]]),
+                )
+            names = (
+                [str(name) for name in archive["class_names"]]
+                if "class_names" in archive.files
+                else None
+            )
     except (OSError, ValueError) as error:
-        raise UserError(f"data: cannot read {path} as .npz ({str(error).splitlines()[0]}): save it with np.savez(path, x=..., y=...)") from None
+        raise UserError(
+            f"data: cannot read {path} as .npz ({str(error).splitlines()[0]}): save it with np.savez(path, x=..., y=...)"
+        ) from None
     if settings.task == "regression":  # y is the target itself: no classes
         return RawData(x=x, y=y, class_names=[], source="npz", is_test=is_test, task="regression")
     if names is None:
@@ -76,19 +99,37 @@ def load_npz(settings: DataSettings, staging_dir=None, reference=None) -> RawDat
 
 def _registry() -> dict[str, Loader]:
     from pipeline.data.sources.images import load_image_folder
-    from pipeline.data.sources.keras import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
+    from pipeline.data.sources.keras import (
+        load_cifar10,
+        load_cifar100,
+        load_fashion_mnist,
+        load_mnist,
+    )
     from pipeline.data.sources.tabular import load_csv
 
-    tables = {name: (lambda settings, staging_dir=None, reference=None, name=name: _sklearn_table(name))
-              for name in ("breast_cancer", "wine", "iris")}
-    return {"digits": load_digits, "mnist": load_mnist, "fashion_mnist": load_fashion_mnist, "cifar10": load_cifar10,
-            "cifar100": load_cifar100, "npz": load_npz, "csv": load_csv, "image_folder": load_image_folder, **tables}
+    tables = {
+        name: (lambda settings, staging_dir=None, reference=None, name=name: _sklearn_table(name))
+        for name in ("breast_cancer", "wine", "iris")
+    }
+    return {
+        "digits": load_digits,
+        "mnist": load_mnist,
+        "fashion_mnist": load_fashion_mnist,
+        "cifar10": load_cifar10,
+        "cifar100": load_cifar100,
+        "npz": load_npz,
+        "csv": load_csv,
+        "image_folder": load_image_folder,
+        **tables,
+    }
 
 
 SOURCES: dict[str, Loader] = _registry()
 
 
-def load_source(settings: DataSettings, staging_dir: Optional[Path] = None, reference: Optional[dict] = None) -> RawData:
+def load_source(
+    settings: DataSettings, staging_dir: Optional[Path] = None, reference: Optional[dict] = None
+) -> RawData:
     """Load the source named by ``settings.name``.
 
     Args:
@@ -101,6 +142,8 @@ def load_source(settings: DataSettings, staging_dir: Optional[Path] = None, refe
         UserError: unknown name (listing the valid ones) or missing/unreadable file.
     """
     if settings.name not in SOURCES:
-        raise UserError(f"data: unknown dataset '{settings.name}': choose one of {', '.join(sorted(SOURCES))}")
+        raise UserError(
+            f"data: unknown dataset '{settings.name}': choose one of {', '.join(sorted(SOURCES))}"
+        )
     logger.info("Loading source '%s'", settings.name)
     return SOURCES[settings.name](settings, staging_dir, reference)

@@ -40,23 +40,39 @@ def read_table(path: Path, settings: DataSettings, bad: BadRecords):
             if bad.policy == "fail":
                 bad.add(str(path), f"malformed line ({' '.join(str(error).split())})")  # raises
             rejected = []
-            frame = pd.read_csv(path, header=header, skipinitialspace=True, engine="python",
-                                on_bad_lines=lambda fields: rejected.append(fields))
+            frame = pd.read_csv(
+                path,
+                header=header,
+                skipinitialspace=True,
+                engine="python",
+                on_bad_lines=lambda fields: rejected.append(fields),
+            )
             for fields in rejected:
-                bad.add(f"{path.name} row '{','.join(fields)[:60]}'", f"malformed line: {len(fields)} fields, expected {frame.shape[1]}")
+                bad.add(
+                    f"{path.name} row '{','.join(fields)[:60]}'",
+                    f"malformed line: {len(fields)} fields, expected {frame.shape[1]}",
+                )
     except pd.errors.EmptyDataError:
         raise UserError(f"data: {path} is empty: expected a CSV with a label column") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"data: cannot read {path} as CSV ({str(error).splitlines()[0]}): save it as UTF-8 text") from None
+        raise UserError(
+            f"data: cannot read {path} as CSV ({str(error).splitlines()[0]}): save it as UTF-8 text"
+        ) from None
     if frame.empty:
         raise UserError(f"data: {path} has no data rows: expected a CSV with one example per line")
     if settings.column_names:
         if len(settings.column_names) != frame.shape[1]:
-            raise UserError(f"data: data.column_names has {len(settings.column_names)} names but {path} has {frame.shape[1]} "
-                            f"columns: give one name per column")
+            raise UserError(
+                f"data: data.column_names has {len(settings.column_names)} names but {path} has {frame.shape[1]} "
+                f"columns: give one name per column"
+            )
         frame.columns = [str(name) for name in settings.column_names]
     else:
-        frame.columns = [str(name) for name in frame.columns] if settings.header else [f"column_{i}" for i in range(frame.shape[1])]
+        frame.columns = (
+            [str(name) for name in frame.columns]
+            if settings.header
+            else [f"column_{i}" for i in range(frame.shape[1])]
+        )
     return frame
 
 
@@ -72,12 +88,15 @@ def label_column(frame, settings: DataSettings, path: Path) -> str:
         return columns[int(wanted)]
     except (ValueError, IndexError):
         shown = ", ".join(columns[:12]) + (" ..." if len(columns) > 12 else "")
-        raise UserError(f"data: label column '{wanted}' is not in {path} (columns: {shown}): set data.label_column to one "
-                        f"of them or to an index (-1 = last)") from None
+        raise UserError(
+            f"data: label column '{wanted}' is not in {path} (columns: {shown}): set data.label_column to one "
+            f"of them or to an index (-1 = last)"
+        ) from None
 
 
-def encode_labels(values, reference: Optional[dict], bad: BadRecords, line_of,
-                  task: str = "classification") -> tuple[np.ndarray, list[str], np.ndarray]:
+def encode_labels(
+    values, reference: Optional[dict], bad: BadRecords, line_of, task: str = "classification"
+) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Class indices (or, for ``task=regression``, float32 targets), class names, and the mask of rows whose label is usable."""
     import pandas as pd
 
@@ -90,8 +109,10 @@ def encode_labels(values, reference: Optional[dict], bad: BadRecords, line_of,
     if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
         numbers = present.to_numpy(dtype=np.float64)
         if not np.all(np.isfinite(numbers)) or not np.all(numbers == np.round(numbers)):
-            raise UserError("data: the label column holds non-integer numbers (a regression target): set data.task=regression "
-                            "(see conf/experiment/regression.yaml), or use integer or text class labels")
+            raise UserError(
+                "data: the label column holds non-integer numbers (a regression target): set data.task=regression "
+                "(see conf/experiment/regression.yaml), or use integer or text class labels"
+            )
         text = pd.Series([str(int(v)) for v in numbers], index=present.index)
         order = sorted(set(text), key=int)
     else:
@@ -108,14 +129,20 @@ def encode_labels(values, reference: Optional[dict], bad: BadRecords, line_of,
     return y, names, y >= 0
 
 
-def encode_targets(values, missing: np.ndarray, bad: BadRecords, line_of) -> tuple[np.ndarray, list[str], np.ndarray]:
+def encode_targets(
+    values, missing: np.ndarray, bad: BadRecords, line_of
+) -> tuple[np.ndarray, list[str], np.ndarray]:
     """A regression target as float32 (no class names); a text value, NaN or inf is a bad record."""
     import pandas as pd
 
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
     for row in np.flatnonzero(~missing & ~np.isfinite(numbers)):
         shown = values.iloc[row]
-        reason = f"label '{shown}' is not a number" if np.isnan(numbers[row]) else f"label {shown} is not finite"
+        reason = (
+            f"label '{shown}' is not a number"
+            if np.isnan(numbers[row])
+            else f"label {shown} is not finite"
+        )
         bad.add(line_of(row), f"{reason} (data.task=regression needs a numeric target)")
     keep = ~missing & np.isfinite(numbers)
     return np.where(keep, numbers, np.nan).astype(np.float32), [], keep
@@ -138,7 +165,11 @@ def coerce_numbers(frame, columns: dict, bad: BadRecords, keep: np.ndarray, line
     import pandas as pd
 
     for name, spec in columns.items():
-        if spec["kind"] != "numeric" or name not in frame.columns or pd.api.types.is_numeric_dtype(frame[name]):
+        if (
+            spec["kind"] != "numeric"
+            or name not in frame.columns
+            or pd.api.types.is_numeric_dtype(frame[name])
+        ):
             continue
         parsed = pd.to_numeric(frame[name], errors="coerce")
         for row in np.flatnonzero((frame[name].notna() & parsed.isna()).to_numpy() & keep):
@@ -157,7 +188,10 @@ def describe_columns(frame, settings: DataSettings, reference: Optional[dict]) -
     import pandas as pd
 
     if reference and reference.get("columns"):
-        return {name: {key: value for key, value in spec.items() if key != "fill"} for name, spec in reference["columns"].items()}
+        return {
+            name: {key: value for key, value in spec.items() if key != "fill"}
+            for name, spec in reference["columns"].items()
+        }
     columns = {}
     for name in frame.columns:
         values = frame[name]
@@ -166,8 +200,11 @@ def describe_columns(frame, settings: DataSettings, reference: Optional[dict]) -
         if _numeric(values):
             columns[name] = {"kind": "numeric"}
         else:
-            columns[name] = {"kind": "categorical", "vocabulary": sorted(set(values.dropna().astype(str).str.strip())),
-                             "encoding": settings.categorical}
+            columns[name] = {
+                "kind": "categorical",
+                "vocabulary": sorted(set(values.dropna().astype(str).str.strip())),
+                "encoding": settings.categorical,
+            }
     return columns
 
 
@@ -183,14 +220,20 @@ def encode_features(frame, columns: dict) -> tuple[np.ndarray, list[str], dict]:
     for name, spec in columns.items():
         values = frame[name] if name in frame.columns else pd.Series([None] * len(frame))
         if spec["kind"] == "numeric":
-            blocks.append(pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)[:, None])
+            blocks.append(
+                pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)[:, None]
+            )
             names.append(name)
             continue
         text = values.astype(str).str.strip().where(values.notna(), None)
         vocabulary = spec["vocabulary"]
-        block = np.stack([(text == value).to_numpy(dtype=np.float64) for value in vocabulary], axis=1)
+        block = np.stack(
+            [(text == value).to_numpy(dtype=np.float64) for value in vocabulary], axis=1
+        )
         if spec.get("encoding") == "embedding":
-            block = block @ np.arange(1, len(vocabulary) + 1, dtype=np.float64)[:, None]  # 1 + index; 0 = unseen
+            block = (
+                block @ np.arange(1, len(vocabulary) + 1, dtype=np.float64)[:, None]
+            )  # 1 + index; 0 = unseen
             names.append(name)
         else:
             names.extend(f"{name}={value}" for value in vocabulary)
@@ -237,10 +280,25 @@ def load_csv(settings: DataSettings, staging_dir=None, reference: Optional[dict]
     x, feature_names, unseen = encode_features(frame, columns)
     if missing:
         logger.info("Missing values per column (%s): %s", settings.missing, missing)
-    notes["missing_values"] = {"strategy": settings.missing, "per_column": missing, "rows_dropped": before - int(keep.sum()),
-                               "filled": "no (rows dropped)" if settings.missing == "drop" else "in preprocess, from the train split"}
+    notes["missing_values"] = {
+        "strategy": settings.missing,
+        "per_column": missing,
+        "rows_dropped": before - int(keep.sum()),
+        "filled": "no (rows dropped)"
+        if settings.missing == "drop"
+        else "in preprocess, from the train split",
+    }
     if unseen:
         notes["unseen_categories"] = {name: values[:20] for name, values in unseen.items()}
-    data = RawData(x=x[keep], y=y[keep], class_names=class_names, source="csv", feature_names=feature_names,
-                   columns=columns, notes=notes, missing_allowed=settings.missing != "drop", task=settings.task)
+    data = RawData(
+        x=x[keep],
+        y=y[keep],
+        class_names=class_names,
+        source="csv",
+        feature_names=feature_names,
+        columns=columns,
+        notes=notes,
+        missing_allowed=settings.missing != "drop",
+        task=settings.task,
+    )
     return bad.attach(data)
