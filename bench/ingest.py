@@ -64,8 +64,8 @@ def _ingest(root: str, raw: str, size: int, results) -> None:
     import sys
 
     sys.path.insert(0, str(REPO))
-    from stages._config import compose_conf, to_settings
     from pipeline.data.ingest import run_ingest
+    from stages._config import compose_conf, to_settings
 
     settings = to_settings(
         compose_conf(
@@ -95,8 +95,8 @@ def _preprocess(raw: str, processed: str, repo: str, results) -> None:
     import sys
 
     sys.path.insert(0, repo)  # this checkout's pipeline, or the baseline's
-    from stages._config import compose_conf, to_settings
     from pipeline.data.preprocess import run_preprocess
+    from stages._config import compose_conf, to_settings
 
     config = to_settings(compose_conf([]))
     baseline = _peak_rss_mb()

@@ -37,11 +37,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/, for train_overhead
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `stages`
 
+from train_overhead import compose_config, run_library, steady  # noqa: E402
+
 import pipeline  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
 from pipeline.data.ingest import run_ingest  # noqa: E402
 from pipeline.data.preprocess import run_preprocess  # noqa: E402
 from stages._config import compose_conf, to_settings  # noqa: E402
-from train_overhead import compose_config, run_library, steady  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -51,16 +51,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `stages`
 
 import pipeline  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
-from pipeline.env import import_tensorflow, quiet_tensorflow_loggers  # noqa: E402
 from pipeline.data.ingest import run_ingest  # noqa: E402
-from pipeline.io import read_json  # noqa: E402
-from pipeline.training.models import build_model, compile_model  # noqa: E402
 from pipeline.data.preprocess import run_preprocess  # noqa: E402
 from pipeline.data.shards import load_split  # noqa: E402
-from pipeline.settings import PipelineConfig  # noqa: E402
-from pipeline.training.train import run_train  # noqa: E402
-from pipeline.settings import TrainRequest
+from pipeline.env import import_tensorflow, quiet_tensorflow_loggers  # noqa: E402
+from pipeline.io import read_json  # noqa: E402
+from pipeline.settings import (
+    PipelineConfig,  # noqa: E402
+    TrainRequest,
+)
 from pipeline.training.model_io import HISTORY_FILE  # noqa: E402
+from pipeline.training.models import build_model, compile_model  # noqa: E402
+from pipeline.training.train import run_train  # noqa: E402
 from stages._config import compose_conf, to_settings  # noqa: E402
 
 
@@ -205,7 +207,7 @@ def run_library(config: PipelineConfig) -> dict:
     wall = time.perf_counter() - started
     history = read_json(models / HISTORY_FILE)
     seconds = history["epoch_seconds"]
-    examples = [rate * s for rate, s in zip(history["examples_per_second"], seconds)]
+    examples = [rate * s for rate, s in zip(history["examples_per_second"], seconds, strict=False)]
     result = {
         "wall": wall,
         "epoch_seconds": seconds,
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         "steady ex/s per round: "
         + ", ".join(
             f"plain {p:.0f} / library {q:.0f} ({q / p:.2f})"
-            for p, q in zip(plain_rates, library_rates)
+            for p, q in zip(plain_rates, library_rates, strict=False)
         )
     )
     print(

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 from pipeline.errors import UserError
 

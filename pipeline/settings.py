@@ -8,7 +8,6 @@ ranges, never values. ``stages/`` merges the composed Hydra config into :class:`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from pipeline.errors import UserError
 
@@ -16,19 +15,19 @@ from pipeline.errors import UserError
 @dataclass
 class DataSettings:
     name: str  # source, see pipeline.data.sources.SOURCES
-    path: Optional[
-        str
-    ]  # local file or folder for file-backed sources (mnist.npz, IDX folder, CSV, image folder)
-    cache_dir: Optional[str]  # where Keras's loaders cache downloads
-    image_size: Optional[list[int]]  # image_folder: [height, width] to resize to; None keeps sizes
-    channels: Optional[int]  # image_folder: 1 | 3; None keeps the first image's
+    path: (
+        str | None
+    )  # local file or folder for file-backed sources (mnist.npz, IDX folder, CSV, image folder)
+    cache_dir: str | None  # where Keras's loaders cache downloads
+    image_size: list[int] | None  # image_folder: [height, width] to resize to; None keeps sizes
+    channels: int | None  # image_folder: 1 | 3; None keeps the first image's
     header: bool  # csv: first row holds column names
-    column_names: Optional[
-        list[str]
-    ]  # csv: names for every column (headerless files); None = column_0, column_1, ...
-    label_column: Optional[str]  # csv: name, or index (-1 = last); None = last column
+    column_names: (
+        list[str] | None
+    )  # csv: names for every column (headerless files); None = column_0, column_1, ...
+    label_column: str | None  # csv: name, or index (-1 = last); None = last column
     missing: str  # csv: drop | mean | median | most_frequent
-    schema: Optional[str]  # stored schema.json to validate the new data against
+    schema: str | None  # stored schema.json to validate the new data against
     on_anomaly: str  # fail | warn
     on_bad_record: str  # fail | skip
     label_mode: str  # cifar100: fine (100 classes) | coarse (20 superclasses)
@@ -86,7 +85,7 @@ class TrainSettings:
     reduce_lr: ReduceLROnPlateauSettings
     checkpoint_every: int  # epochs between Ray checkpoints
     tensorboard_dir: str
-    run_name: Optional[str]
+    run_name: str | None
     class_weight: str  # none | balanced (n / (classes * count), from the train split)
     keep_checkpoints: int  # Ray checkpoints kept in cluster.storage_dir
     max_failures: int  # worker-group restarts from the last checkpoint within a run
@@ -107,7 +106,7 @@ class AugmentSettings:
 
 @dataclass
 class ClusterSettings:
-    address: Optional[str]  # None: start a local Ray for the run
+    address: str | None  # None: start a local Ray for the run
     num_workers: int
     cpus_per_worker: int
     use_gpu: bool
@@ -127,15 +126,15 @@ class EvaluateSettings:
 @dataclass
 class GateSettings:
     min_accuracy: float  # the model is blessed only at or above this test accuracy
-    max_loss: Optional[float]  # None = no loss threshold
-    baseline: Optional[str]  # a metrics.json path or git:<rev>; None = no relative check
+    max_loss: float | None  # None = no loss threshold
+    baseline: str | None  # a metrics.json path or git:<rev>; None = no relative check
     max_accuracy_regression: float  # allowed accuracy loss vs the baseline
-    max_mae: Optional[
-        float
-    ]  # regression: bless only at or below this test MAE; None = no MAE threshold
-    min_r2: Optional[
-        float
-    ]  # regression: bless only at or above this test R^2; None = no R^2 threshold
+    max_mae: (
+        float | None
+    )  # regression: bless only at or below this test MAE; None = no MAE threshold
+    min_r2: (
+        float | None
+    )  # regression: bless only at or above this test R^2; None = no R^2 threshold
     max_error_increase: (
         float  # regression: allowed relative MAE/RMSE increase vs the baseline (0.1 = 10%)
     )

@@ -8,10 +8,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pipeline  # noqa: F401  (sets the Keras flavour before anything imports TensorFlow)
 from pipeline.env import VERBOSE_ENV, VERBOSE_OVERRIDES

@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipeline.errors import UserError
 from stages._config import (
     PARAMS_FILE,
     compose_conf,
@@ -30,7 +31,6 @@ from stages._config import (
     setup_logging,
     to_settings,
 )
-from pipeline.errors import UserError
 
 logger = logging.getLogger("stages.compose")
 

@@ -5,10 +5,10 @@ Runs only on a model the gate blessed (``paths.reports``/blessing.json).
 
 from pathlib import Path
 
-from stages._common import stage_main
-from pipeline.export.run import run_export
 from pipeline.evaluation.blessing import BLESSING_FILE
+from pipeline.export.run import run_export
 from pipeline.settings import PipelineConfig
+from stages._common import stage_main
 
 
 def export(config: PipelineConfig) -> None:

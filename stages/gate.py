@@ -5,10 +5,10 @@ Exits non-zero with one line when the model is not blessed, so `dvc repro` stops
 
 from pathlib import Path
 
-from stages._common import stage_main
-from pipeline.evaluation.gate import run_gate
 from pipeline.evaluation.blessing import BLESSING_FILE
+from pipeline.evaluation.gate import run_gate
 from pipeline.settings import PipelineConfig
+from stages._common import stage_main
 
 
 def gate(config: PipelineConfig) -> bool:

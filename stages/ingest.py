@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from stages._common import stage_main
 from pipeline.data.ingest import run_ingest
 from pipeline.settings import PipelineConfig
+from stages._common import stage_main
 
 
 def ingest(config: PipelineConfig) -> None:

@@ -8,9 +8,9 @@ import argparse
 import json
 from pathlib import Path
 
-from stages._config import report_user_error, setup_logging
 from pipeline.errors import UserError
 from pipeline.export.predict import format_results, run_predict
+from stages._config import report_user_error, setup_logging
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from stages._common import stage_main
 from pipeline.data.preprocess import run_preprocess
 from pipeline.settings import PipelineConfig
+from stages._common import stage_main
 
 
 def preprocess(config: PipelineConfig) -> None:

@@ -14,9 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stages._config import report_user_error, setup_logging
 from pipeline.errors import UserError
 from pipeline.training.sweep import queue_commands
+from stages._config import report_user_error, setup_logging
 
 logger = logging.getLogger("stages.queue_sweep")
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
 from helpers.config import REPO, compose
+
 from pipeline.errors import UserError
 
 GROUPS = ("data", "model", "train", "augment", "cluster", "export", "experiment")

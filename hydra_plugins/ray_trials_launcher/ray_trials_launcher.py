@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import (
@@ -62,11 +63,11 @@ def _run_trial(
 
 
 class RayTrialsLauncher(Launcher):
-    def __init__(self, parallel: int, address: Optional[str], num_cpus: Optional[int]) -> None:
+    def __init__(self, parallel: int, address: str | None, num_cpus: int | None) -> None:
         self.parallel, self.address, self.num_cpus = int(parallel), address, num_cpus
-        self.config: Optional[DictConfig] = None
-        self.hydra_context: Optional[HydraContext] = None
-        self.task_function: Optional[TaskFunction] = None
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -78,8 +79,8 @@ class RayTrialsLauncher(Launcher):
         import ray
 
         from pipeline.env import is_verbose, quiet_native_stderr, worker_env_vars
-        from pipeline.training.ray_logs import install_worker_log_filter
         from pipeline.errors import UserError
+        from pipeline.training.ray_logs import install_worker_log_filter
         from stages._config import report_user_error
 
         need = self.parallel * trial_cpus(self.config.cluster)

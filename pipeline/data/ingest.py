@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.records import SOURCE_SPLIT_FILE, BadRecords, RawData
+from pipeline.data.schema import enforce, find_anomalies, infer_schema, load_schema
+from pipeline.data.sources import load_source
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, sha256_file, write_json
-from pipeline.data.records import SOURCE_SPLIT_FILE
-from pipeline.data.records import BadRecords, RawData
-from pipeline.data.schema import enforce, find_anomalies, infer_schema, load_schema
 from pipeline.settings import DataSettings
-from pipeline.data.sources import load_source
 
 logger = logging.getLogger(__name__)
 

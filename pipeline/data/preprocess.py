@@ -37,16 +37,16 @@ just as seeded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from pipeline.errors import UserError
 from pipeline.data.columns import embedded_features
 from pipeline.data.imputation import FILL_STRATEGIES, apply_fills, fit_fills
 from pipeline.data.records import SOURCE_SPLIT_FILE
 from pipeline.data.shards import FORMAT, serialize_example
+from pipeline.errors import UserError
 from pipeline.io import atomic_dir, read_json, write_json
 from pipeline.settings import PreprocessSettings
 
@@ -300,7 +300,10 @@ def write_shards(
         for writer in writers:
             writer.close()
     counts = np.bincount(np.arange(len(order)) % num_shards, minlength=num_shards)
-    return [{"file": name, "num_examples": int(count)} for name, count in zip(names, counts)]
+    return [
+        {"file": name, "num_examples": int(count)}
+        for name, count in zip(names, counts, strict=False)
+    ]
 
 
 def run_preprocess(

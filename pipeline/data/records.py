@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -36,16 +35,16 @@ class RawData:
     y: np.ndarray
     class_names: list[str]
     source: str
-    feature_names: Optional[list[str]] = None
-    columns: Optional[dict] = None
+    feature_names: list[str] | None = None
+    columns: dict | None = None
     bad_records: list[dict] = field(default_factory=list)
     bad_record_count: int = 0
-    value_range: Optional[tuple[float, float]] = None
+    value_range: tuple[float, float] | None = None
     notes: dict = field(
         default_factory=dict
     )  # source-specific facts for the manifest (e.g. missing values)
     written: bool = False
-    is_test: Optional[np.ndarray] = (
+    is_test: np.ndarray | None = (
         None  # 1 per example of the source's own test split, 0 for its train pool
     )
     missing_allowed: bool = (

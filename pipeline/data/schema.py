@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import UserError
 from pipeline.data.records import RawData
+from pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def _feature_ranges(data: RawData) -> list[dict]:
                 "min": float(a) if np.isfinite(a) else None,
                 "max": float(b) if np.isfinite(b) else None,
             }
-            for name, a, b in zip(names, low, high)
+            for name, a, b in zip(names, low, high, strict=False)
         ]
     low, high = data.value_range if data.value_range else (float(x.min()), float(x.max()))
     return [
@@ -66,7 +66,9 @@ def infer_label(data: RawData) -> dict:
     counts = np.bincount(data.y, minlength=len(data.class_names))
     return {
         "class_names": list(data.class_names),
-        "class_counts": {name: int(count) for name, count in zip(data.class_names, counts)},
+        "class_counts": {
+            name: int(count) for name, count in zip(data.class_names, counts, strict=False)
+        },
     }
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.shards import load_split
 from pipeline.errors import UserError
 from pipeline.io import read_json, replace_path, write_json
-from pipeline.data.shards import load_split
-from pipeline.training.model_io import class_probabilities, load_trained_model
 from pipeline.settings import EvaluateSettings
+from pipeline.training.model_io import class_probabilities, load_trained_model
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def write_confusion_csv(
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["actual", "predicted"])
-        for actual, guess in zip(y_true, predicted):
+        for actual, guess in zip(y_true, predicted, strict=False):
             writer.writerow([class_names[int(actual)], class_names[int(guess)]])
 
 
@@ -161,7 +161,7 @@ def write_pairs_csv(path: Path, y_true: np.ndarray, predicted: np.ndarray) -> No
         writer.writerow(["actual", "predicted"])
         writer.writerows(
             (f"{actual:.6g}", f"{guess:.6g}")
-            for actual, guess in zip(np.ravel(y_true), np.ravel(predicted))
+            for actual, guess in zip(np.ravel(y_true), np.ravel(predicted), strict=False)
         )
 
 

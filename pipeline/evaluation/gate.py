@@ -25,7 +25,6 @@ import subprocess
 from pathlib import Path
 
 from pipeline.errors import UserError
-from pipeline.evaluation.blessing import BLESSING_FILE
 from pipeline.io import read_json, write_json
 from pipeline.settings import GateSettings
 

@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from pipeline.data.columns import column_layout, feature_width
+from pipeline.data.columns import column_layout
 
 RAW_ROWS_SIGNATURE = "serving_raw_rows"
 
@@ -57,7 +57,7 @@ def raw_rows_function(tf, meta: dict, train_means: np.ndarray, labelled):
         )
     specs = [
         tf.TensorSpec([None], tf.float32 if spec["kind"] == "numeric" else tf.string, name=key)
-        for key, (_, spec) in zip(keys, layout)
+        for key, (_, spec) in zip(keys, layout, strict=False)
     ]
     feature_index = {name: index for index, name in enumerate(meta["feature_names"])}
 
@@ -82,7 +82,10 @@ def raw_rows_function(tf, meta: dict, train_means: np.ndarray, labelled):
     def serve(*tensors):
         return labelled(
             tf.concat(
-                [encode(name, spec, values) for (name, spec), values in zip(layout, tensors)],
+                [
+                    encode(name, spec, values)
+                    for (name, spec), values in zip(layout, tensors, strict=False)
+                ],
                 axis=1,
             )
         )

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from pipeline.training.model_io import class_probabilities
 from pipeline.io import directory_size
+from pipeline.training.model_io import class_probabilities
 
 logger = logging.getLogger(__name__)
 

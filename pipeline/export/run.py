@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.shards import load_split
 from pipeline.errors import UserError
-from pipeline.training.model_io import class_probabilities, load_trained_model
+from pipeline.evaluation.blessing import require_blessing
 from pipeline.export.report import (
     Artifact,
     markdown_report,
@@ -55,6 +56,7 @@ from pipeline.export.saved_model import (
     saved_model_predictor,
     write_saved_model,
 )
+from pipeline.export.tfjs import tfjs_runner, write_tfjs
 from pipeline.export.tflite import (
     DEFAULT_TFLITE,
     FLOAT_VARIANTS,
@@ -64,11 +66,9 @@ from pipeline.export.tflite import (
     tflite_relative_path,
     write_tflite,
 )
-from pipeline.export.tfjs import tfjs_runner, write_tfjs
-from pipeline.evaluation.blessing import require_blessing
 from pipeline.io import read_json, replace_path, write_json
-from pipeline.data.shards import load_split
 from pipeline.settings import ExportSettings
+from pipeline.training.model_io import class_probabilities, load_trained_model
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ every one returns ``predictions`` float32 ``[batch]`` (the target, in its own un
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

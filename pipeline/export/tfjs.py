@@ -14,13 +14,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.settings import TFJS_QUANTIZATIONS
 from pipeline.export.saved_model import PROBABILITIES_SIGNATURE
 
 logger = logging.getLogger(__name__)

@@ -19,14 +19,13 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from pipeline.env import import_tensorflow, quiet_native_stderr
 from pipeline.errors import UserError
-from pipeline.settings import TFLITE_VARIANTS
 from pipeline.export.saved_model import PROBABILITIES_SIGNATURE
 
 FLOAT_VARIANTS = (

@@ -116,8 +116,8 @@ def write_augmentation_grid(
     """
     import tensorflow as tf
 
-    from pipeline.training.inputs import make_dataset
     from pipeline.io import read_json
+    from pipeline.training.inputs import make_dataset
 
     input_shape = read_json(Path(processed_dir) / "meta.json")["input_shape"]
     augmenter = build_augmenter(settings, seed, input_shape)

@@ -16,7 +16,7 @@ the error in train target standard deviations (:func:`standardized_loss_class`) 
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 from pipeline.errors import UserError
 from pipeline.settings import ModelSettings, TrainSettings
@@ -281,7 +281,7 @@ def make_metrics(settings: ModelSettings, num_classes: int) -> list:
     return metrics
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def standardized_loss_class():
     """The Keras loss class of regression models (registered, so a checkpoint loads with its compile config).
 

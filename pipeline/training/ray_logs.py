@@ -8,7 +8,6 @@ warnings and tracebacks pass through.
 
 from __future__ import annotations
 
-import functools
 import re
 
 NOISE = re.compile(

@@ -19,15 +19,14 @@ import logging
 import re
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import UserError
-from pipeline.training.inputs import class_weight_table, plan_shards
 from pipeline.io import atomic_dir, read_json, write_json
 from pipeline.settings import TrainRequest, TrainSettings
-from pipeline.training.worker import TrainJob, job_to_dict, train_loop_per_worker
+from pipeline.training.inputs import class_weight_table, plan_shards
 from pipeline.training.model_io import HISTORY_FILE, MODEL_FILE
+from pipeline.training.worker import TrainJob, job_to_dict, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
 
@@ -249,12 +248,12 @@ def write_training_curves(history: dict, directory: Path) -> list[str]:
         _write_csv(
             directory / CURVES_DIR / f"{metric}.csv",
             ["epoch", "train", "validation"],
-            zip(epochs, history[metric], history[f"val_{metric}"]),
+            zip(epochs, history[metric], history[f"val_{metric}"], strict=False),
         )
     _write_csv(
         directory / LEARNING_RATE_FILE,
         ["epoch", "learning_rate"],
-        zip(epochs, history.get("learning_rate", [])),
+        zip(epochs, history.get("learning_rate", []), strict=False),
     )
     return metrics
 

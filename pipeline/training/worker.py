@@ -122,6 +122,8 @@ def fit_model(
     """
     import tensorflow as tf
 
+    from pipeline.env import quiet_tensorflow_loggers
+    from pipeline.io import read_json
     from pipeline.training.augment import build_augmenter, write_augmentation_grid
     from pipeline.training.callbacks import (
         configured_callbacks,
@@ -130,9 +132,7 @@ def fit_model(
         restore_callback_state,
         write_run_summaries,
     )
-    from pipeline.env import quiet_tensorflow_loggers
     from pipeline.training.inputs import class_weight_table, make_dataset, plan_shards
-    from pipeline.io import read_json
 
     quiet_tensorflow_loggers()
     # First TF call of the process: MWMS configures collective ops, which must happen before

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-
 from helpers.config import data_settings
 from helpers.data import write_npz
-from pipeline.errors import UserError
+
 from pipeline.data.ingest import check_records, run_ingest
-from pipeline.io import read_json, sha256_file
 from pipeline.data.preprocess import apply_normalizer, fit_normalizer, run_preprocess, split_indices
-from pipeline.data.shards import load_split
 from pipeline.data.records import RawData
-from pipeline.settings import DataSettings, PreprocessSettings
+from pipeline.data.shards import load_split
 from pipeline.data.sources import load_source
+from pipeline.errors import UserError
+from pipeline.io import read_json, sha256_file
+from pipeline.settings import DataSettings, PreprocessSettings
 
 
 def data(name: str, path=None, **overrides) -> DataSettings:

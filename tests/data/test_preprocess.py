@@ -6,12 +6,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-import pipeline.data.preprocess as preprocess
 from helpers.config import compose
 from helpers.data import class_sorted_source, id_table, write_raw
-from pipeline.errors import UserError
-from pipeline.io import read_json
+
+import pipeline.data.preprocess as preprocess
 from pipeline.data.preprocess import (
     apply_normalizer,
     balanced_class_weights,
@@ -20,6 +18,8 @@ from pipeline.data.preprocess import (
     split_indices,
 )
 from pipeline.data.shards import load_split
+from pipeline.errors import UserError
+from pipeline.io import read_json
 
 
 def settings(**changes):

@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
-
 from helpers.config import data_settings, run_stage, tmp_paths
 from helpers.data import write_npz
-from pipeline.errors import UserError
+
 from pipeline.data.ingest import run_ingest
+from pipeline.errors import UserError
 from pipeline.io import read_json
 
 TRAIN = "age,colour,label\n30,red,yes\n40,blue,no\n50,red,yes\n60,blue,no\n"

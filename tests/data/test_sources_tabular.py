@@ -7,15 +7,15 @@ import dataclasses
 
 import numpy as np
 import pytest
-
 from helpers.config import compose, data_settings, run_stage, tmp_paths
-from pipeline.errors import UserError
+
 from pipeline.data.imputation import apply_fills, fit_fills
-from pipeline.io import read_json
+from pipeline.data.ingest import run_ingest
 from pipeline.data.preprocess import run_preprocess, split_indices
 from pipeline.data.shards import load_split
-from pipeline.data.ingest import run_ingest
 from pipeline.data.sources import load_source
+from pipeline.errors import UserError
+from pipeline.io import read_json
 
 TABLE = """age,colour,size,label
 31,red,1.5,cat

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers.models import saved_model_cli_show
+
 from pipeline.errors import UserError
 from pipeline.evaluation.evaluate import compute_metrics, confusion_matrix, run_evaluate
-from pipeline.training.model_io import class_probabilities
-from pipeline.export.run import run_export
 from pipeline.export.predict import load_predictor
+from pipeline.export.run import run_export
 from pipeline.export.tfjs_node import tfjs_runner_status
+from pipeline.training.model_io import class_probabilities
 
 RUNNER_STATUS = tfjs_runner_status()
 
@@ -101,8 +101,8 @@ def test_exports_match_the_trained_model_on_raw_inputs(exported_mlp):
 def test_saved_model_takes_raw_inputs_and_returns_class_names(exported_mlp, digits_pipeline):
     import tensorflow as tf
 
-    from pipeline.export.saved_model import raw_inputs
     from pipeline.data.shards import load_split
+    from pipeline.export.saved_model import raw_inputs
 
     config, out, _ = exported_mlp
     meta = json.loads((Path(config.paths.processed) / "meta.json").read_text())

@@ -6,15 +6,15 @@ import dataclasses
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from helpers.config import compose, run_stage, tmp_paths
+
 from pipeline.errors import UserError
-from pipeline.evaluation.gate import load_baseline, run_gate
 from pipeline.evaluation.blessing import require_blessing
+from pipeline.evaluation.gate import load_baseline, run_gate
 
 METRICS = {"accuracy": 0.85, "loss": 0.45, "f1_macro": 0.84}
 

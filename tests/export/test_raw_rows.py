@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers.config import compose, tmp_paths
 from helpers.models import fit_and_save, saved_model_cli_show
-from pipeline.errors import UserError
+
 from pipeline.data.imputation import apply_fills, fit_fills
 from pipeline.data.sources.tabular import encode_features
+from pipeline.errors import UserError
 from pipeline.export.tfjs_node import tfjs_runner_status
 
 HEADER = ["age", "colour name", "size", "label"]
@@ -62,9 +62,9 @@ def encoded_features(root: Path) -> np.ndarray:
 def csv_export(tmp_path_factory):
     """Ingest (data.missing=median, the text column embedded), preprocess, a few epochs of an MLP, and the export
     (SavedModel, TFLite float32 and TF.js when Node is there, each checked against the model): ``(root, csv, exports)``."""
-    from pipeline.export.run import run_export
     from pipeline.data.ingest import run_ingest
     from pipeline.data.preprocess import run_preprocess
+    from pipeline.export.run import run_export
 
     root = tmp_path_factory.mktemp("csv_export")
     path = write_mixed_csv(root / "mixed.csv")
@@ -272,9 +272,9 @@ def _npy(directory: Path, array: np.ndarray) -> Path:
 
 def test_missing_values_under_missing_drop_take_train_means_and_zero_categories():
     """data.missing=drop stores no fill values (training dropped such rows): a served row still gets an answer."""
+    from pipeline.data.columns import column_layout
     from pipeline.env import import_tensorflow
     from pipeline.export.raw_rows import raw_rows_function
-    from pipeline.data.columns import column_layout
 
     tf = import_tensorflow()
     meta = {

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers.config import compose, tmp_paths
 from helpers.models import fit_and_save
+
 from pipeline.export.tfjs_node import tfjs_runner_status
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def write_idx_pair(folder: Path, count: int, split: str, seed: int) -> None:
     rng = np.random.default_rng(seed)
     labels = np.arange(count) % 10
     images = rng.integers(0, 80, (count, 28, 28))
-    for image, label in zip(images, labels):
+    for image, label in zip(images, labels, strict=False):
         image[2 + 2 * label : 4 + 2 * label, 4:24] = 230
     folder.mkdir(parents=True, exist_ok=True)
     for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
@@ -79,9 +79,9 @@ CASES = {
 
 def exported(name: str, root: Path) -> tuple[list[str], dict]:
     """Ingest, preprocess, fit and export case ``name`` under ``root``: its ``export.tflite`` and the report."""
-    from pipeline.export.run import run_export
     from pipeline.data.ingest import run_ingest
     from pipeline.data.preprocess import run_preprocess
+    from pipeline.export.run import run_export
 
     overrides, write_data, epochs = CASES[name]
     data_path = [f"data.path={write_data(root)}"] if write_data else []

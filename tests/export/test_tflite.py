@@ -95,8 +95,8 @@ def test_quantized_cnn_variants_run_on_a_batch(tmp_path):
     """The shipped CNN's dynamic-range kernels crashed the interpreter (SIGSEGV) when its batch was resized to
     the test split's size; the predictor runs batch 1, as devices do."""
     import tensorflow as tf
-
     from helpers.config import compose
+
     from pipeline.export.saved_model import write_saved_model
     from pipeline.training.models import build_model
 
@@ -131,7 +131,7 @@ def _dense_model(hidden: tuple[list, list], output: tuple[list, list], activatio
         tf.keras.layers.Dense(1, activation=activation),
     ]
     model = tf.keras.Sequential([tf.keras.Input((kernel.shape[0],)), *layers])
-    for layer, (weights, bias) in zip(layers, (hidden, output)):
+    for layer, (weights, bias) in zip(layers, (hidden, output), strict=False):
         layer.set_weights([np.asarray(weights, np.float32), np.asarray(bias, np.float32)])
     return model
 

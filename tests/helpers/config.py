@@ -9,10 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from pipeline.settings import PipelineConfig
-
 
 REPO = Path(__file__).resolve().parents[2]
 

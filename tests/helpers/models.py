@@ -7,17 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 
 
 def fit_and_save(config, epochs: int):
     """A model of ``config.model`` fitted in-process (no Ray) on the train split and saved as the
     train stage does (``paths.models``), built from ``meta.json`` as the workers do; returns it."""
-    from pipeline.env import import_tensorflow
-    from pipeline.training.models import build_model, compile_model
     from pipeline.data.shards import load_split
+    from pipeline.env import import_tensorflow
     from pipeline.training.model_io import save_model
+    from pipeline.training.models import build_model, compile_model
 
     tf = import_tensorflow()
     tf.keras.utils.set_random_seed(0)

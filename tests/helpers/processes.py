@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 
 

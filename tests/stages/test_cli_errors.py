@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from helpers.config import run_stage, tmp_paths
 from helpers.data import write_npz
 

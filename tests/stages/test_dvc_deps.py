@@ -6,8 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from helpers.config import REPO
+
 from tools.dvc_deps import check_stages, main
 
 FIX = "`python tools/dvc_deps.py` prints every stage's computed closure"

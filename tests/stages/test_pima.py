@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from helpers.config import compose, tmp_paths
 
 
@@ -25,18 +24,20 @@ def write_pima_like(path: Path, rows: int = 300) -> Path:
         rng.integers(21, 81, rows),
     ]
     outcome = (0.04 * (glucose - 120) + 0.1 * (bmi - 32) + rng.normal(0, 0.5, rows) > 0).astype(int)
-    lines = [",".join(f"{value:g}" for value in row) for row in zip(*columns, outcome)]
+    lines = [
+        ",".join(f"{value:g}" for value in row) for row in zip(*columns, outcome, strict=False)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def test_pima_experiment_ingests_preprocesses_and_learns(tmp_path):
-    from pipeline.env import import_tensorflow
-    from pipeline.evaluation.evaluate import compute_metrics, predict_probabilities
     from pipeline.data.ingest import run_ingest
-    from pipeline.training.models import build_model, compile_model
     from pipeline.data.preprocess import run_preprocess
     from pipeline.data.shards import load_split
+    from pipeline.env import import_tensorflow
+    from pipeline.evaluation.evaluate import compute_metrics, predict_probabilities
+    from pipeline.training.models import build_model, compile_model
 
     path = write_pima_like(tmp_path / "pima.csv")
     config = compose("experiment=pima", f"data.path={path}", *tmp_paths(tmp_path))

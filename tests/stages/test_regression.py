@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers.config import compose, data_settings, run_stage, tmp_paths
 from helpers.data import write_npz
 from helpers.models import fit_and_save
+
 from pipeline.errors import UserError
 
 FEATURES = ["a", "b", "c", "d", "e"]
@@ -39,7 +39,7 @@ def write_regression_csv(path: Path, rows: int = 600, seed: int = 5) -> Path:
     lines = [",".join([*FEATURES, "city", "price"])]
     lines += [
         ",".join([*(f"{value:.4f}" for value in row), name, f"{target:.4f}"])
-        for row, name, target in zip(features, city, price)
+        for row, name, target in zip(features, city, price, strict=False)
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -280,8 +280,8 @@ def processed(tmp_path_factory):
 
 
 def test_meta_records_the_task_and_the_train_target_statistics(processed):
-    from pipeline.training.inputs import class_weight_table
     from pipeline.data.shards import load_split
+    from pipeline.training.inputs import class_weight_table
 
     config, _, meta = processed
     _, y_train = load_split(Path(config.paths.processed), "train")

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_dvc_e2e import dvc, experiments_by_name
 
 from pipeline.training.sweep import write_trial
-from test_dvc_e2e import dvc, experiments_by_name
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,13 @@ import sys
 
 import numpy as np
 import pytest
-
 from helpers.config import REPO, compose
 from helpers.data import write_raw
+
+from pipeline.data.preprocess import run_preprocess
+from pipeline.data.shards import load_split
+from pipeline.env import import_tensorflow
+from pipeline.errors import UserError
 from pipeline.training.augment import (
     GRID_SUBDIR,
     GRID_TAG,
@@ -19,11 +23,7 @@ from pipeline.training.augment import (
     is_enabled,
     write_augmentation_grid,
 )
-from pipeline.env import import_tensorflow
-from pipeline.errors import UserError
 from pipeline.training.inputs import make_dataset
-from pipeline.data.preprocess import run_preprocess
-from pipeline.data.shards import load_split
 
 tf = import_tensorflow()
 

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers.config import REPO, compose, run_stage, tmp_paths
 from helpers.processes import free_port, watched_lines
-from pipeline.training.cluster import check_capacity, check_reachable
+
 from pipeline.errors import UserError
-from pipeline.training.train import default_run_name, plan_run, run_train, scaled_train_settings
 from pipeline.settings import TrainRequest
+from pipeline.training.cluster import check_capacity, check_reachable
+from pipeline.training.train import default_run_name, plan_run, run_train, scaled_train_settings
 
 WORKER_LINE = re.compile(r"worker (\d+)/(\d+) on node ([0-9a-f]+) pid (\d+)")
 EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+) ")

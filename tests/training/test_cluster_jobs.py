@@ -13,10 +13,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from pipeline.training.train import SET_ASIDE_SUFFIX
 from helpers.config import REPO
 from helpers.processes import _kill_session, _wait_for_line, free_port
+
+from pipeline.training.train import SET_ASIDE_SUFFIX
 
 # Every port `ray start --head` would otherwise take from a fixed default (10001, 52365, ...), so this
 # head can run next to the two-node cluster fixture or another Ray on the machine.

@@ -6,16 +6,16 @@ import dataclasses
 
 import numpy as np
 import pytest
-
 from helpers.config import compose
 from helpers.data import class_sorted_source, id_table, write_raw
-from pipeline.env import import_tensorflow
-from pipeline.errors import UserError
-from pipeline.training.inputs import class_weight_table, make_dataset, plan_shards
-from pipeline.io import read_json
+
 import pipeline.data.preprocess as preprocess
 from pipeline.data.preprocess import run_preprocess
 from pipeline.data.shards import load_split
+from pipeline.env import import_tensorflow
+from pipeline.errors import UserError
+from pipeline.io import read_json
+from pipeline.training.inputs import class_weight_table, make_dataset, plan_shards
 
 tf = import_tensorflow()
 
@@ -122,8 +122,8 @@ def test_bad_shard_plans_are_one_clear_line(sizes, workers, batch, expected):
 
 
 def test_train_stage_rejects_an_uneven_plan_before_starting_workers(processed, tmp_path):
-    from pipeline.training.train import check_train_inputs
     from pipeline.settings import TrainRequest
+    from pipeline.training.train import check_train_inputs
 
     directory, _ = processed
     config = compose(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers.config import REPO, compose
+
 from pipeline.training.train import SET_ASIDE_KEPT, _set_aside
 
 
@@ -67,13 +67,13 @@ def _fit_on(callbacks, model, losses, start, finish=True):
 def test_patience_counters_survive_a_checkpoint(tmp_path):
     """Interrupted after any epoch and resumed from its saved state, EarlyStopping stops at the same
     epoch with the same best weights and ReduceLROnPlateau reaches the same learning rate."""
+    from pipeline.env import import_tensorflow
     from pipeline.training.callbacks import (
         STATE_FIELDS,
         configured_callbacks,
         restore_callback_state,
         save_callback_state,
     )
-    from pipeline.env import import_tensorflow
 
     tf = import_tensorflow()
     train = compose("train.early_stopping.patience=3", "train.reduce_lr.patience=2").train

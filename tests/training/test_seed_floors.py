@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers.config import compose, tmp_paths
-from pipeline.evaluation.evaluate import run_evaluate
+
 from pipeline.data.ingest import run_ingest
 from pipeline.data.preprocess import run_preprocess
-from pipeline.training.train import run_train
+from pipeline.evaluation.evaluate import run_evaluate
 from pipeline.settings import TrainRequest
+from pipeline.training.train import run_train
 
 pytestmark = pytest.mark.slow
 

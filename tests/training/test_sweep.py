@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers.config import REPO, compose, run_stage
 from helpers.processes import watched_lines
+
 from pipeline.errors import UserError
 from pipeline.training.hparams import read_hparams
 from pipeline.training.sweep import (
@@ -169,7 +169,8 @@ def test_bad_sweep_settings_fail_naming_the_key(override, expected):
     "preset", sorted(path.stem for path in (REPO / "conf" / "hparams_search").glob("*.yaml"))
 )
 def test_every_search_preset_composes_and_passes_the_sweep_check(preset):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
     from stages._config import CONF_DIR, to_settings
     from stages._sweep import check_sweep
@@ -185,7 +186,8 @@ def test_every_search_preset_composes_and_passes_the_sweep_check(preset):
 
 def test_a_job_that_died_without_a_record_is_recorded_as_a_failed_trial(tmp_path):
     """What the Ray trials launcher reports for a trial whose Ray task died (stages/_sweep.SweepCallback.on_job_end)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.utils import JobReturn, JobStatus
     from omegaconf import open_dict
     from ray.exceptions import RayTaskError

@@ -10,18 +10,18 @@ writes ``x.npy`` into, and the stored schema new data must match (or ``None``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
-from pipeline.errors import UserError
 from pipeline.data.records import RawData, require_path
+from pipeline.errors import UserError
 from pipeline.settings import DataSettings
 
 logger = logging.getLogger(__name__)
 
-Loader = Callable[[DataSettings, Optional[Path], Optional[dict]], RawData]
+Loader = Callable[[DataSettings, Path | None, dict | None], RawData]
 
 
 def _sklearn_table(name: str) -> RawData:
@@ -128,7 +128,7 @@ SOURCES: dict[str, Loader] = _registry()
 
 
 def load_source(
-    settings: DataSettings, staging_dir: Optional[Path] = None, reference: Optional[dict] = None
+    settings: DataSettings, staging_dir: Path | None = None, reference: dict | None = None
 ) -> RawData:
     """Load the source named by ``settings.name``.
 

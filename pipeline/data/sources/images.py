@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import UserError
 from pipeline.data.records import BadRecords, RawData, require_path
+from pipeline.errors import UserError
 from pipeline.settings import DataSettings
 
 logger = logging.getLogger(__name__)

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
-from pipeline.errors import UserError
 from pipeline.data.records import BadRecords, RawData, require_path
+from pipeline.errors import UserError
 from pipeline.settings import DataSettings
 
 logger = logging.getLogger(__name__)
@@ -95,7 +94,7 @@ def label_column(frame, settings: DataSettings, path: Path) -> str:
 
 
 def encode_labels(
-    values, reference: Optional[dict], bad: BadRecords, line_of, task: str = "classification"
+    values, reference: dict | None, bad: BadRecords, line_of, task: str = "classification"
 ) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Class indices (or, for ``task=regression``, float32 targets), class names, and the mask of rows whose label is usable."""
     import pandas as pd
@@ -121,7 +120,7 @@ def encode_labels(
     names = list(reference["label"]["class_names"]) if reference else order
     lookup = {name: index for index, name in enumerate(names)}
     y = np.full(len(values), -1, dtype=np.int64)
-    for row, name in zip(np.flatnonzero(~missing), text):
+    for row, name in zip(np.flatnonzero(~missing), text, strict=False):
         if name in lookup:
             y[row] = lookup[name]
         else:
@@ -179,13 +178,12 @@ def coerce_numbers(frame, columns: dict, bad: BadRecords, keep: np.ndarray, line
     return frame
 
 
-def describe_columns(frame, settings: DataSettings, reference: Optional[dict]) -> dict:
+def describe_columns(frame, settings: DataSettings, reference: dict | None) -> dict:
     """Each feature column's kind (numeric | categorical) and vocabulary.
 
     With a ``reference`` schema its columns are used as stored (same order and vocabularies), so
     the features line up with what a model was trained on.
     """
-    import pandas as pd
 
     if reference and reference.get("columns"):
         return {
@@ -253,7 +251,7 @@ def handle_missing(frame, strategy: str, keep: np.ndarray) -> dict:
     return counts
 
 
-def load_csv(settings: DataSettings, staging_dir=None, reference: Optional[dict] = None) -> RawData:
+def load_csv(settings: DataSettings, staging_dir=None, reference: dict | None = None) -> RawData:
     """A CSV table: features from every column but ``data.label_column``, class indices from it."""
     path = require_path(settings, "file.csv")
     bad = BadRecords(settings.on_bad_record, "csv")
