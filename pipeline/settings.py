@@ -7,7 +7,8 @@ ranges, never values. ``stages/`` merges the composed Hydra config into :class:`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.errors import UserError
 
@@ -57,6 +58,10 @@ class ModelSettings:
     loss: str  # auto picks the loss from the number of classes
     embedding_dim: int  # embedded categoricals (data.categorical=embedding): vector size; 0 = min(50, (categories + 1) // 2)
     metrics: list[str]
+    # model=custom: a user's builder "<module>:<function>" (build(input_shape, num_classes, **params)
+    # -> uncompiled tf.keras.Model) and its keyword arguments
+    builder: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -219,10 +224,14 @@ class TrainRequest:
     augment: AugmentSettings
     cluster: ClusterSettings
     data_name: str
+    allow_select_tf_ops: bool = (
+        False  # export.allow_select_tf_ops: what the model check lets TFLite run
+    )
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> TrainRequest:
         return cls(
+            allow_select_tf_ops=config.export.allow_select_tf_ops,
             seed=config.seed,
             model=config.model,
             train=config.train,
@@ -265,7 +274,7 @@ SOURCE_NAMES = (
     "wine",
     "iris",
 )  # pipeline.data.sources.SOURCES
-MODEL_NAMES = ("mlp", "cnn", "pima_mlp")  # pipeline.training.models.MODEL_BUILDERS
+MODEL_NAMES = ("mlp", "cnn", "pima_mlp", "custom")  # pipeline.training.models.MODEL_BUILDERS
 TFLITE_VARIANTS = ("float32", "dynamic_range", "float16", "int8")  # pipeline.export.tflite
 TFJS_QUANTIZATIONS = ("none", "float16", "uint8")  # pipeline.export.tfjs
 SWEEP_DIRECTIONS = ("minimize", "maximize")  # pipeline.training.sweep
@@ -404,6 +413,27 @@ def _validate_task(config: PipelineConfig) -> None:
     )
 
 
+def _validate_builder(model: ModelSettings) -> None:
+    """``model.builder`` is set exactly for ``model=custom`` and reads ``<module>:<function>``."""
+    if model.name != "custom":
+        _require(
+            model.builder is None,
+            "model.builder",
+            model.builder,
+            "null unless model=custom (a builder replaces the built-in models)",
+        )
+        return
+    module, _, function = (model.builder or "").partition(":")
+    _require(
+        bool(module)
+        and function.isidentifier()
+        and all(part.isidentifier() for part in module.split(".")),
+        "model.builder",
+        model.builder,
+        '"<module>:<function>", e.g. "user_models.examples:functional_mlp"',
+    )
+
+
 def validate(config: PipelineConfig) -> PipelineConfig:
     """Check ranges and names that types alone cannot express.
 
@@ -430,6 +460,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
         "[height, width] of positive integers or null (keep each image's size)",
     )
     _one_of("model.name", config.model.name, sorted(MODEL_NAMES))
+    _validate_builder(config.model)
     pre, train, cluster = config.preprocess, config.train, config.cluster
     _require(
         0 < pre.test_fraction < 1,

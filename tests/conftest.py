@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from helpers.config import REPO, compose, tmp_paths
 from helpers.models import fit_and_save
 from helpers.processes import _kill_session, _wait_for_line, free_port
-
-import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 from helpers.config import REPO
-
 from pipeline.env import worker_env_vars
 from pipeline.training.ray_logs import is_noise
 

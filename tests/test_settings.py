@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from helpers.config import REPO, compose
 
+from helpers.config import REPO, compose
 from pipeline.errors import UserError
 
 GROUPS = ("data", "model", "train", "augment", "cluster", "export", "experiment")
@@ -74,7 +74,9 @@ def test_bad_values_fail_naming_the_key(override, expected):
 def test_unknown_key_and_unknown_options_fail_in_one_line():
     with pytest.raises(UserError, match="unknown key 'train.epoch'"):
         compose("train.epoch=3")
-    with pytest.raises(UserError, match="unknown model 'resnet': choose one of cnn, mlp, pima_mlp"):
+    with pytest.raises(
+        UserError, match="unknown model 'resnet': choose one of cnn, custom, mlp, pima_mlp"
+    ):
         compose("model=resnet")
     with pytest.raises(
         UserError,

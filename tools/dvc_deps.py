@@ -187,7 +187,11 @@ def covers(dep: str, file: str) -> bool:
     return Path(file).parts[: len(dep_parts)] == dep_parts
 
 
-WINGS = "pipeline"  # the library's wings (pipeline/<wing>/) are listed as folders, everything else file by file
+WINGS = "pipeline"
+# Code a stage imports by dotted path at run time (model.builder), invisible to ast: listed on purpose.
+RUNTIME_CODE = (
+    "user_models",
+)  # the library's wings (pipeline/<wing>/) are listed as folders, everything else file by file
 
 
 def needless_deps(deps: list[str], closure: list[str], root: Path) -> list[str]:
@@ -199,6 +203,8 @@ def needless_deps(deps: list[str], closure: list[str], root: Path) -> list[str]:
     needless = []
     for dep in deps:
         path = root / dep
+        if dep in RUNTIME_CODE:
+            continue
         if path.is_dir():
             if any(path.rglob("*.py")) and not any(covers(dep, file) for file in closure):
                 needless.append(dep)

@@ -17,7 +17,6 @@ float input does, left a table with features in 0..846 and 0.08..2.4 (Pima) 256 
 from __future__ import annotations
 
 import contextlib
-import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from pipeline.env import import_tensorflow, quiet_native_stderr
 from pipeline.errors import UserError
 from pipeline.export.saved_model import PROBABILITIES_SIGNATURE
+from pipeline.training.check import unsupported_op
 
 FLOAT_VARIANTS = (
     "float32",
@@ -119,17 +119,6 @@ def _quantized_body(converter) -> bytes:
     float_ops = float_nodes(debugger.calibrated_model)
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_ops)
     return debugger.get_nondebug_quantized_model()
-
-
-def unsupported_op(message: str) -> str | None:
-    """The first TensorFlow op a converter error names as unsupported, if any."""
-    if not any(
-        sign in message
-        for sign in ("not supported", "failed to legalize", "neither a custom op nor a flex op")
-    ):
-        return None
-    found = re.search(r"'(tf\.\w+)'", message) or re.search(r"\b(tf\.\w+)\b", message)
-    return found.group(1) if found else None
 
 
 def write_tflite(

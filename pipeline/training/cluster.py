@@ -46,8 +46,11 @@ def check_reachable(address: str, timeout: float) -> None:
         ) from None
 
 
-def start_ray(cluster: ClusterSettings) -> None:
-    """Join the cluster at :func:`resolve_address`, or start a local Ray sized for the run."""
+def start_ray(cluster: ClusterSettings, py_modules: list[str] = ()) -> None:
+    """Join the cluster at :func:`resolve_address`, or start a local Ray sized for the run.
+
+    ``py_modules``: local package folders (a user's model code) Ray uploads to every worker of the job.
+    """
     import ray
 
     from pipeline.env import is_verbose, quiet_native_stderr, worker_env_vars
@@ -55,7 +58,10 @@ def start_ray(cluster: ClusterSettings) -> None:
 
     address = resolve_address(cluster)
     common = dict(
-        runtime_env={"env_vars": worker_env_vars()},
+        runtime_env={
+            "env_vars": worker_env_vars(),
+            **({"py_modules": list(py_modules)} if py_modules else {}),
+        },
         log_to_driver=True,
         include_dashboard=False,
         logging_level=logging.INFO if is_verbose() else logging.ERROR,

@@ -15,6 +15,9 @@ from pipeline.errors import UserError
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.json"
+RUN_FILE = (
+    "run.json"  # the run's metadata: run name, TensorBoard dir, workers, and a user model's module
+)
 
 
 def save_model(model, history: dict, directory: Path, callbacks=()) -> Path:
@@ -34,14 +37,21 @@ def save_model(model, history: dict, directory: Path, callbacks=()) -> Path:
 
 
 def load_trained_model(models_dir: Path):
-    """Load ``models/model.keras`` written by the train stage (one clear line if it is missing)."""
+    """Load ``models/model.keras`` written by the train stage (one clear line if it is missing).
+
+    A user model's module (``run.json`` ``model_module``, from ``model.builder``) is imported first,
+    so the custom layers it registers load.
+    """
     from pipeline.env import import_tensorflow
+    from pipeline.training.custom import import_model_module
 
     path = Path(models_dir) / MODEL_FILE
     if not path.is_file():
         raise UserError(
             f"evaluate: no trained model at {path}: run the train stage first (dvc repro train)"
         )
+    run = Path(models_dir) / RUN_FILE
+    import_model_module(json.loads(run.read_text()).get("model_module") if run.is_file() else None)
     tf = import_tensorflow()
     return tf.keras.models.load_model(str(path), compile=False)
 

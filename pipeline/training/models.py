@@ -138,7 +138,21 @@ def build_cnn(
 
 # pima_mlp is the seeds' tabular MLP (12 relu -> 8 relu -> 1 sigmoid): the MLP builder with its
 # own conf/model/pima_mlp.yaml widths; a separate name keeps configs and run names readable.
-MODEL_BUILDERS: dict[str, Callable] = {"mlp": build_mlp, "cnn": build_cnn, "pima_mlp": build_mlp}
+def build_custom(
+    settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int, embeddings=None
+):
+    """``model=custom``: the user's builder (:mod:`pipeline.training.custom`)."""
+    from pipeline.training.custom import build_custom as build
+
+    return build(settings, input_shape, num_classes, embeddings)
+
+
+MODEL_BUILDERS: dict[str, Callable] = {
+    "mlp": build_mlp,
+    "cnn": build_cnn,
+    "pima_mlp": build_mlp,
+    "custom": build_custom,
+}
 REGRESSION = 0  # num_classes of a regression target (no class names): one linear output unit
 
 
@@ -188,7 +202,18 @@ def build_model(
         name="predictions",
         dtype="float32",
     )
-    return tf.keras.Model(model.inputs, rescale(model.outputs[0]), name=model.name)
+    return with_output_layer(model, input_shape, rescale)
+
+
+def with_output_layer(model, input_shape: tuple[int, ...], layer):
+    """``model`` followed by ``layer`` as one functional model; a subclassed model (no symbolic
+    inputs) is called on a new ``Input`` of ``input_shape``."""
+    import tensorflow as tf
+
+    if model.inputs:
+        return tf.keras.Model(model.inputs, layer(model.outputs[0]), name=model.name)
+    inputs = tf.keras.Input(tuple(input_shape))
+    return tf.keras.Model(inputs, layer(model(inputs)), name=model.name)
 
 
 def make_optimizer(train: TrainSettings, learning_rate: float | None = None):

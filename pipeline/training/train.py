@@ -24,6 +24,7 @@ from pathlib import Path
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, read_json, write_json
 from pipeline.settings import TrainRequest, TrainSettings
+from pipeline.training.custom import builder_module
 from pipeline.training.inputs import class_weight_table, plan_shards
 from pipeline.training.model_io import HISTORY_FILE, MODEL_FILE
 from pipeline.training.worker import TrainJob, job_to_dict, train_loop_per_worker
@@ -204,6 +205,25 @@ def _fit_on_ray(request: TrainRequest, job: TrainJob, storage: str, run_name: st
     return trainer.fit()
 
 
+def user_package(builder: str | None) -> Path | None:
+    """The local folder of the builder's top-level package (e.g. ``./user_models``), if it is one:
+    Ray ships it to every worker of the job (``py_modules``), so a builder resolves on every node.
+
+    A builder in an installed package (site-packages) reaches the workers the way the package was
+    installed; only a folder of this checkout needs shipping.
+    """
+    import importlib.util
+
+    module = builder_module(builder)
+    if not module:
+        return None
+    spec = importlib.util.find_spec(module.split(".")[0])
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))).resolve()
+    return None if "site-packages" in folder.parts else folder
+
+
 def check_train_inputs(request: TrainRequest, processed_dir: Path) -> dict:
     """Validate the shard plan against the data before any worker starts; return ``meta.json``."""
     meta_path = Path(processed_dir) / "meta.json"
@@ -287,6 +307,14 @@ def run_train(
     from pipeline.training.cluster import check_cluster_capacity, start_ray
 
     meta = check_train_inputs(request, processed_dir)
+    if (
+        request.model.name == "custom"
+    ):  # a user's model: built, saved, reloaded and converted before Ray starts
+        from pipeline.training.check import check_model_in_child
+
+        check_model_in_child(
+            request.model, request.train, processed_dir, request.allow_select_tf_ops
+        )
     storage = str(storage_dir) if "://" in str(storage_dir) else str(Path(storage_dir).resolve())
     run_name, resume_epoch, tensorboard_dir = plan_run(
         request, meta, storage, Path(tensorboard_root)
@@ -304,7 +332,8 @@ def run_train(
     )
     started_here = not ray.is_initialized()
     if started_here:
-        start_ray(request.cluster)
+        package = user_package(request.model.builder)
+        start_ray(request.cluster, py_modules=[str(package)] if package else [])
     try:
         check_cluster_capacity(request.cluster)
         if resume_epoch:
@@ -342,6 +371,7 @@ def run_train(
                 "tensorboard_dir": str(tensorboard_dir),
                 "num_workers": request.cluster.num_workers,
                 "resumed_from_epoch": resume_epoch,
+                "model_module": builder_module(request.model.builder),  # imported before loading
             },
         )
         write_training_curves(read_json(tmp / HISTORY_FILE), tmp)

@@ -56,12 +56,14 @@ def job_from_dict(data: dict) -> TrainJob:
     return _from_dict(TrainJob, data)
 
 
-def _restore_model(resume_dir: Path, strategy):
+def _restore_model(resume_dir: Path, strategy, model_settings: ModelSettings):
     """The checkpointed model (weights and optimizer state) and its history, built under ``strategy``."""
     import tensorflow as tf
 
+    from pipeline.training.custom import builder_module, import_model_module
     from pipeline.training.models import standardized_loss_class
 
+    import_model_module(builder_module(model_settings.builder))  # a user model's custom objects
     standardized_loss_class()  # registers a regression model's loss, which the checkpoint's compile config names
     with strategy.scope():
         model = tf.keras.models.load_model(str(Path(resume_dir) / MODEL_FILE))
@@ -72,7 +74,7 @@ def _restore_model(resume_dir: Path, strategy):
 def _build_model(job: TrainJob, meta: dict, strategy):
     import tensorflow as tf
 
-    from pipeline.training.models import build_model, compile_model
+    from pipeline.training.models import build_model, compile_model, with_output_layer
 
     num_classes = len(meta["class_names"])
     with strategy.scope():
@@ -86,10 +88,8 @@ def _build_model(job: TrainJob, meta: dict, strategy):
         if (
             job.mixed_precision
         ):  # float16 compute, float32 outputs (a float16 softmax loses precision)
-            model = tf.keras.Model(
-                model.inputs,
-                tf.keras.layers.Activation("linear", dtype="float32")(model.outputs[0]),
-            )
+            linear = tf.keras.layers.Activation("linear", dtype="float32")
+            model = with_output_layer(model, tuple(meta["input_shape"]), linear)
         return compile_model(model, job.model, job.train, num_classes)
 
 
@@ -190,7 +190,7 @@ def fit_model(
         )
 
     if resume_dir is not None:
-        model, history = _restore_model(resume_dir, strategy)
+        model, history = _restore_model(resume_dir, strategy, job.model)
     else:
         model, history = _build_model(job, meta, strategy), {"epochs": []}
     initial_epoch = history["epochs"][-1] if history.get("epochs") else 0

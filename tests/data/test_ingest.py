@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from helpers.config import data_settings
 from helpers.data import write_npz
-
 from pipeline.data.ingest import check_records, run_ingest
 from pipeline.data.preprocess import apply_normalizer, fit_normalizer, run_preprocess, split_indices
 from pipeline.data.records import RawData

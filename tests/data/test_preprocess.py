@@ -6,10 +6,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers.config import compose
-from helpers.data import class_sorted_source, id_table, write_raw
 
 import pipeline.data.preprocess as preprocess
+from helpers.config import compose
+from helpers.data import class_sorted_source, id_table, write_raw
 from pipeline.data.preprocess import (
     apply_normalizer,
     balanced_class_weights,

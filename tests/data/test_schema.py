@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
+
 from helpers.config import data_settings, run_stage, tmp_paths
 from helpers.data import write_npz
-
 from pipeline.data.ingest import run_ingest
 from pipeline.errors import UserError
 from pipeline.io import read_json

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers.config import data_settings, run_stage, tmp_paths
 from PIL import Image
 
+from helpers.config import data_settings, run_stage, tmp_paths
 from pipeline.data.ingest import run_ingest
 from pipeline.errors import UserError
 from pipeline.io import read_json

@@ -11,8 +11,8 @@ import tarfile
 
 import numpy as np
 import pytest
-from helpers.config import data_settings as data
 
+from helpers.config import data_settings as data
 from pipeline.data.ingest import run_ingest
 from pipeline.data.sources import load_source
 from pipeline.errors import UserError
@@ -194,7 +194,6 @@ def test_cifar_batches_that_are_not_plain_arrays_are_refused(tmp_path):
 def test_the_sources_own_test_split_is_written_and_kept_apart_by_preprocess(tmp_path):
     """Keras's train/test (here MNIST's t10k IDX files) -> raw/split.npy -> preprocess.test_split=source."""
     from helpers.config import compose, tmp_paths
-
     from pipeline.data.preprocess import run_preprocess
 
     folder = write_idx_folder(tmp_path / "idx", 40, splits=("train",))

@@ -7,8 +7,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers.config import compose, data_settings, run_stage, tmp_paths
 
+from helpers.config import compose, data_settings, run_stage, tmp_paths
 from pipeline.data.imputation import apply_fills, fit_fills
 from pipeline.data.ingest import run_ingest
 from pipeline.data.preprocess import run_preprocess, split_indices

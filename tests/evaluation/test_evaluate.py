@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.models import saved_model_cli_show
 
+from helpers.models import saved_model_cli_show
 from pipeline.errors import UserError
 from pipeline.evaluation.evaluate import compute_metrics, confusion_matrix, run_evaluate
 from pipeline.export.predict import load_predictor

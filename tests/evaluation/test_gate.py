@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers.config import compose, run_stage, tmp_paths
 
+from helpers.config import compose, run_stage, tmp_paths
 from pipeline.errors import UserError
 from pipeline.evaluation.blessing import require_blessing
 from pipeline.evaluation.gate import load_baseline, run_gate

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.config import run_stage
 from PIL import Image
 
+from helpers.config import run_stage
 from pipeline.data.shards import load_split
 from pipeline.errors import UserError
 from pipeline.export.predict import Predictor, read_image, run_predict

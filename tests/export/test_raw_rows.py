@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from helpers.config import compose, tmp_paths
 from helpers.models import fit_and_save, saved_model_cli_show
-
 from pipeline.data.imputation import apply_fills, fit_fills
 from pipeline.data.sources.tabular import encode_features
 from pipeline.errors import UserError

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from helpers.config import compose, tmp_paths
 from helpers.models import fit_and_save
-
 from pipeline.export.tfjs_node import tfjs_runner_status
 
 pytestmark = pytest.mark.slow

@@ -95,8 +95,8 @@ def test_quantized_cnn_variants_run_on_a_batch(tmp_path):
     """The shipped CNN's dynamic-range kernels crashed the interpreter (SIGSEGV) when its batch was resized to
     the test split's size; the predictor runs batch 1, as devices do."""
     import tensorflow as tf
-    from helpers.config import compose
 
+    from helpers.config import compose
     from pipeline.export.saved_model import write_saved_model
     from pipeline.training.models import build_model
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from helpers.config import run_stage, tmp_paths
 from helpers.data import write_npz
 
@@ -24,7 +25,7 @@ def assert_one_line_error(result, *fragments: str) -> str:
     "stage,override,fragments",
     [
         ("train", "train.epoch=3", ["unknown key 'train.epoch'"]),
-        ("train", "model=resnet", ["unknown model 'resnet'", "cnn, mlp, pima_mlp"]),
+        ("train", "model=resnet", ["unknown model 'resnet'", "cnn, custom, mlp, pima_mlp"]),
         (
             "ingest",
             "data=imagenet",
@@ -33,7 +34,7 @@ def assert_one_line_error(result, *fragments: str) -> str:
                 "breast_cancer, cifar10, cifar100, csv, digits, fashion_mnist, image_folder, iris, mnist, npz, wine",
             ],
         ),
-        ("train", "model.name=resnet", ["model.name='resnet'", "cnn, mlp, pima_mlp"]),
+        ("train", "model.name=resnet", ["model.name='resnet'", "cnn, custom, mlp, pima_mlp"]),
         (
             "ingest",
             "data.name=imagenet",

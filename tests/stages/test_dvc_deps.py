@@ -6,8 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers.config import REPO
 
+from helpers.config import REPO
 from tools.dvc_deps import check_stages, main
 
 FIX = "`python tools/dvc_deps.py` prints every stage's computed closure"
@@ -181,3 +181,13 @@ def test_cli_prints_closures_and_fails_naming_the_fix(fake_checks, tmp_path, cap
         "stage 'main' lists app/unused.py but never imports them: drop them from stages.main.deps"
         in err
     )
+
+
+def test_users_model_code_is_a_dep_of_the_stages_that_load_it():
+    """user_models/ is imported by dotted path at run time (model.builder), which ast cannot see."""
+    users = {
+        name
+        for name in ("compose", "ingest", "preprocess", "train", "evaluate", "gate", "export")
+        if "user_models" in _code_deps(name)
+    }
+    assert users == {"train", "evaluate", "export"}

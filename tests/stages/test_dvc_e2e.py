@@ -79,6 +79,12 @@ def test_repro_reruns_exactly_what_a_change_touches_survives_sigkill_and_experim
         "export",
     }
     assert stages_a_code_change_marks(repo, "pipeline/export/tflite.py") == {"export"}
+    # users' model code is imported by dotted path (model.builder): listed on purpose for the stages that load it
+    assert stages_a_code_change_marks(repo, "user_models/examples.py") == {
+        "train",
+        "evaluate",
+        "export",
+    }
     assert (
         "Recomposed params.yaml from conf/" in first.stdout
     )  # the preset changed conf/: never a stale file

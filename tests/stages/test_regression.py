@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from helpers.config import compose, data_settings, run_stage, tmp_paths
 from helpers.data import write_npz
 from helpers.models import fit_and_save
-
 from pipeline.errors import UserError
 
 FEATURES = ["a", "b", "c", "d", "e"]

@@ -16,6 +16,7 @@ DOC_PAGES = (
     "configuration",
     "data-sources",
     "training-and-clusters",
+    "models",
     "sweeps",
     "export-and-serving",
     "benchmarks",

@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+
 from helpers.config import REPO, compose
 from helpers.data import write_raw
-
 from pipeline.data.preprocess import run_preprocess
 from pipeline.data.shards import load_split
 from pipeline.env import import_tensorflow

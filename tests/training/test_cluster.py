@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from helpers.config import REPO, compose, run_stage, tmp_paths
 from helpers.processes import free_port, watched_lines
-
 from pipeline.errors import UserError
 from pipeline.settings import TrainRequest
 from pipeline.training.cluster import check_capacity, check_reachable
@@ -370,3 +370,34 @@ def test_rerun_after_the_driver_was_killed_continues(
         path.name.startswith("mlp-digits-") and "." not in path.name
         for path in (tmp_path / "ray").iterdir()
     )
+
+
+@pytest.mark.slow
+def test_user_model_code_reaches_the_workers_on_both_nodes(
+    two_node_cluster, digits_pipeline, tmp_path
+):
+    """A builder package only the driver can import (on its PYTHONPATH, not the cluster's) reaches
+    both nodes' workers through the job's runtime_env py_modules, and the trained model reloads."""
+    package = tmp_path / "code" / "cluster_user_models"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "nets.py").write_text((REPO / "user_models" / "examples.py").read_text())
+    processed = digits_pipeline[0].paths.processed
+    builder = "model.builder=cluster_user_models.nets:subclassed_mlp"
+    overrides = cluster_overrides(two_node_cluster, tmp_path, processed, "model=custom", builder)
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{tmp_path / 'code'}", "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.train", *overrides],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    workers = {
+        int(rank): node for rank, _, node, _ in WORKER_LINE.findall(done.stdout + done.stderr)
+    }
+    assert set(workers) == {0, 1} and workers[0] != workers[1]
+    run = json.loads((tmp_path / "models" / "run.json").read_text())
+    assert run["model_module"] == "cluster_user_models.nets"

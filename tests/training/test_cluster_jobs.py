@@ -13,9 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from helpers.config import REPO
 from helpers.processes import _kill_session, _wait_for_line, free_port
-
 from pipeline.training.train import SET_ASIDE_SUFFIX
 
 # Every port `ray start --head` would otherwise take from a fixed default (10001, 52365, ...), so this

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from helpers.config import compose
 
+from helpers.config import compose
 from pipeline.settings import TrainRequest
 from pipeline.training.hparams import hparams_from_settings, log_hparams, read_hparams
 

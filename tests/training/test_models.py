@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers.config import compose
 
+from helpers.config import compose
 from pipeline.env import import_tensorflow
 from pipeline.errors import UserError
 from pipeline.training.models import MODEL_BUILDERS, build_model, compile_model, loss_name

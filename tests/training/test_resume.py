@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.config import REPO, compose
 
+from helpers.config import REPO, compose
 from pipeline.training.train import SET_ASIDE_KEPT, _set_aside
 
 

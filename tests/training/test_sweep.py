@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from helpers.config import REPO, compose, run_stage
 from helpers.processes import watched_lines
-
 from pipeline.errors import UserError
 from pipeline.training.hparams import read_hparams
 from pipeline.training.sweep import (

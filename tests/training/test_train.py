@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers.config import compose, tmp_paths
 
+from helpers.config import compose, tmp_paths
 from pipeline.data.ingest import run_ingest
 from pipeline.data.preprocess import run_preprocess
 from pipeline.evaluation.evaluate import run_evaluate

@@ -1,0 +1,200 @@
+"""Check a model before any cluster time is spent: build, one batch, save and reload, float32 TFLite.
+
+``kp-check-model`` runs :func:`check_model`; the train stage runs it too (in a child process, so its
+driver stays free of TensorFlow) for a user's model (``model=custom``) before any Ray worker starts.
+Every failure is one line naming the culprit and the fix: a builder that cannot be imported, a wrong
+signature, a wrong output for the task, a layer that cannot be saved and reloaded, an op TFLite
+cannot run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.io import read_json
+from pipeline.settings import ModelSettings, TrainSettings
+
+logger = logging.getLogger(__name__)
+
+
+def unsupported_op(message: str) -> str | None:
+    """The first TensorFlow op a converter error names as unsupported, if any."""
+    if not any(
+        sign in message
+        for sign in ("not supported", "failed to legalize", "neither a custom op nor a flex op")
+    ):
+        return None
+    found = re.search(r"'(tf\.\w+)'", message) or re.search(r"\b(tf\.\w+)\b", message)
+    return found.group(1) if found else None
+
+
+def _one_batch(meta: dict, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded batch shaped like the data (category codes kept valid, labels of every class)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(size, *meta["input_shape"])).astype(np.float32)
+    for spec in meta.get("embeddings") or []:
+        x[..., spec["feature"]] = 1.0
+    classes = len(meta["class_names"])
+    y = rng.normal(size=size).astype(np.float32) if not classes else np.arange(size) % classes
+    return x, y
+
+
+def _save_and_reload(model, directory: Path, module: str | None):
+    """The model through ``model.keras`` and back, as evaluate and export will load it."""
+    import tensorflow as tf
+
+    from pipeline.training.custom import import_model_module
+    from pipeline.training.model_io import MODEL_FILE, save_model
+
+    try:
+        save_model(model, {}, directory)
+        import_model_module(module)
+        return tf.keras.models.load_model(str(directory / MODEL_FILE), compile=False)
+    except UserError:
+        raise
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"model: the model cannot be saved and reloaded ({type(error).__name__}: {first[:300]}): register "
+            "every custom layer and model with @tf.keras.utils.register_keras_serializable() and give it "
+            "get_config() returning its constructor arguments"
+        ) from None
+
+
+def _float32_tflite(model, input_shape: list[int], allow_select_tf_ops: bool) -> int:
+    """Convert the model to float32 TFLite as export will; return the flatbuffer's size."""
+    import tensorflow as tf
+
+    from pipeline.env import quiet_native_stderr
+
+    function = tf.function(lambda x: model(x, training=False))
+    concrete = function.get_concrete_function(tf.TensorSpec([None, *input_shape], tf.float32))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS] + (
+        [tf.lite.OpsSet.SELECT_TF_OPS] if allow_select_tf_ops else []
+    )
+    try:
+        with quiet_native_stderr():
+            return len(converter.convert())
+    except Exception as error:
+        message = str(error).strip()
+        op = unsupported_op(message)
+        if op:
+            raise UserError(
+                f"model: TFLite cannot run the op {op}: set export.allow_select_tf_ops=true (Flex delegate) "
+                "or build the model without it"
+            ) from None
+        first = message.splitlines()[0] if message else type(error).__name__
+        raise UserError(
+            f"model: the model does not convert to TFLite ({first[:300]}): fix the model"
+        ) from None
+
+
+def check_model(
+    model: ModelSettings,
+    train: TrainSettings,
+    processed_dir: Path,
+    allow_select_tf_ops: bool = False,
+) -> dict:
+    """Build the model from ``meta.json``'s input shape and classes, train one batch, save and reload it
+    (same predictions), and convert it to float32 TFLite. Writes nothing that outlives the call.
+
+    Returns:
+        What was checked: ``parameters``, ``output_shape``, ``tflite_bytes``.
+
+    Raises:
+        UserError: one line naming the culprit and the fix.
+    """
+    from pipeline.env import import_tensorflow, quiet_tensorflow_loggers
+    from pipeline.training.custom import builder_module
+    from pipeline.training.models import build_model, compile_model
+
+    meta_path = Path(processed_dir) / "meta.json"
+    if not meta_path.is_file():
+        raise UserError(
+            f"check-model: {meta_path} is missing: run the preprocess stage first (dvc repro preprocess)"
+        )
+    meta = read_json(meta_path)
+    tf = import_tensorflow()
+    quiet_tensorflow_loggers()
+    tf.keras.utils.set_random_seed(0)
+    classes = len(meta["class_names"])
+    built = build_model(
+        model,
+        tuple(meta["input_shape"]),
+        classes,
+        meta.get("embeddings"),
+        target=meta.get("target"),
+    )
+    one_step = dataclasses.replace(train, steps_per_execution=1)  # train_on_batch runs one step
+    built = compile_model(built, model, one_step, classes)
+    x, y = _one_batch(meta)
+    built.train_on_batch(x, y)
+    expected = built.predict(x, verbose=0)
+    with tempfile.TemporaryDirectory(prefix="check-model-") as scratch:
+        reloaded = _save_and_reload(built, Path(scratch), builder_module(model.builder))
+    if not np.allclose(reloaded.predict(x, verbose=0), expected, atol=1e-5):
+        raise UserError(
+            "model: the reloaded model predicts differently from the trained one: a custom layer's get_config() "
+            "misses a constructor argument or its weights are not tracked"
+        )
+    size = _float32_tflite(built, list(meta["input_shape"]), allow_select_tf_ops)
+    result = {
+        "parameters": int(built.count_params()),
+        "output_shape": list(expected.shape[1:]),
+        "tflite_bytes": size,
+    }
+    logger.info(
+        "Model check passed: %s parameters, output %s, float32 TFLite %d bytes",
+        f"{result['parameters']:,}",
+        result["output_shape"],
+        size,
+    )
+    return result
+
+
+def _check_in_child(arguments: tuple, results) -> None:
+    from pipeline.env import configure_process_env
+
+    configure_process_env()
+    try:
+        results.put(("ok", check_model(*arguments)))
+    except UserError as error:
+        results.put(("error", str(error)))
+    except Exception as error:  # our own bug: carried back whole
+        results.put(("crash", f"{type(error).__name__}: {error}"))
+
+
+def check_model_in_child(
+    model: ModelSettings,
+    train: TrainSettings,
+    processed_dir: Path,
+    allow_select_tf_ops: bool = False,
+) -> dict:
+    """:func:`check_model` in a fresh spawned process, so the caller never imports TensorFlow.
+
+    Raises:
+        UserError: the check's one line.
+    """
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    child = context.Process(
+        target=_check_in_child,
+        args=((model, train, Path(processed_dir), allow_select_tf_ops), results),
+    )
+    child.start()
+    status, value = results.get()
+    child.join()
+    if status == "error":
+        raise UserError(value)
+    if status == "crash":
+        raise RuntimeError(f"the model check crashed: {value}")
+    return value
