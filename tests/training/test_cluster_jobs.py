@@ -136,6 +136,8 @@ def test_ray_job_submit_writes_the_outputs_dvc_declares(job_server, git_copy, di
         "model.keras",
         "history.json",
         "run.json",
+        "curves",  # the training curves dvc.yaml declares as plots
+        "learning_rate.csv",
     }
     assert any((git_copy / "logs" / "tensorboard").iterdir())
     # cluster.storage_dir keeps the finished run set aside, its last checkpoint holding the final model (README)

@@ -98,9 +98,12 @@ def check_tensorboard_run(run_dir: Path, epochs: int) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     def load(directory: Path) -> EventAccumulator:
-        assert len(list(directory.glob("events.out.tfevents.*"))) == 1, (
-            f"one writer (rank 0) in {directory}"
-        )
+        written = [
+            path
+            for path in directory.glob("events.out.tfevents.*")
+            if not path.name.endswith(".hparams.v2")
+        ]
+        assert len(written) == 1, f"one writer (rank 0) in {directory}"
         accumulator = EventAccumulator(str(directory), size_guidance={"tensors": 0})
         return accumulator.Reload()
 
@@ -111,6 +114,11 @@ def check_tensorboard_run(run_dir: Path, epochs: int) -> None:
     assert root.Graph() is not None and "config" in root.Tags()["tensors"]
     config_text = root.Tensors("config")[0].tensor_proto.string_val[0].decode()
     assert '"num_workers": 1' in config_text and '"learning_rate"' in config_text
+    # run_train logs the run's HParams session and final metrics next to Keras's event files
+    from pipeline.training.hparams import read_hparams
+
+    hparams, finals = read_hparams(run_dir)
+    assert hparams["model.name"] and "final/val_loss" in finals
 
 
 def test_two_workers_match_one_worker_with_the_same_global_batch(one_worker):
