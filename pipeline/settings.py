@@ -46,6 +46,17 @@ class PreprocessSettings:
 
 
 @dataclass
+class FineTuneSettings:
+    """model=backbone's second phase: unfreeze (part of) the backbone and train on at a low rate."""
+
+    epochs: int = 0  # epochs after train.epochs with the backbone unfrozen; 0 = no second phase
+    # where the unfreezing starts: a backbone layer's name, or a fraction of its layers (0.7 = the
+    # last 30%); null = the whole backbone. BatchNormalization layers always stay frozen.
+    unfreeze_from: str | float | None = None
+    learning_rate: float | None = None  # the second phase's rate (conf/model/backbone.yaml: 1e-5)
+
+
+@dataclass
 class ModelSettings:
     name: str  # see pipeline.training.models.MODEL_BUILDERS
     hidden_units: list[int]
@@ -62,6 +73,14 @@ class ModelSettings:
     # -> uncompiled tf.keras.Model) and its keyword arguments
     builder: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    # model=backbone (transfer learning from tf.keras.applications; docs/models.md). The defaults
+    # are neutral so the other model files need none of these keys; conf/model/backbone.yaml sets
+    # the real ones.
+    backbone: str | None = None  # a BACKBONE_MIN_SIZES name, e.g. MobileNetV2
+    weights: str | None = None  # imagenet | a local weights file | null (random initialisation)
+    input_size: list[int] | None = None  # [height, width] the backbone sees (inputs are resized)
+    freeze: bool = True  # backbone frozen (and its BatchNorm in inference mode) in phase one
+    fine_tune: FineTuneSettings = field(default_factory=FineTuneSettings)
 
 
 @dataclass
@@ -274,7 +293,26 @@ SOURCE_NAMES = (
     "wine",
     "iris",
 )  # pipeline.data.sources.SOURCES
-MODEL_NAMES = ("mlp", "cnn", "pima_mlp", "custom")  # pipeline.training.models.MODEL_BUILDERS
+MODEL_NAMES = (
+    "mlp",
+    "cnn",
+    "pima_mlp",
+    "custom",
+    "backbone",
+)  # pipeline.training.models.MODEL_BUILDERS
+# model=backbone: each tf.keras.applications backbone and its smallest input side (Keras's
+# min_size without the classifier top); pipeline.training.backbone.BACKBONES has the same names.
+BACKBONE_MIN_SIZES = {
+    "MobileNetV2": 32,
+    "ResNet50": 32,
+    "ResNet50V2": 32,
+    "EfficientNetB0": 32,
+    "VGG16": 32,
+    "DenseNet121": 32,
+    "InceptionV3": 75,
+    "Xception": 71,
+}
+BACKBONE_NAMES = tuple(BACKBONE_MIN_SIZES)
 TFLITE_VARIANTS = ("float32", "dynamic_range", "float16", "int8")  # pipeline.export.tflite
 TFJS_QUANTIZATIONS = ("none", "float16", "uint8")  # pipeline.export.tfjs
 SWEEP_DIRECTIONS = ("minimize", "maximize")  # pipeline.training.sweep
@@ -434,6 +472,64 @@ def _validate_builder(model: ModelSettings) -> None:
     )
 
 
+def _validate_backbone(model: ModelSettings) -> None:
+    """``model.backbone`` and its keys: set for ``model=backbone``, neutral for every other model."""
+    fine_tune = model.fine_tune
+    if model.name != "backbone":
+        _require(
+            model.backbone is None,
+            "model.backbone",
+            model.backbone,
+            "null unless model=backbone (transfer learning from tf.keras.applications)",
+        )
+        _require(
+            fine_tune.epochs == 0,
+            "model.fine_tune.epochs",
+            fine_tune.epochs,
+            "0 unless model=backbone (fine-tuning unfreezes a pretrained backbone)",
+        )
+        return
+    _one_of("model.backbone", model.backbone or "null", BACKBONE_NAMES)
+    minimum = BACKBONE_MIN_SIZES[model.backbone]
+    size = model.input_size
+    _require(
+        size is not None and len(size) == 2 and min(size) >= minimum,
+        "model.input_size",
+        size,
+        f"[height, width], each >= {minimum} ({model.backbone}'s minimum)",
+    )
+    _require(
+        model.weights is None or bool(model.weights.strip()),
+        "model.weights",
+        model.weights,
+        "imagenet, a local weights file, or null (random initialisation)",
+    )
+    _require(fine_tune.epochs >= 0, "model.fine_tune.epochs", fine_tune.epochs, "an integer >= 0")
+    if fine_tune.epochs == 0:
+        return
+    _require(
+        model.freeze,
+        "model.fine_tune.epochs",
+        fine_tune.epochs,
+        "0 with model.freeze=false (an unfrozen backbone already trains in phase one)",
+    )
+    _require(
+        fine_tune.learning_rate is not None and fine_tune.learning_rate > 0,
+        "model.fine_tune.learning_rate",
+        fine_tune.learning_rate,
+        "a number > 0 (e.g. 1e-5)",
+    )
+    start = fine_tune.unfreeze_from
+    _require(
+        start is None
+        or (isinstance(start, str) and bool(start.strip()))
+        or (isinstance(start, float) and 0 <= start < 1),
+        "model.fine_tune.unfreeze_from",
+        start,
+        "a backbone layer's name, a fraction of its layers in [0, 1) (0.7 = the last 30%), or null",
+    )
+
+
 def validate(config: PipelineConfig) -> PipelineConfig:
     """Check ranges and names that types alone cannot express.
 
@@ -461,6 +557,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     )
     _one_of("model.name", config.model.name, sorted(MODEL_NAMES))
     _validate_builder(config.model)
+    _validate_backbone(config.model)
     pre, train, cluster = config.preprocess, config.train, config.cluster
     _require(
         0 < pre.test_fraction < 1,

@@ -75,7 +75,8 @@ def test_unknown_key_and_unknown_options_fail_in_one_line():
     with pytest.raises(UserError, match="unknown key 'train.epoch'"):
         compose("train.epoch=3")
     with pytest.raises(
-        UserError, match="unknown model 'resnet': choose one of cnn, custom, mlp, pima_mlp"
+        UserError,
+        match="unknown model 'resnet': choose one of backbone, cnn, custom, mlp, pima_mlp",
     ):
         compose("model=resnet")
     with pytest.raises(

@@ -147,11 +147,27 @@ def build_custom(
     return build(settings, input_shape, num_classes, embeddings)
 
 
+def build_backbone(
+    settings: ModelSettings, input_shape: tuple[int, ...], num_classes: int, embeddings=None
+):
+    """``model=backbone``: a pretrained backbone (:mod:`pipeline.training.backbone`) under this
+    module's dense ``hidden_units`` and output."""
+    from pipeline.training.backbone import build_backbone as build
+
+    def head(x):
+        for units in settings.hidden_units:
+            x = _dense_block(x, units, settings)
+        return _output(x, num_classes)
+
+    return build(settings, input_shape, num_classes, embeddings, head=head)
+
+
 MODEL_BUILDERS: dict[str, Callable] = {
     "mlp": build_mlp,
     "cnn": build_cnn,
     "pima_mlp": build_mlp,
     "custom": build_custom,
+    "backbone": build_backbone,
 }
 REGRESSION = 0  # num_classes of a regression target (no class names): one linear output unit
 

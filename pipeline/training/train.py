@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # ray.train.v2._internal.constants.CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 RUN_STATE_FILE = "pipeline_run.json"
+# Models the train stage checks before any worker starts (kp-check-model): a user's builder, and a
+# backbone whose weights (an offline imagenet download, a mismatching file) may fail to load.
+CHECKED_MODELS = ("custom", "backbone")
 SET_ASIDE_KEPT = (
     3  # finished or replaced runs kept in cluster.storage_dir (their logs); older ones are deleted
 )
@@ -307,9 +310,7 @@ def run_train(
     from pipeline.training.cluster import check_cluster_capacity, start_ray
 
     meta = check_train_inputs(request, processed_dir)
-    if (
-        request.model.name == "custom"
-    ):  # a user's model: built, saved, reloaded and converted before Ray starts
+    if request.model.name in CHECKED_MODELS:  # built, saved, reloaded, converted before Ray starts
         from pipeline.training.check import check_model_in_child
 
         check_model_in_child(

@@ -93,6 +93,40 @@ def _build_model(job: TrainJob, meta: dict, strategy):
         return compile_model(model, job.model, job.train, num_classes)
 
 
+def fine_tune_epochs(job: TrainJob) -> int:
+    """Epochs of ``model=backbone``'s second phase (0: one phase, as for every other model)."""
+    return job.model.fine_tune.epochs if job.model.name == "backbone" else 0
+
+
+def _enter_fine_tune(model, job: TrainJob, strategy, num_classes: int, world_size: int, resumed):
+    """Phase two of ``model=backbone``: unfreeze the backbone from ``fine_tune.unfreeze_from`` on
+    (BatchNorm stays frozen) and recompile with ``fine_tune.learning_rate`` (times the workers
+    under ``train.scale_lr_with_workers``).
+
+    ``resumed``: ``model`` is a phase-two checkpoint. Its trainability is applied again; when that
+    leaves the trainable weights as the checkpoint had them, its optimizer (moments, a rate
+    ReduceLROnPlateau lowered) is kept, so the resume continues exactly; otherwise it is rebuilt.
+    """
+    from pipeline.training.backbone import unfreeze_backbone
+    from pipeline.training.models import compile_model
+
+    fine_tune = job.model.fine_tune
+    with strategy.scope():
+        before = [weight.name for weight in model.trainable_weights]
+        unfrozen = unfreeze_backbone(model, fine_tune.unfreeze_from)
+        if (
+            resumed
+            and model.optimizer is not None
+            and before == [weight.name for weight in model.trainable_weights]
+        ):
+            return unfrozen
+        scale = world_size if job.train.scale_lr_with_workers else 1
+        compile_model(
+            model, job.model, job.train, num_classes, learning_rate=fine_tune.learning_rate * scale
+        )
+    return unfrozen
+
+
 def _history_recorder(history: dict):
     """Append every epoch's logs to ``history`` (kept across resumes, saved in every checkpoint)."""
     from pipeline.training.callbacks import _keras_callback_base
@@ -116,6 +150,13 @@ def fit_model(
         resume_dir: a checkpoint written by :func:`save_model`: training continues after its last
             epoch with its weights, optimizer state, history (and TensorBoard steps) and the
             EarlyStopping/ReduceLROnPlateau counters.
+
+    ``model=backbone`` with ``model.fine_tune.epochs > 0`` trains in two phases: epochs
+    1..``train.epochs`` as built (a frozen backbone), then, after :func:`_enter_fine_tune`, epochs
+    ``train.epochs + 1``..``train.epochs + fine_tune.epochs`` (also after an early stop in phase
+    one). The phase comes from the epochs done: a resumed checkpoint with more than
+    ``train.epochs`` epochs in its history is in phase two and gets its trainability back before
+    training continues; one with fewer finishes phase one first.
 
     Returns:
         ``(model, history_dict)`` with every epoch, including those before a resume.
@@ -198,9 +239,11 @@ def fit_model(
         logger.info("Resuming from the checkpoint of epoch %d/%d", initial_epoch, job.train.epochs)
     examples_per_epoch = train_plan.steps_per_epoch * job.train.batch_size
     tensorboard_dir = Path(job.tensorboard_dir) if rank == 0 else None
+    second_phase = fine_tune_epochs(job)
+    total_epochs = job.train.epochs + second_phase
     # Progress first: it adds examples/s and the learning rate to the logs TensorBoard and the history see.
     callbacks = [
-        make_progress_callback(job.train.epochs, examples_per_epoch, log=rank == 0),
+        make_progress_callback(total_epochs, examples_per_epoch, log=rank == 0),
         *configured_callbacks(job.train, tensorboard_dir),
         _history_recorder(history),
     ]
@@ -215,16 +258,38 @@ def fit_model(
     if tensorboard_dir is not None and initial_epoch == 0:
         write_run_summaries(tensorboard_dir, job_to_dict(job), world_size, model)
     creator = tf.keras.utils.experimental.DatasetCreator
-    model.fit(
-        creator(train_fn),
-        epochs=job.train.epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=train_plan.steps_per_epoch,
-        validation_data=creator(val_fn),
-        validation_steps=val_plan.steps_per_epoch,
-        callbacks=callbacks,
-        verbose=0,
-    )
+
+    def fit(epochs: int, start: int) -> None:
+        model.fit(
+            creator(train_fn),
+            epochs=epochs,
+            initial_epoch=start,
+            steps_per_epoch=train_plan.steps_per_epoch,
+            validation_data=creator(val_fn),
+            validation_steps=val_plan.steps_per_epoch,
+            callbacks=callbacks,
+            verbose=0,
+        )
+
+    if initial_epoch < job.train.epochs or not second_phase:
+        fit(job.train.epochs, initial_epoch)
+    if second_phase:
+        resumed = initial_epoch > job.train.epochs
+        if not resumed:  # phase two's patience counters start afresh (a fit of its own)
+            for callback in callbacks:
+                if hasattr(callback, "resume_state"):
+                    callback.resume_state = None
+        unfrozen = _enter_fine_tune(
+            model, job, strategy, len(meta["class_names"]), world_size, resumed
+        )
+        if rank == 0:
+            logger.info(
+                "Fine-tuning: %d backbone layers trainable, epochs %d-%d",
+                unfrozen,
+                job.train.epochs + 1,
+                total_epochs,
+            )
+        fit(total_epochs, max(initial_epoch, job.train.epochs))
     return model, history
 
 

@@ -25,7 +25,11 @@ def assert_one_line_error(result, *fragments: str) -> str:
     "stage,override,fragments",
     [
         ("train", "train.epoch=3", ["unknown key 'train.epoch'"]),
-        ("train", "model=resnet", ["unknown model 'resnet'", "cnn, custom, mlp, pima_mlp"]),
+        (
+            "train",
+            "model=resnet",
+            ["unknown model 'resnet'", "backbone, cnn, custom, mlp, pima_mlp"],
+        ),
         (
             "ingest",
             "data=imagenet",
@@ -34,7 +38,11 @@ def assert_one_line_error(result, *fragments: str) -> str:
                 "breast_cancer, cifar10, cifar100, csv, digits, fashion_mnist, image_folder, iris, mnist, npz, wine",
             ],
         ),
-        ("train", "model.name=resnet", ["model.name='resnet'", "cnn, custom, mlp, pima_mlp"]),
+        (
+            "train",
+            "model.name=resnet",
+            ["model.name='resnet'", "backbone, cnn, custom, mlp, pima_mlp"],
+        ),
         (
             "ingest",
             "data.name=imagenet",

@@ -134,6 +134,28 @@ def test_repro_reruns_exactly_what_a_change_touches_survives_sigkill_and_experim
         and "accuracy" in metrics
     )
 
+    # A user's model as a DVC experiment: the builder, and a params key its conf file does not declare.
+    builder = "model.builder=user_models.examples:subclassed_mlp"
+    dvc(
+        repo,
+        "exp",
+        "run",
+        "-n",
+        "custom",
+        "-S",
+        "model=custom",
+        "-S",
+        builder,
+        "-S",
+        "++model.params.width=24",
+    )
+    params, metrics = experiments_by_name(repo)["custom"]
+    assert (
+        params["model"]["builder"] == builder.split("=", 1)[1]
+        and params["model"]["params"]["width"] == 24
+    )
+    assert "accuracy" in metrics
+
 
 def training_curves(repo: Path) -> dict[str, int | None]:
     """``dvc plots show``'s plots: the number of points of each per-epoch curve (None for the confusion matrix)."""

@@ -528,3 +528,31 @@ def test_more_parallel_trials_than_the_cluster_has_cpus_is_refused(two_node_clus
         "hydra.launcher.parallel=3 trials need 6 CPUs",
         f"the Ray cluster at {two_node_cluster} has 4",
     )
+
+
+@pytest.mark.slow
+def test_a_sweep_over_a_custom_models_params_gives_each_trial_its_width(digits_pipeline, tmp_path):
+    """model.params are plain Hydra keys: `-m model.params.width=8,24` sweeps a user's builder."""
+    config, _ = digits_pipeline
+    result = run_stage(
+        "train",
+        "-m",
+        *[
+            item
+            for item in sweep_overrides(Path(config.paths.processed), tmp_path, "widths")
+            if item != "model=mlp"
+        ],
+        "model=custom",
+        "model.builder=user_models.examples:subclassed_mlp",
+        "model.params.width=8,24",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    sweep = tmp_path / "sweeps" / "widths"
+    records = trials(sweep)
+    assert [records[n]["status"] for n in range(2)] == ["completed", "completed"]
+    widths = []
+    for number in (0, 1):
+        trial_config = yaml.safe_load((sweep / str(number) / "config.yaml").read_text())
+        widths.append(trial_config["model"]["params"]["width"])
+        assert (sweep / str(number) / "models" / "model.keras").is_file()
+    assert widths == [8, 24]
