@@ -187,14 +187,7 @@ def tensorboard_epoch_stamps(tensorboard_dir: Path) -> list[float]:
 
 def run_library(config: PipelineConfig) -> dict:
     """The train stage's library call, with its own per-epoch numbers from ``history.json``."""
-    request = TrainRequest(
-        seed=config.seed,
-        model=config.model,
-        train=config.train,
-        augment=config.augment,
-        cluster=config.cluster,
-        data_name=config.data.name,
-    )
+    request = TrainRequest.from_config(config)
     models = Path(config.paths.models)
     started = time.perf_counter()
     run_train(

@@ -26,7 +26,7 @@ import numpy as np
 from pipeline.env import import_tensorflow, quiet_native_stderr
 from pipeline.errors import UserError
 from pipeline.export.saved_model import PROBABILITIES_SIGNATURE
-from pipeline.training.check import unsupported_op
+from pipeline.training.check import conversion_failure
 
 FLOAT_VARIANTS = (
     "float32",
@@ -148,14 +148,12 @@ def write_tflite(
         with _quiet_interpreters():  # the debugger behind int8 runs interpreters of its own
             flatbuffer = _quantized_body(converter) if variant == "int8" else converter.convert()
     except Exception as error:  # the converter raises ConverterError and plain Exceptions alike
-        message = str(error).strip()
-        op = unsupported_op(message)
+        op, first = conversion_failure(error)
         if op and not allow_select_tf_ops:
             raise UserError(
                 f"export: TFLite ({variant}) cannot convert the op {op}: set export.allow_select_tf_ops=true "
                 "to run it as a TensorFlow op (Flex delegate), or drop the variant from export.tflite"
             ) from None
-        first = message.splitlines()[0] if message else type(error).__name__
         raise UserError(
             f"export: TFLite ({variant}) conversion failed: {first}: drop '{variant}' from export.tflite "
             "to skip it"

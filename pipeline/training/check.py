@@ -25,6 +25,14 @@ from pipeline.settings import ModelSettings, TrainSettings
 logger = logging.getLogger(__name__)
 
 
+def conversion_failure(error: Exception) -> tuple[str | None, str]:
+    """What a TFLite converter error says: the TensorFlow op it names as unsupported (if any) and its
+    first line (the converter raises ConverterError and plain Exceptions alike)."""
+    message = str(error).strip()
+    first = message.splitlines()[0] if message else type(error).__name__
+    return unsupported_op(message), first
+
+
 def unsupported_op(message: str) -> str | None:
     """The first TensorFlow op a converter error names as unsupported, if any."""
     if not any(
@@ -85,14 +93,12 @@ def _float32_tflite(model, input_shape: list[int], allow_select_tf_ops: bool) ->
         with quiet_native_stderr():
             return len(converter.convert())
     except Exception as error:
-        message = str(error).strip()
-        op = unsupported_op(message)
-        if op:
+        op, first = conversion_failure(error)
+        if op and not allow_select_tf_ops:
             raise UserError(
                 f"model: TFLite cannot run the op {op}: set export.allow_select_tf_ops=true (Flex delegate) "
                 "or build the model without it"
             ) from None
-        first = message.splitlines()[0] if message else type(error).__name__
         raise UserError(
             f"model: the model does not convert to TFLite ({first[:300]}): fix the model"
         ) from None

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.export.tflite import tflite_predictor, unsupported_op, write_tflite
+from pipeline.export.tflite import tflite_predictor, write_tflite
+from pipeline.training.check import unsupported_op
 
 
 @pytest.fixture(scope="module")

@@ -64,3 +64,9 @@ def run_stage(
         text=True,
         timeout=timeout,
     )
+
+
+def stage_output(result: subprocess.CompletedProcess) -> str:
+    """A finished stage's stdout, asserting it succeeded (its stderr tail otherwise)."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout

@@ -10,14 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.config import REPO, compose, run_stage, tmp_paths
+from helpers.config import REPO, compose, run_stage, stage_output, tmp_paths
 
 pytestmark = pytest.mark.slow
-
-
-def _ok(result) -> str:
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +61,7 @@ def overrides(root: Path, run: str, builder: str, *extra: str) -> list[str]:
 def test_each_api_runs_through_the_stages_and_exports_verified(digits, builder, exports):
     args = overrides(digits, builder, builder, *exports)
     for stage in ("train", "evaluate", "gate", "export"):
-        _ok(run_stage(stage, *args))
+        stage_output(run_stage(stage, *args))
     run = digits / builder
     assert (
         json.loads((run / "models" / "run.json").read_text())["model_module"]
@@ -88,7 +83,9 @@ def test_each_api_runs_through_the_stages_and_exports_verified(digits, builder, 
         np.save(sample, np.full((2, 8, 8, 1), 8.0, np.float32))
         for artifact in ("saved_model", "model.tflite"):
             printed = json.loads(
-                _ok(run_stage("predict", str(run / "exports" / artifact), str(sample), "--json"))
+                stage_output(
+                    run_stage("predict", str(run / "exports" / artifact), str(sample), "--json")
+                )
             )
             assert len(printed) == 2 and printed[0]["top"][0]["class"] in [
                 str(c) for c in range(10)
@@ -119,7 +116,7 @@ def test_check_model_refuses_in_one_line_and_writes_nothing(digits, builder, exp
 
 def test_check_model_passes_a_good_builder_and_the_train_stage_runs_it_first(digits):
     paths = [item for item in tmp_paths(digits) if item.startswith("paths.processed")]
-    _ok(
+    stage_output(
         run_stage(
             "check_model",
             "model=custom",

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.config import compose, data_settings, run_stage, tmp_paths
+from helpers.config import compose, data_settings, run_stage, stage_output, tmp_paths
 from helpers.data import write_npz
 from helpers.models import fit_and_save
 from pipeline.errors import UserError
@@ -572,11 +572,6 @@ def test_predict_prints_numbers_not_classes(monkeypatch, tmp_path):
 # ---- end to end -----------------------------------------------------------------------------------
 
 
-def _ok(result) -> str:
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
 @pytest.mark.slow
 def test_regression_run_end_to_end_through_the_stages(tmp_path):
     """ingest -> preprocess -> train (Ray, 1 worker) -> evaluate -> gate -> export -> predict on a 600-row CSV.
@@ -597,7 +592,7 @@ def test_regression_run_end_to_end_through_the_stages(tmp_path):
         *tmp_paths(tmp_path),
     ]
     for stage in ("ingest", "preprocess", "train", "evaluate", "gate", "export"):
-        _ok(run_stage(stage, *overrides))
+        stage_output(run_stage(stage, *overrides))
     meta = json.loads((tmp_path / "processed" / "meta.json").read_text())
     assert meta["embeddings"] == [{"feature": 5, "column": "city", "input_dim": 4}]
     history = json.loads((tmp_path / "models" / "history.json").read_text())
@@ -630,7 +625,7 @@ def test_regression_run_end_to_end_through_the_stages(tmp_path):
         "\n".join(path.read_text().splitlines()[:4]) + "\n"
     )  # header + 3 raw rows, the price column ignored
     printed = (
-        _ok(run_stage("predict", str(tmp_path / "exports" / "saved_model"), str(rows)))
+        stage_output(run_stage("predict", str(tmp_path / "exports" / "saved_model"), str(rows)))
         .strip()
         .splitlines()
     )
@@ -641,7 +636,7 @@ def test_regression_run_end_to_end_through_the_stages(tmp_path):
         tmp_path / "x.npy", np.zeros((2, 6), np.float32)
     )  # encoded features: 5 numbers and the city code (TFLite has no string ops)
     tflite = json.loads(
-        _ok(
+        stage_output(
             run_stage(
                 "predict",
                 str(tmp_path / "exports" / "model.tflite"),

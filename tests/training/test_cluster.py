@@ -28,14 +28,7 @@ EPOCHS = 12
 
 
 def request_for(config) -> TrainRequest:
-    return TrainRequest(
-        seed=config.seed,
-        model=config.model,
-        train=config.train,
-        augment=config.augment,
-        cluster=config.cluster,
-        data_name=config.data.name,
-    )
+    return TrainRequest.from_config(config)
 
 
 # --- without Ray -------------------------------------------------------------------------------

@@ -28,14 +28,7 @@ def test_default_config_reaches_the_seed_accuracy(tmp_path, model, floor):
     run_preprocess(
         config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
     )
-    request = TrainRequest(
-        seed=config.seed,
-        model=config.model,
-        train=config.train,
-        augment=config.augment,
-        cluster=config.cluster,
-        data_name=config.data.name,
-    )
+    request = TrainRequest.from_config(config)
     run_train(
         request,
         Path(config.paths.processed),

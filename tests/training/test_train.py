@@ -35,14 +35,7 @@ def prepare(root: Path, *overrides: str):
 
 
 def train_and_evaluate(config, models: Path, reports: Path) -> dict:
-    request = TrainRequest(
-        seed=config.seed,
-        model=config.model,
-        train=config.train,
-        augment=config.augment,
-        cluster=config.cluster,
-        data_name=config.data.name,
-    )
+    request = TrainRequest.from_config(config)
     run_train(
         request,
         Path(config.paths.processed),
