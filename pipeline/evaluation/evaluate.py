@@ -1,11 +1,13 @@
-"""Test-split evaluation: metrics, per-class report and confusion matrix.
+"""Test-split evaluation: metrics, per-class report, confusion matrix and training curves.
 
 Writes into ``reports/``: ``metrics.json`` (DVC metrics), ``per_class.json``, ``confusion.csv``
-(one ``actual,predicted`` row per test example: DVC's confusion-matrix plot data) and
-``confusion.png``. A regression model (``meta.json`` ``task: regression``) writes the same files,
-since ``dvc.yaml`` declares them: ``metrics.json`` holds ``loss`` (MSE), ``mse``, ``rmse``, ``mae``,
-``r2`` and ``num_examples``; ``confusion.csv`` the ``actual,predicted`` values (plot them with
-``dvc plots show reports/confusion.csv --template scatter -x actual -y predicted``);
+(one ``actual,predicted`` row per test example: DVC's confusion-matrix plot data),
+``confusion.png`` and ``curves.png`` (the train stage's ``models/curves/*.csv`` and
+``learning_rate.csv`` drawn, or a note that the model recorded none; the pictures are
+:mod:`pipeline.evaluation.plots`). A regression model (``meta.json`` ``task: regression``) writes
+the same files, since ``dvc.yaml`` declares them: ``metrics.json`` holds ``loss`` (MSE), ``mse``,
+``rmse``, ``mae``, ``r2`` and ``num_examples``; ``confusion.csv`` the ``actual,predicted`` values
+(plot them with ``dvc plots show reports/confusion.csv --template scatter -x actual -y predicted``);
 ``confusion.png`` a predicted-vs-actual scatter; ``per_class.json`` only a note (no classes).
 Every file is written to a temporary directory first and moved into place with ``metrics.json``
 last, so an interrupted run never leaves metrics that look complete.
@@ -22,13 +24,26 @@ import numpy as np
 
 from pipeline.data.shards import load_split
 from pipeline.errors import UserError
+from pipeline.evaluation.plots import (
+    confusion_figure,
+    predicted_vs_actual_figure,
+    save_figure,
+    write_curves_png,
+)
 from pipeline.io import read_json, replace_path, write_json
 from pipeline.settings import EvaluateSettings
 from pipeline.training.model_io import class_probabilities, load_trained_model
 
 logger = logging.getLogger(__name__)
 
-REPORT_FILES = ("per_class.json", "confusion.csv", "confusion.png", "metrics.json")  # metrics last
+CURVES_PNG = "curves.png"  # the train stage's curves drawn for people who do not use dvc plots
+REPORT_FILES = (
+    "per_class.json",
+    "confusion.csv",
+    "confusion.png",
+    CURVES_PNG,
+    "metrics.json",  # last: it marks complete reports
+)
 EPSILON = 1e-7  # Keras's clipping constant for cross-entropy
 
 
@@ -98,40 +113,6 @@ def write_confusion_csv(
             writer.writerow([class_names[int(actual)], class_names[int(guess)]])
 
 
-def plot_confusion(path: Path, matrix: np.ndarray, class_names: list[str], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    size = max(4.0, 0.5 * len(class_names) + 2)
-    figure, axes = plt.subplots(figsize=(size, size))
-    axes.imshow(matrix, cmap="Blues")
-    ticks = range(len(class_names))
-    axes.set_xticks(
-        ticks, [str(name) for name in class_names], rotation=45 if len(class_names) > 10 else 0
-    )
-    axes.set_yticks(ticks, [str(name) for name in class_names])
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("actual")
-    axes.set_title(title)
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for row in ticks:
-        for column in ticks:
-            axes.text(
-                column,
-                row,
-                str(matrix[row, column]),
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white" if matrix[row, column] > threshold else "black",
-            )
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
 def regression_metrics(y_true: np.ndarray, predicted: np.ndarray) -> dict:
     """``loss`` (the mean squared error, the default regression loss), ``mse``, ``rmse``, ``mae``, ``r2`` and ``num_examples``.
 
@@ -165,30 +146,6 @@ def write_pairs_csv(path: Path, y_true: np.ndarray, predicted: np.ndarray) -> No
         )
 
 
-def plot_predicted_vs_actual(
-    path: Path, y_true: np.ndarray, predicted: np.ndarray, title: str
-) -> None:
-    """A scatter of predicted against actual values with the ``predicted = actual`` diagonal."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(5, 5))
-    axes.scatter(y_true, predicted, s=8, alpha=0.6)
-    low, high = (
-        float(min(np.min(y_true), np.min(predicted))),
-        float(max(np.max(y_true), np.max(predicted))),
-    )
-    axes.plot([low, high], [low, high], color="black", linewidth=1)
-    axes.set_xlabel("actual")
-    axes.set_ylabel("predicted")
-    axes.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
 REGRESSION_NOTE = {
     "note": "regression (data.task=regression): no classes; metrics.json has mse, rmse, mae and r2, "
     "confusion.csv one actual,predicted pair per test example and confusion.png their scatter plot"
@@ -207,12 +164,8 @@ def _write_regression_reports(
     metrics = regression_metrics(y, predicted)
     write_json(directory / "per_class.json", REGRESSION_NOTE)
     write_pairs_csv(directory / "confusion.csv", y, predicted)
-    plot_predicted_vs_actual(
-        directory / "confusion.png",
-        y,
-        predicted[:, 0],
-        f"{source}: test R\u00b2 {metrics['r2']:.4f}, MAE {metrics['mae']:.4g}",
-    )
+    title = f"{source}: test R\u00b2 {metrics['r2']:.4f}, MAE {metrics['mae']:.4g}"
+    save_figure(predicted_vs_actual_figure(y, predicted[:, 0], title), directory / "confusion.png")
     write_json(directory / "metrics.json", metrics)
     logger.info(
         "Test MAE %.4g, RMSE %.4g, R^2 %.4f on %d examples",
@@ -250,6 +203,9 @@ def run_evaluate(
             metrics = _write_regression_reports(
                 Path(tmp), model, x, y, settings.batch_size, meta["source"]
             )
+            write_curves_png(
+                models_dir, Path(tmp) / CURVES_PNG, f"{meta['source']}: training curves"
+            )
             for name in REPORT_FILES:
                 replace_path(Path(tmp) / name, output_dir / name)
         return metrics
@@ -266,12 +222,10 @@ def run_evaluate(
         tmp = Path(tmp)
         write_json(tmp / "per_class.json", per_class)
         write_confusion_csv(tmp / "confusion.csv", y, predicted, class_names)
-        plot_confusion(
-            tmp / "confusion.png",
-            confusion_matrix(y, predicted, len(class_names)),
-            class_names,
-            f"{meta['source']}: test accuracy {metrics['accuracy']:.4f}",
-        )
+        matrix = confusion_matrix(y, predicted, len(class_names))
+        title = f"{meta['source']}: test accuracy {metrics['accuracy']:.4f}"
+        save_figure(confusion_figure(matrix, class_names, title), tmp / "confusion.png")
+        write_curves_png(models_dir, tmp / CURVES_PNG, f"{meta['source']}: training curves")
         write_json(tmp / "metrics.json", metrics)
         for name in REPORT_FILES:
             replace_path(tmp / name, output_dir / name)

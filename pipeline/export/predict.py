@@ -11,15 +11,24 @@ Inputs are raw, as a client would send them (the preprocessing is inside the exp
   did. Otherwise: as many numeric columns as the model has input values (a non-numeric first row
   is a header and skipped).
 
-A folder is expanded to the supported files in it (sorted). A regression model (its SavedModel
+A folder is expanded to the supported files below it, its sub-folders included (sorted; hidden
+files and folders skipped); a folder with none is an error. A regression model (its SavedModel
 returns ``predictions``; a ``.tflite`` file's ``metadata.json`` says ``task: regression``) yields
 one number per example, in the target's units, instead of top-k classes.
+
+:func:`run_score` checks a classifier on labelled data instead: each folder given holds one
+sub-folder per class, named as the model's classes (the SavedModel's ``class_names`` output, or
+``class_names`` of the ``metadata.json`` beside a ``.tflite`` file), and every example below a
+class folder counts as that class. It returns accuracy, per-class recall and a confusion matrix.
+The metric arithmetic is here, not imported from ``pipeline.evaluation.evaluate``: one stage
+module does not import another's (tests/test_architecture.py).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +46,14 @@ from pipeline.export.saved_model import (
     SIGNATURE,
 )
 
+logger = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".npy", ".csv")
 MAX_PIXEL = 255.0
+MAX_TABLE_CLASSES = 20  # a wider confusion table lists the most frequent confusions instead
+MAX_LISTED_CLASSES = 30  # class names an error message lists before "... (N in all)"
+NAME_WIDTH = 12  # a confusion table's column headers are the class names cut to this width
 
 
 @dataclass
@@ -177,24 +191,35 @@ def load_predictor(model_path: Path) -> Predictor:
     )
 
 
+def supported_files(folder: Path) -> list[Path]:
+    """The supported files below ``folder``, in its sub-folders too (hidden ones skipped), sorted."""
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if path.suffix.lower() in INPUT_SUFFIXES
+        and path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+
+
 def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Files to predict on: the given files, and the supported files inside given folders."""
+    """Files to predict on: the given files, and the supported files below given folders (recursively)."""
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            files += sorted(
-                item for item in path.iterdir() if item.suffix.lower() in INPUT_SUFFIXES
-            )
+            found = supported_files(path)
+            if not found:
+                raise UserError(
+                    f"predict: no {', '.join(INPUT_SUFFIXES)} files in the folder {path} or its sub-folders: "
+                    "pass a folder of files the model can read"
+                )
+            files += found
         elif not path.exists():
             raise UserError(
                 f"predict: input {path} not found: pass image, .npy or .csv files or a folder of them"
             )
         else:
             files.append(path)
-    if not files:
-        raise UserError(
-            f"predict: no {', '.join(INPUT_SUFFIXES)} files in {', '.join(map(str, paths))}: pass files the model can read"
-        )
     return files
 
 
@@ -373,4 +398,184 @@ def format_results(results: list[dict]) -> str:
             else ", ".join(f"{item['class']} ({item['probability']:.4f})" for item in result["top"])
         )
         for result in results
+    )
+
+
+def _class_list(class_names: list[str]) -> str:
+    more = f", ... ({len(class_names)} in all)" if len(class_names) > MAX_LISTED_CLASSES else ""
+    return ", ".join(class_names[:MAX_LISTED_CLASSES]) + more
+
+
+def _check_labelled_folder(folder: Path, class_names: list[str]) -> list[Path]:
+    """The class sub-folders of ``folder``, each checked to name a class (hidden ones skipped)."""
+    if not folder.is_dir():
+        raise UserError(
+            f"predict: --labels-from-folders takes folders, but {folder} is "
+            f"{'a file' if folder.exists() else 'not found'}: pass a folder holding one sub-folder per class "
+            "(e.g. new_data/ with new_data/<class>/*.png)"
+        )
+    subfolders = sorted(
+        path for path in folder.iterdir() if path.is_dir() and not path.name.startswith(".")
+    )
+    if not subfolders:
+        raise UserError(
+            f"predict: the folder {folder} has no class sub-folders: put each class's examples in a sub-folder "
+            f"named after it ({_class_list(class_names)}); if {folder} holds one class, pass its parent folder"
+        )
+    for subfolder in subfolders:
+        if subfolder.name not in class_names:
+            raise UserError(
+                f"predict: the sub-folder {subfolder} is not one of the model's classes: rename it to one of "
+                f"{_class_list(class_names)} or move it out of {folder}"
+            )
+    loose = [
+        path
+        for path in folder.iterdir()
+        if path.is_file() and path.suffix.lower() in INPUT_SUFFIXES
+    ]
+    if loose:
+        logger.warning(
+            "predict: ignored %d file(s) directly in %s: only files in a class sub-folder have a label",
+            len(loose),
+            folder,
+        )
+    return subfolders
+
+
+def labelled_files(folders: list[Path], class_names: list[str]) -> list[tuple[Path, int]]:
+    """``(file, class index)`` for the supported files below each folder's class sub-folders (recursively).
+
+    Raises:
+        UserError: a path that is not a folder, a folder without class sub-folders, a sub-folder that
+            is not a class (listing the classes), a class folder without supported files.
+    """
+    labelled = []
+    for folder in map(Path, folders):
+        for subfolder in _check_labelled_folder(folder, class_names):
+            files = supported_files(subfolder)
+            if not files:
+                raise UserError(
+                    f"predict: the class folder {subfolder} has no {', '.join(INPUT_SUFFIXES)} files (its sub-folders "
+                    "included): add examples of that class or remove the folder"
+                )
+            labelled += [(path, class_names.index(subfolder.name)) for path in files]
+    return labelled
+
+
+def score_labels(true: list[int], predicted: list[int], class_names: list[str]) -> dict:
+    """Accuracy, per-class recall and support (classes with examples), and the confusion matrix.
+
+    The matrix has true classes as rows and predicted ones as columns, over the classes that occur
+    as either (in the model's order), so a 1000-class model scored on three folders stays small.
+    """
+    matrix = np.zeros((len(class_names), len(class_names)), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(true, np.int64), np.asarray(predicted, np.int64)), 1)
+    support = matrix.sum(axis=1)
+    shown = [index for index in range(len(class_names)) if support[index] or matrix[:, index].any()]
+    return {
+        "examples": int(support.sum()),
+        "accuracy": float(np.trace(matrix) / max(int(support.sum()), 1)),
+        "per_class": {
+            class_names[index]: {
+                "recall": float(matrix[index, index] / support[index]),
+                "support": int(support[index]),
+            }
+            for index in range(len(class_names))
+            if support[index]
+        },
+        "confusion": {
+            "labels": [class_names[index] for index in shown],
+            "matrix": matrix[np.ix_(shown, shown)].tolist(),
+        },
+    }
+
+
+def run_score(model_path: Path, folders: list[Path], progress: bool = True) -> dict:
+    """Score a classifier on labelled examples: each folder holds one sub-folder per class, named as
+    the model's classes, with that class's images, ``.npy`` or CSV files below it (recursively).
+
+    Returns:
+        ``{"model", "examples", "accuracy", "per_class": {name: {"recall", "support"}},
+        "confusion": {"labels", "matrix"}}`` (matrix rows: true class; columns: predicted).
+
+    Example:
+        ``run_score(Path("exports/tflite/int8.tflite"), [Path("new_data")])["accuracy"]``
+    """
+    from tqdm import tqdm
+
+    predictor = load_predictor(model_path)
+    if predictor.task == "regression":
+        raise UserError(
+            f"predict: {model_path} is a regression model (one value per example, no classes): "
+            "--labels-from-folders scores classifiers only; run kp-predict without it for the values"
+        )
+    labelled = labelled_files(folders, predictor.class_names)
+    true, predicted = [], []
+    for path, label in tqdm(
+        labelled, desc="score", unit="file", disable=not progress or len(labelled) < 2
+    ):
+        for _, probabilities in predict_file(path, predictor):
+            true.append(label)
+            predicted.append(int(np.argmax(probabilities)))
+    if not true:
+        raise UserError(
+            f"predict: no examples in {', '.join(map(str, folders))}: the files hold no rows or arrays"
+        )
+    return {"model": str(model_path), **score_labels(true, predicted, predictor.class_names)}
+
+
+def _top_confusions(labels: list[str], matrix: list[list[int]]) -> list[str]:
+    """The most frequent (true, predicted) mistakes, for a confusion matrix too wide for a table."""
+    pairs = sorted(
+        (-count, labels[row], labels[column])
+        for row, counts in enumerate(matrix)
+        for column, count in enumerate(counts)
+        if row != column and count
+    )[:MAX_TABLE_CLASSES]
+    title = f"most frequent confusions ({len(labels)} classes, too many for a table; --json has the matrix):"
+    return (
+        [title, *(f"  {true} -> {guess}: {-count}" for count, true, guess in pairs)]
+        if pairs
+        else [f"no confusions among the {len(labels)} classes"]
+    )
+
+
+def _confusion_table(labels: list[str], matrix: list[list[int]]) -> list[str]:
+    """Rows: true class; columns: predicted, headed by the class names cut to ``NAME_WIDTH`` (or,
+    when cut names would clash, by the rows' numbers)."""
+    columns = [label[:NAME_WIDTH] for label in labels]
+    title = "confusion (rows: true class, columns: predicted):"
+    rows = list(labels)
+    if len(set(columns)) < len(columns):
+        columns = [f"[{number}]" for number in range(1, len(labels) + 1)]
+        rows = [f"{column} {label}" for column, label in zip(columns, labels, strict=True)]
+        title = "confusion (rows: true class, columns: predicted, numbered as the rows):"
+    first = max(len("true\\pred"), *map(len, rows))
+    width = max(*map(len, columns), *(len(str(count)) for counts in matrix for count in counts))
+    return [
+        title,
+        "true\\pred".ljust(first) + "".join(f"  {column:>{width}}" for column in columns),
+        *(
+            row.ljust(first) + "".join(f"  {count:>{width}}" for count in counts)
+            for row, counts in zip(rows, matrix, strict=True)
+        ),
+    ]
+
+
+def format_score(score: dict) -> str:
+    """Accuracy, one per-class recall line per class, and the confusion table, for a terminal."""
+    width = max(map(len, score["per_class"]))
+    recalls = [
+        f"  {name:<{width}}  {item['recall']:.4f}  ({item['support']} example{'' if item['support'] == 1 else 's'})"
+        for name, item in score["per_class"].items()
+    ]
+    labels, matrix = score["confusion"]["labels"], score["confusion"]["matrix"]
+    table = _confusion_table if len(labels) <= MAX_TABLE_CLASSES else _top_confusions
+    return "\n".join(
+        [
+            f"{score['model']}: accuracy {score['accuracy']:.4f} on {score['examples']} examples",
+            "recall per class:",
+            *recalls,
+            *table(labels, matrix),
+        ]
     )

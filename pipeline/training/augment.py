@@ -3,7 +3,9 @@
 Nothing augmented is written to disk: the layers run inside each worker's ``tf.data`` pipeline
 (:func:`pipeline.training.inputs.make_dataset`), seeded so a run is reproducible. Flip, rotation, zoom,
 translation and contrast need images; Gaussian noise also applies to tables. Rank 0 writes a
-grid of augmented samples to TensorBoard at the start of training (:func:`write_augmentation_grid`).
+grid of augmented samples to TensorBoard at the start of training (:func:`write_augmentation_grid`),
+taken round-robin over the classes of the first records (:func:`grid_sample_indices`), so a stream
+that starts with one class still shows several.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 GRID_TAG = "augmentation/samples"
 GRID_SUBDIR = "augmentation"  # a TensorBoard run beside Keras's train/ and validation/
+GRID_SCAN_RECORDS = 1024  # records read to find several classes for the grid...
+GRID_SCAN_BYTES = 64 * 2**20  # ...or fewer, so large images stay within this much float32 memory
 
 
 def _image_layers_enabled(settings: AugmentSettings) -> bool:
@@ -89,6 +93,28 @@ def build_augmenter(
     )
 
 
+def grid_sample_indices(labels: np.ndarray, rows: int) -> np.ndarray:
+    """Indices of up to ``rows`` samples, one class after another (round-robin), deterministic.
+
+    Classes come in the order they first appear and each gives its earliest records, so a
+    class-sorted stream still yields several classes. Regression targets (all distinct) simply
+    give the first ``rows`` records.
+
+    Example:
+        >>> grid_sample_indices(np.array([0, 0, 0, 1, 1, 2]), 4)
+        array([0, 3, 5, 1])
+    """
+    by_class: dict[bytes, list[int]] = {}
+    for index, label in enumerate(np.asarray(labels)):
+        by_class.setdefault(np.asarray(label).tobytes(), []).append(index)
+    picked: list[int] = []
+    for depth in range(rows):
+        picked += [indices[depth] for indices in by_class.values() if depth < len(indices)]
+        if len(picked) >= rows:
+            break
+    return np.array(picked[:rows], dtype=np.int64)
+
+
 def augmentation_grid(images: np.ndarray, augmenter, copies: int) -> np.ndarray:
     """One image: a row per sample, the original then ``copies`` augmented versions, scaled to [0, 1]."""
     columns = [images] + [augmenter(images, training=True).numpy() for _ in range(copies)]
@@ -111,8 +137,9 @@ def write_augmentation_grid(
     """Write a grid of augmented training samples to TensorBoard (tag :data:`GRID_TAG`, step 0).
 
     Uses its own augmenter (same settings and seed), so the training pipeline's random stream is
-    untouched. Returns the event directory, or ``None`` when there is nothing to show (no image
-    inputs or no augmentation).
+    untouched. The samples come from several classes (:func:`grid_sample_indices` over the first
+    :data:`GRID_SCAN_RECORDS` records of ``files``). Returns the event directory, or ``None`` when
+    there is nothing to show (no image inputs or no augmentation).
     """
     import tensorflow as tf
 
@@ -123,8 +150,10 @@ def write_augmentation_grid(
     augmenter = build_augmenter(settings, seed, input_shape)
     if augmenter is None or len(input_shape) != 3:
         return None
-    images, _ = next(iter(make_dataset(processed_dir, files, rows, repeat=False)))
-    grid = augmentation_grid(images.numpy(), augmenter, copies)
+    scan = max(rows, min(GRID_SCAN_RECORDS, GRID_SCAN_BYTES // (4 * int(np.prod(input_shape)))))
+    images, labels = next(iter(make_dataset(processed_dir, files, scan, repeat=False)))
+    picked = grid_sample_indices(labels.numpy(), rows)
+    grid = augmentation_grid(images.numpy()[picked], augmenter, copies)
     directory = Path(log_dir) / GRID_SUBDIR
     writer = tf.summary.create_file_writer(str(directory))
     with writer.as_default():
@@ -132,7 +161,8 @@ def write_augmentation_grid(
             GRID_TAG,
             grid[np.newaxis],
             step=0,
-            description=f"{rows} training samples (first column) and {copies} augmented versions each",
+            description=f"{len(picked)} training samples, classes in turn (first column), "
+            f"and {copies} augmented versions each",
         )
     writer.close()
     logger.info("Augmentation samples written to TensorBoard: %s (%s)", directory, GRID_TAG)

@@ -12,7 +12,12 @@ import pytest
 
 from helpers.models import saved_model_cli_show
 from pipeline.errors import UserError
-from pipeline.evaluation.evaluate import compute_metrics, confusion_matrix, run_evaluate
+from pipeline.evaluation.evaluate import (
+    REPORT_FILES,
+    compute_metrics,
+    confusion_matrix,
+    run_evaluate,
+)
 from pipeline.export.predict import load_predictor
 from pipeline.export.run import run_export
 from pipeline.export.tfjs_node import tfjs_runner_status
@@ -56,6 +61,9 @@ def test_evaluate_writes_every_report(trained_mlp):
         metrics["accuracy"]
     )
     assert (root / "reports" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    # fit_and_save records no curves: curves.png is still written (a note), as dvc.yaml declares it
+    assert (root / "reports" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in (root / "reports").iterdir()) == sorted(REPORT_FILES)
     assert set(json.loads((root / "reports" / "per_class.json").read_text())) == {
         str(d) for d in range(10)
     }
@@ -228,15 +236,19 @@ def test_a_quantized_artifact_must_give_the_models_class():
     assert report_failures({**report, "min_agreement": 0.94}) is None
 
 
-def dvc_declared_exports() -> list[str]:
-    """The export stage's outs and metrics as DVC resolves them from this checkout's dvc.yaml, relative to paths.exports."""
+def dvc_declared(stage_name: str, folder: str) -> list[str]:
+    """A stage's outs, metrics and plots as DVC resolves them from this checkout's dvc.yaml, relative to paths.<folder>."""
     from dvc.repo import Repo
 
     root = Path(__file__).resolve().parents[2]
     with Repo(str(root)) as repo:
-        stage = repo.stage.load_one(name="export")
-        exports = Path(repo.params.show()[""]["data"]["params.yaml"]["data"]["paths"]["exports"])
-        return sorted(str(Path(out.def_path).relative_to(exports)) for out in stage.outs)
+        stage = repo.stage.load_one(name=stage_name)
+        base = Path(repo.params.show()[""]["data"]["params.yaml"]["data"]["paths"][folder])
+        return sorted(str(Path(out.def_path).relative_to(base)) for out in stage.outs)
+
+
+def test_evaluate_writes_what_dvc_declares():
+    assert dvc_declared("evaluate", "reports") == sorted(REPORT_FILES)
 
 
 def test_formats_switched_off_leave_every_dvc_out_with_a_note(trained_mlp, tmp_path):
@@ -260,7 +272,7 @@ def test_formats_switched_off_leave_every_dvc_out_with_a_note(trained_mlp, tmp_p
     }
     assert json.loads((out / "report.json").read_text())["skipped"] == report["skipped"]
     assert "Skipped: `saved_model/` (export.saved_model=false)" in (out / "report.md").read_text()
-    declared = dvc_declared_exports()
+    declared = dvc_declared("export", "exports")
     assert declared == ["model.tflite", "report.json", "report.md", "saved_model", "tfjs", "tflite"]
     assert all((out / path).exists() for path in declared), [
         path for path in declared if not (out / path).exists()

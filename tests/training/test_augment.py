@@ -20,6 +20,7 @@ from pipeline.training.augment import (
     GRID_SUBDIR,
     GRID_TAG,
     build_augmenter,
+    grid_sample_indices,
     is_enabled,
     write_augmentation_grid,
 )
@@ -148,6 +149,42 @@ def test_grid_of_augmented_samples_is_a_tensorboard_image(images, tmp_path):
     assert (
         write_augmentation_grid(compose().augment, 0, directory, files, tmp_path / "none") is None
     )
+
+
+def test_grid_samples_cover_several_classes_of_a_class_sorted_stream():
+    labels = np.repeat([3, 1, 2], 20)  # sorted by class, as a source without a shuffle gives them
+    picked = grid_sample_indices(labels, 8)
+    assert picked.tolist() == [0, 20, 40, 1, 21, 41, 2, 22]  # round-robin: earliest of each class
+    assert set(labels[picked]) == {1, 2, 3}
+    assert np.array_equal(grid_sample_indices(labels, 8), picked), "deterministic"
+    assert grid_sample_indices(labels[:20], 8).tolist() == list(range(8)), "one class: its first 8"
+    assert grid_sample_indices(np.array([0.5, 1.5, 2.5]), 8).tolist() == [0, 1, 2], "regression"
+    assert grid_sample_indices(np.array([[0], [0], [1]]), 2).tolist() == [0, 2]
+
+
+def test_the_grid_shows_several_classes_when_the_stream_starts_with_one(
+    images, tmp_path, monkeypatch
+):
+    """A stream of 30 records of class 0 then 30 of class 1 then class 2 (each image its label)."""
+    import pipeline.training.augment as augment
+    import pipeline.training.inputs as inputs
+
+    directory, _ = images
+    labels = np.repeat(np.arange(3), 30)
+    stream = np.broadcast_to(labels[:, None, None, None], (90, 8, 8, 1)).astype(np.float32)
+    monkeypatch.setattr(
+        inputs,
+        "make_dataset",
+        lambda _dir, _files, batch_size, **_: tf.data.Dataset.from_tensor_slices(
+            (stream, labels)
+        ).batch(batch_size),
+    )
+    shown = []
+    monkeypatch.setattr(
+        augment, "augmentation_grid", lambda rows, *_: shown.append(rows) or rows[0]
+    )
+    write_augmentation_grid(compose("augment=light").augment, 0, directory, [], tmp_path, rows=6)
+    assert shown[0][:, 0, 0, 0].tolist() == [0, 1, 2, 0, 1, 2]
 
 
 @pytest.mark.slow
