@@ -1,4 +1,4 @@
-"""DVC stage `evaluate`: the trained model on the test split -> ``paths.reports`` (metrics, per-class report, confusion)."""
+"""DVC stage `evaluate`: the trained model on the test split -> ``paths.reports`` (metrics, per-class report, confusion matrix, training curves picture)."""
 
 from pathlib import Path
 

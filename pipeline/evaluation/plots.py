@@ -23,12 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.training.model_io import CURVES_DIR, LEARNING_RATE_FILE
+
 logger = logging.getLogger(__name__)
 
-# The train stage's curve files (pipeline.training.train.CURVES_DIR / LEARNING_RATE_FILE; evaluate
-# must not import the train stage's module, tests/evaluation/test_plots.py keeps them equal).
-CURVES_DIR = "curves"
-LEARNING_RATE_FILE = "learning_rate.csv"
 MAX_CELL_COUNTS = 20  # classes up to which the confusion matrix prints its counts in the cells
 MAX_LABELLED_CLASSES = (
     150  # above, tick labels every k-th class (a 1000-class matrix stays legible)

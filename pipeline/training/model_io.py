@@ -15,6 +15,8 @@ from pipeline.errors import UserError
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.json"
+CURVES_DIR = "curves"  # one epoch,train,validation CSV per compiled metric (dvc.yaml's plots)
+LEARNING_RATE_FILE = "learning_rate.csv"  # epoch,learning_rate
 RUN_FILE = (
     "run.json"  # the run's metadata: run name, TensorBoard dir, workers, and a user model's module
 )

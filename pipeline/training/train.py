@@ -26,7 +26,12 @@ from pipeline.io import atomic_dir, read_json, write_json
 from pipeline.settings import TrainRequest, TrainSettings
 from pipeline.training.custom import builder_module
 from pipeline.training.inputs import class_weight_table, plan_shards
-from pipeline.training.model_io import HISTORY_FILE, MODEL_FILE
+from pipeline.training.model_io import (
+    CURVES_DIR,
+    HISTORY_FILE,
+    LEARNING_RATE_FILE,
+    MODEL_FILE,
+)
 from pipeline.training.worker import TrainJob, job_to_dict, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
@@ -40,8 +45,6 @@ SET_ASIDE_KEPT = (
     3  # finished or replaced runs kept in cluster.storage_dir (their logs); older ones are deleted
 )
 SET_ASIDE_SUFFIX = re.compile(r"\.(\d{8}-\d{6})$")
-CURVES_DIR = "curves"  # one epoch,train,validation CSV per compiled metric (dvc.yaml's plots)
-LEARNING_RATE_FILE = "learning_rate.csv"
 
 
 def _config_digest(request: TrainRequest, meta: dict) -> str:

@@ -160,15 +160,6 @@ def panels(figure) -> dict[str, list[str]]:
     }
 
 
-def test_the_curve_files_are_the_train_stages():
-    from pipeline.training import train
-
-    assert (plots.CURVES_DIR, plots.LEARNING_RATE_FILE) == (
-        train.CURVES_DIR,
-        train.LEARNING_RATE_FILE,
-    )
-
-
 def test_classification_curves_panel_per_metric_and_learning_rate(tmp_path):
     models = write_curves(tmp_path / "models", ("accuracy", "loss"))
     figure = curves_figure(*read_training_curves(models), "digits: training curves")
