@@ -18,6 +18,10 @@ from pipeline.settings import ClusterSettings
 logger = logging.getLogger(__name__)
 
 DEFAULT_GCS_PORT = 6379
+# A local Ray started for one run: no idle workers started ahead (Ray starts one per CPU, without
+# the job's runtime_env, so Ray Train's controller and workers never use them; on a small machine
+# they only compete with the start-up that matters: bench/train_overhead.py).
+LOCAL_RAY_SYSTEM_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
 RAY_CLIENT_PREFIX = "ray://"
 
 
@@ -91,6 +95,7 @@ def start_ray(cluster: ClusterSettings, py_modules: list[str] = ()) -> None:
                 num_cpus=cpus,
                 num_gpus=None if cluster.use_gpu else 0,
                 resources=custom or None,
+                _system_config=LOCAL_RAY_SYSTEM_CONFIG,
                 **common,
             )
     if not is_verbose():

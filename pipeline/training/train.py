@@ -19,11 +19,13 @@ import logging
 import re
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, read_json, write_json
 from pipeline.settings import TrainRequest, TrainSettings
+from pipeline.training.check import check_model_in_child
 from pipeline.training.custom import builder_module
 from pipeline.training.inputs import class_weight_table, plan_shards
 from pipeline.training.model_io import (
@@ -313,12 +315,6 @@ def run_train(
     from pipeline.training.cluster import check_cluster_capacity, start_ray
 
     meta = check_train_inputs(request, processed_dir)
-    if request.model.name in CHECKED_MODELS:  # built, saved, reloaded, converted before Ray starts
-        from pipeline.training.check import check_model_in_child
-
-        check_model_in_child(
-            request.model, request.train, processed_dir, request.allow_select_tf_ops
-        )
     storage = str(storage_dir) if "://" in str(storage_dir) else str(Path(storage_dir).resolve())
     run_name, resume_epoch, tensorboard_dir = plan_run(
         request, meta, storage, Path(tensorboard_root)
@@ -335,9 +331,30 @@ def run_train(
         xla=request.cluster.xla,
     )
     started_here = not ray.is_initialized()
-    if started_here:
-        package = user_package(request.model.builder)
-        start_ray(request.cluster, py_modules=[str(package)] if package else [])
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The model check (a child process importing TensorFlow) overlaps Ray's start; no worker
+        # starts before it passes.
+        model_check = (
+            pool.submit(
+                check_model_in_child,
+                request.model,
+                request.train,
+                processed_dir,
+                request.allow_select_tf_ops,
+            )
+            if request.model.name in CHECKED_MODELS
+            else None
+        )
+        if started_here:
+            package = user_package(request.model.builder)
+            start_ray(request.cluster, py_modules=[str(package)] if package else [])
+        try:
+            if model_check is not None:
+                model_check.result()  # the check's UserError, before any worker starts
+        except BaseException:
+            if started_here:
+                ray.shutdown()
+            raise
     try:
         check_cluster_capacity(request.cluster)
         if resume_epoch:
