@@ -35,17 +35,28 @@ Run it from the repository root (about 2-3 minutes on 2 CPU cores)::
 
     python bench/train_overhead.py --epochs 20
     python bench/train_overhead.py --model mlp --epochs 10 --workers 2 --batch-size 64
+    python bench/train_overhead.py --model mlp --epochs 6 --batch-size 64 --warm
+
+``--warm`` adds a third path: the library on a local Ray the bench starts once with
+``ray start --head`` and every run joins (``cluster.address``), as a user who keeps a Ray running
+gets; the fixed cost then excludes Ray's own start and shutdown.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `stages`
@@ -89,6 +100,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2,
         help="alternate plain and library runs this many times; medians are compared (default: 2)",
     )
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="also run the library path on a warm local Ray started once with `ray start --head` "
+        "(cluster.address pointing at it), as a user who keeps one running gets",
+    )
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: steady state excludes the first epoch")
@@ -97,11 +114,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def compose_config(args: argparse.Namespace, root: Path, round_: int = 0) -> PipelineConfig:
+def compose_config(
+    args: argparse.Namespace, root: Path, round_: int = 0, address: str | None = None
+) -> PipelineConfig:
     """``conf/`` plus the benchmark's overrides; every output under ``root`` (a fresh run per round)."""
     return to_settings(
         compose_conf(
             [
+                *([f"cluster.address={address}"] if address else []),
                 f"data={args.data}",
                 f"model={args.model}",
                 f"train.epochs={args.epochs}",
@@ -218,17 +238,65 @@ def run_library(config: PipelineConfig) -> dict:
     return result
 
 
+@contextlib.contextmanager
+def warm_ray(num_cpus: int) -> Iterator[str]:
+    """A local Ray head started the way a user keeps one running (``ray start --head``); yields
+    its address. Stopped by killing its own process session (``ray stop`` would stop every Ray on
+    the machine)."""
+    temp = Path(tempfile.mkdtemp(prefix="rw", dir="/tmp"))  # Ray's socket paths have a length limit
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = temp / "head.log"
+    head = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            f"--num-cpus={num_cpus}",
+            "--num-gpus=0",
+            f"--temp-dir={temp}/ray",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        start_new_session=True,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log.read_text():
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray start --head failed:\n{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def fixed_cost(run: dict) -> float:
+    """A library run's wall time minus the time its epochs took."""
+    return run["wall"] - sum(run["epoch_seconds"])
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
-    with tempfile.TemporaryDirectory(prefix="train-overhead-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="train-overhead-"))
+        address = stack.enter_context(warm_ray(args.workers + 1)) if args.warm else None
         root = Path(tmp)
         config = compose_config(args, root)
         run_ingest(config.data, Path(config.paths.raw))
         run_preprocess(
             config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
         )
-        plains, libraries = [], []
+        plains, libraries, warms = [], [], []
         for round_ in range(
             args.rounds
         ):  # alternated: a shared machine's speed drifts over minutes
@@ -240,6 +308,12 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
             libraries.append(run_library(config))
+            if address:
+                print(
+                    f"round {round_ + 1}/{args.rounds}: library path on the warm Ray at {address} ...",
+                    flush=True,
+                )
+                warms.append(run_library(compose_config(args, root, round_ + args.rounds, address)))
 
     epochs = args.epochs
     plain_rates = [steady(run["epoch_seconds"], run["examples_per_epoch"]) for run in plains]
@@ -289,11 +363,20 @@ def main(argv: list[str] | None = None) -> None:
             f"steady-state throughput ratio, epoch to epoch (round {shown + 1}, library / plain median): "
             f"{period_rate / plain_rate:.2f}"
         )
-    fixed = library["wall"] - sum(library["epoch_seconds"])
+    fixed = statistics.median(fixed_cost(run) for run in libraries)
     print(
-        f"fixed start-up cost of the library path: {fixed:.1f} s (Ray + worker start, checkpoint upload, shutdown); "
-        f"plain fit wall: {plain['wall']:.1f} s"
+        f"fixed start-up cost of the library path (median): {fixed:.1f} s (Ray + worker start, checkpoint upload, "
+        f"shutdown); plain fit wall: {plain['wall']:.1f} s"
     )
+    if warms:
+        print(
+            f"fixed start-up cost on a warm Ray (`ray start --head` kept running, median): "
+            f"{statistics.median(fixed_cost(run) for run in warms):.1f} s; per round: "
+            + ", ".join(
+                f"cold {fixed_cost(cold):.1f} / warm {fixed_cost(warm):.1f}"
+                for cold, warm in zip(libraries, warms, strict=True)
+            )
+        )
     if periods:
         between = sum(periods) - sum(library["epoch_seconds"][1:])
         print(
