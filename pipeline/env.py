@@ -10,6 +10,8 @@ which is why ``pipeline/__init__.py`` calls :func:`configure_process_env` and Ra
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.util
 import logging
 import os
 import sys
@@ -58,6 +60,10 @@ def configure_process_env() -> None:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", module="tensorflow")
         warnings.filterwarnings("ignore", module="keras")
+    if "tensorflow" not in sys.modules and not any(
+        isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path
+    ):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
 def is_verbose() -> bool:
@@ -106,6 +112,30 @@ def quiet_native_stderr() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Runs TensorFlow's first import in this process under :func:`quiet_native_stderr`, wherever
+    that import happens (a stage, a Ray worker, a library TensorFlow pulls in), so no code path can
+    let its C++ start-up notes through (``Unable to register cuDNN factory``, ``All log messages
+    before absl::InitializeLog()``, ``computation placer already registered``). ``-v`` lets them
+    through: the check happens at import time."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # one import to wrap; also keeps find_spec below from recursing
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def quiet_exec_module(module) -> None:
+            with quiet_native_stderr():
+                exec_module(module)
+
+        spec.loader.exec_module = quiet_exec_module
+        return spec
 
 
 def import_tensorflow():

@@ -48,6 +48,7 @@ from pipeline.data.records import SOURCE_SPLIT_FILE
 from pipeline.data.shards import FORMAT, serialize_example
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, read_json, write_json
+from pipeline.progress import Progress
 from pipeline.settings import PreprocessSettings
 
 logger = logging.getLogger(__name__)
@@ -287,6 +288,7 @@ def write_shards(
     names = [f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord" for index in range(num_shards)]
     order = np.random.default_rng(seed).permutation(np.asarray(indices))
     writers = [tf.io.TFRecordWriter(str(Path(directory) / name)) for name in names]
+    progress = Progress(len(order), f"preprocess: writing the {split} split", unit="example")
     try:
         position = 0
         for part, rows in iter_chunks(x, order, fill):
@@ -296,7 +298,9 @@ def write_shards(
                     serialize_example(normalized[offset], y[index])
                 )
             position += len(part)
+            progress.update(len(part))
     finally:
+        progress.close()
         for writer in writers:
             writer.close()
     counts = np.bincount(np.arange(len(order)) % num_shards, minlength=num_shards)

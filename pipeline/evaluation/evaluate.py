@@ -32,7 +32,11 @@ from pipeline.evaluation.plots import (
 )
 from pipeline.io import read_json, replace_path, write_json
 from pipeline.settings import EvaluateSettings
-from pipeline.training.model_io import class_probabilities, load_trained_model
+from pipeline.training.model_io import (
+    class_probabilities,
+    load_trained_model,
+    predict_with_progress,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +53,9 @@ EPSILON = 1e-7  # Keras's clipping constant for cross-entropy
 
 def predict_probabilities(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Class probabilities for ``x`` in batches."""
-    return class_probabilities(model.predict(x, batch_size=batch_size, verbose=0))
+    return class_probabilities(
+        predict_with_progress(model, x, batch_size, "evaluate: predicting the test split")
+    )
 
 
 def compute_metrics(
@@ -155,7 +161,10 @@ REGRESSION_NOTE = {
 def _write_regression_reports(
     directory: Path, model, x: np.ndarray, y: np.ndarray, batch_size: int, source: str
 ) -> dict:
-    predicted = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+    predicted = np.asarray(
+        predict_with_progress(model, x, batch_size, "evaluate: predicting the test split"),
+        dtype=np.float64,
+    )
     if predicted.ndim != 2 or predicted.shape[1] != 1:
         raise UserError(
             f"evaluate: the model predicts {predicted.shape[1:]} values per example but the data is a regression "

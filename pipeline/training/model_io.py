@@ -58,6 +58,34 @@ def load_trained_model(models_dir: Path):
     return tf.keras.models.load_model(str(path), compile=False)
 
 
+PREDICT_CHUNK_BATCHES = 64  # batches per model.predict call: one progress step
+
+
+def predict_with_progress(model, x, batch_size: int, desc: str) -> np.ndarray:
+    """``model.predict(x)`` in chunks of :data:`PREDICT_CHUNK_BATCHES` batches, with progress
+    (:mod:`pipeline.progress`). ``x`` is an array, or a dict of arrays for a model with several
+    inputs (the embedded table features)."""
+    from pipeline.progress import Progress
+
+    def rows(start: int, stop: int):
+        if isinstance(x, dict):
+            return {key: value[start:stop] for key, value in x.items()}
+        return x[start:stop]
+
+    total = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    step = batch_size * PREDICT_CHUNK_BATCHES
+    outputs = []
+    with Progress(total, desc, unit="example") as progress:
+        for start in range(0, total, step):
+            outputs.append(
+                np.asarray(
+                    model.predict(rows(start, start + step), batch_size=batch_size, verbose=0)
+                )
+            )
+            progress.update(len(outputs[-1]))
+    return np.concatenate(outputs) if outputs else np.zeros((0,))
+
+
 def class_probabilities(outputs: np.ndarray) -> np.ndarray:
     """Model outputs as an ``(n, num_classes)`` probability matrix (a sigmoid unit becomes 2 columns)."""
     outputs = np.asarray(outputs, dtype=np.float64)

@@ -129,7 +129,7 @@ def test_unusable_stored_schema_is_one_line(tmp_path, content, message):
 
 
 def test_stage_fails_on_an_anomaly_in_one_line(tmp_path):
-    from test_cli_errors import assert_one_line_error
+    from helpers.config import assert_one_line_error
 
     ingest_csv(tmp_path, TRAIN, "first")
     (tmp_path / "new.csv").write_text("age,colour,label\n99,red,no\n30,blue,yes\n")

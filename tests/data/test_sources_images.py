@@ -177,7 +177,7 @@ def test_single_class_folder_is_refused(tmp_path):
 
 
 def test_stage_reports_a_bad_image_in_one_line(tmp_path):
-    from test_cli_errors import assert_one_line_error
+    from helpers.config import assert_one_line_error
 
     root = corrupt_folder(tmp_path / "images")
     (root / "bird").rmdir()

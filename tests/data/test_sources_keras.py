@@ -6,25 +6,18 @@ from __future__ import annotations
 import gzip
 import io
 import pickle
-import struct
 import tarfile
 
 import numpy as np
 import pytest
 
 from helpers.config import data_settings as data
+from helpers.data import idx_bytes
 from pipeline.data.ingest import run_ingest
 from pipeline.data.sources import load_source
 from pipeline.errors import UserError
 
 RNG = np.random.default_rng(3)
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    return header + array.astype(np.uint8).tobytes()
 
 
 def write_idx_folder(

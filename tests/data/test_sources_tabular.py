@@ -257,7 +257,7 @@ def test_sklearn_tables(tmp_path, name, shape, classes):
 
 
 def test_stage_reports_a_missing_label_column_in_one_line(tmp_path):
-    from test_cli_errors import assert_one_line_error
+    from helpers.config import assert_one_line_error
 
     path = write(tmp_path, TABLE)
     result = run_stage(

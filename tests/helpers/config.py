@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +67,41 @@ def run_stage(
     )
 
 
+# TensorFlow's native start-up notes and CUDA probing: no stage prints them unless run with -v.
+NATIVE_NOISE = re.compile(
+    r"absl::InitializeLog|Unable to register cu(DNN|BLAS|FFT)|computation placer already registered"
+    r"|Could not find cuda|cuInit|oneDNN custom operations|cuda_(dnn|blas|fft)\.cc"
+    r"|^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [\w/.]+:\d+\]"  # absl's native log lines
+    r"|^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] ",  # TensorFlow's own C++ log lines
+    re.MULTILINE,
+)
+
+
+def assert_quiet(result: subprocess.CompletedProcess) -> None:
+    """No TensorFlow/CUDA native noise in a stage's output (unless it ran with ``-v``)."""
+    if "-v" in result.args:
+        return
+    noise = [
+        line for line in (result.stdout + result.stderr).splitlines() if NATIVE_NOISE.search(line)
+    ]
+    assert not noise, f"{result.args[2:3]} printed native noise: {noise[:3]}"
+
+
 def stage_output(result: subprocess.CompletedProcess) -> str:
-    """A finished stage's stdout, asserting it succeeded (its stderr tail otherwise)."""
+    """A finished stage's stdout, asserting it succeeded (its stderr tail otherwise) and printed no
+    native noise."""
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_quiet(result)
     return result.stdout
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    """A stage that failed with one ``error: ...`` line on stderr holding every fragment; returns the line."""
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

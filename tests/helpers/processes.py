@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -65,3 +67,28 @@ def _kill_session(process: subprocess.Popen) -> None:
             except (ProcessLookupError, PermissionError):
                 pass
     process.wait(timeout=30)
+
+
+def dvc(repo: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``dvc args`` in ``repo`` with this environment's dvc, asserting it succeeded."""
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    env.pop("DVC_EXP_NAME", None)
+    dvc_bin = Path(sys.executable).with_name("dvc")
+    result = subprocess.run(
+        [str(dvc_bin), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def experiments_by_name(repo: Path) -> dict[str, tuple[dict, dict]]:
+    """``dvc exp show``'s experiments as ``{name: (params.yaml content, reports/metrics.json content)}``."""
+    found = {}
+    for baseline in json.loads(dvc(repo, "exp", "show", "--json").stdout):
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs", []):
+                data = rev.get("data") or {}
+                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+                metrics = data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})
+                found[rev.get("name") or exp.get("name")] = (params, metrics)
+    return found

@@ -6,19 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers.config import run_stage, tmp_paths
+from helpers.config import assert_one_line_error, run_stage, tmp_paths
 from helpers.data import write_npz
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
-    assert "Traceback" not in output, output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -13,33 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers.processes import dvc, experiments_by_name
+
 pytestmark = pytest.mark.slow
 
 STAGES = ("compose", "ingest", "preprocess", "train", "evaluate", "gate", "export")
-
-
-def dvc(repo: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(repo)}
-    env.pop("DVC_EXP_NAME", None)
-    dvc_bin = Path(sys.executable).with_name("dvc")
-    result = subprocess.run(
-        [str(dvc_bin), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def experiments_by_name(repo: Path) -> dict[str, tuple[dict, dict]]:
-    """``dvc exp show``'s experiments as ``{name: (params.yaml content, reports/metrics.json content)}``."""
-    found = {}
-    for baseline in json.loads(dvc(repo, "exp", "show", "--json").stdout):
-        for exp in baseline.get("experiments") or []:
-            for rev in exp.get("revs", []):
-                data = rev.get("data") or {}
-                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
-                metrics = data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})
-                found[rev.get("name") or exp.get("name")] = (params, metrics)
-    return found
 
 
 def ran(result: subprocess.CompletedProcess) -> set[str]:

@@ -5,31 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from helpers.config import compose, tmp_paths
-
-
-def write_pima_like(path: Path, rows: int = 300) -> Path:
-    """8 numeric columns in Pima's ranges; Outcome depends on glucose and BMI (like the real file)."""
-    rng = np.random.default_rng(7)
-    glucose, bmi = rng.normal(120, 30, rows).clip(0, 199), rng.normal(32, 7, rows).clip(0, 67)
-    columns = [
-        rng.integers(0, 17, rows),
-        glucose,
-        rng.normal(69, 19, rows).clip(0, 122),
-        rng.integers(0, 99, rows),
-        rng.integers(0, 846, rows),
-        bmi,
-        rng.uniform(0.08, 2.42, rows),
-        rng.integers(21, 81, rows),
-    ]
-    outcome = (0.04 * (glucose - 120) + 0.1 * (bmi - 32) + rng.normal(0, 0.5, rows) > 0).astype(int)
-    lines = [
-        ",".join(f"{value:g}" for value in row) for row in zip(*columns, outcome, strict=False)
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from helpers.data import write_pima_like
 
 
 def test_pima_experiment_ingests_preprocesses_and_learns(tmp_path):

@@ -16,33 +16,9 @@ import numpy as np
 import pytest
 
 from helpers.config import compose, data_settings, run_stage, stage_output, tmp_paths
-from helpers.data import write_npz
+from helpers.data import write_npz, write_regression_csv
 from helpers.models import fit_and_save
 from pipeline.errors import UserError
-
-FEATURES = ["a", "b", "c", "d", "e"]
-WEIGHTS = np.array([3.0, 1.5, -4.0, 0.8, 2.0])
-CITY_EFFECT = {"north": 0.0, "south": 4.0, "east": -3.0}
-
-
-def write_regression_csv(path: Path, rows: int = 600, seed: int = 5) -> Path:
-    """``price`` = 20 + a linear combination of 5 numeric features + a city effect + N(0, 0.5) noise."""
-    rng = np.random.default_rng(seed)
-    features = rng.normal(0, 1, (rows, 5)) * [1, 2, 0.5, 3, 1] + [0, 10, -1, 5, 2]
-    city = rng.choice(sorted(CITY_EFFECT), rows)
-    price = (
-        20
-        + features @ WEIGHTS
-        + np.array([CITY_EFFECT[name] for name in city])
-        + rng.normal(0, 0.5, rows)
-    )
-    lines = [",".join([*FEATURES, "city", "price"])]
-    lines += [
-        ",".join([*(f"{value:.4f}" for value in row), name, f"{target:.4f}"])
-        for row, name, target in zip(features, city, price, strict=False)
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def regression_data(path: Path, **overrides):

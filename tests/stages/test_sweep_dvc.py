@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_dvc_e2e import dvc, experiments_by_name
 
+from helpers.processes import dvc, experiments_by_name
 from pipeline.training.sweep import write_trial
 
 pytestmark = pytest.mark.slow

@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.data.records import BadRecords, RawData, require_path
 from pipeline.errors import UserError
+from pipeline.progress import track
 from pipeline.settings import DataSettings
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def load_image_folder(settings: DataSettings, staging_dir: Path | None, referenc
     target = Path(staging_dir) / "x.npy"
     with open(target, "wb") as out:
         out.write(b"\0" * HEADER_BYTES)
-        for path, label in files:
+        for path, label in track(files, "ingest: decoding images", unit="image"):
             try:
                 array = decode(path, settings.channels, size)
                 expected = expected or array.shape
