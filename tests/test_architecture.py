@@ -12,7 +12,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 from dvc_deps import imported_names, module_files  # noqa: E402
 
-BASE = ("pipeline", "pipeline.errors", "pipeline.io", "pipeline.env", "pipeline.settings")
+BASE = (
+    "pipeline",
+    "pipeline.errors",
+    "pipeline.io",
+    "pipeline.env",
+    "pipeline.progress",
+    "pipeline.settings",
+)
 LAYERS = {
     "data": 1,
     "training": 2,
