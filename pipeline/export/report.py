@@ -1,4 +1,7 @@
-"""Measure every export on the whole test split: parity, accuracy, batch-1 latency, size on disk.
+"""Measure every export on the whole test split: parity, accuracy, batch-1 latency, size on disk, and how it ran.
+
+The whole split runs in batches (``runtime`` in each artifact's check: the batch size, and TF.js's
+backend); the latency is a single example's, the median of ``export.latency_repeats`` runs.
 
 ``exports/report.json`` (DVC metrics) holds the numbers; ``exports/report.md`` the same as a short
 markdown table for CI summaries (e.g. ``cat exports/report.md >> $GITHUB_STEP_SUMMARY``).
@@ -20,8 +23,8 @@ from pipeline.training.model_io import class_probabilities
 
 logger = logging.getLogger(__name__)
 
-# (x, latency_repeats) -> (outputs for x, median seconds of a batch-1 run or None)
-Runner = Callable[[np.ndarray, int], tuple[np.ndarray, "float | None"]]
+# (x, latency_repeats) -> (outputs for x, median seconds of a batch-1 run or None, how x ran: {"batch_size": ...})
+Runner = Callable[[np.ndarray, int], tuple[np.ndarray, "float | None", dict]]
 
 
 @dataclass
@@ -36,12 +39,17 @@ class Artifact:
 
 
 def timed_runner(predict: Callable[[np.ndarray], np.ndarray]) -> Runner:
-    """A :data:`Runner` for an in-process predictor: median wall time of repeated batch-1 calls."""
+    """A :data:`Runner` for an in-process predictor: median wall time of repeated batch-1 calls.
 
-    def run(x: np.ndarray, latency_repeats: int) -> tuple[np.ndarray, float | None]:
+    The runtime's batch size is ``predict.batch_size`` when the predictor has one (TFLite), else the
+    whole of ``x`` (one call).
+    """
+
+    def run(x: np.ndarray, latency_repeats: int) -> tuple[np.ndarray, float | None, dict]:
         outputs = predict(x)
+        runtime = {"batch_size": int(getattr(predict, "batch_size", len(x)))}
         if not latency_repeats:
-            return outputs, None
+            return outputs, None, runtime
         one = x[:1]
         predict(one)  # warm-up: first call traces / allocates
         times = []
@@ -49,7 +57,7 @@ def timed_runner(predict: Callable[[np.ndarray], np.ndarray]) -> Runner:
             started = time.perf_counter()
             predict(one)
             times.append(time.perf_counter() - started)
-        return outputs, statistics.median(times)
+        return outputs, statistics.median(times), runtime
 
     return run
 
@@ -57,14 +65,24 @@ def timed_runner(predict: Callable[[np.ndarray], np.ndarray]) -> Runner:
 def _run_and_describe(
     artifact: Artifact, workdir: Path, raw_x: np.ndarray, latency_repeats: int
 ) -> tuple[np.ndarray, dict]:
-    """``artifact``'s outputs on the raw test inputs, and the task-independent part of its check (path, size, latency)."""
-    outputs, latency = artifact.run(raw_x, latency_repeats)
+    """``artifact``'s outputs on the raw test inputs, and the task-independent part of its check (path, size, latency,
+    how it ran)."""
+    started = time.perf_counter()
+    outputs, latency, runtime = artifact.run(raw_x, latency_repeats)
+    logger.debug(
+        "Ran %s on %d examples in %.2f s (%s)",
+        artifact.name,
+        len(raw_x),
+        time.perf_counter() - started,
+        runtime,
+    )
     path = workdir / artifact.relative_path
     return outputs, {
         "path": artifact.relative_path,
         "size_bytes": directory_size(path) if path.is_dir() else path.stat().st_size,
         "exact": artifact.exact,
         "latency_ms_batch1": None if latency is None else round(latency * 1000.0, 4),
+        "runtime": runtime,
     }
 
 
@@ -246,6 +264,21 @@ def _size(size_bytes: int) -> str:
     )
 
 
+def _runtime_line(artifacts: dict) -> str | None:
+    """How each artifact ran on the whole split (batch size, TF.js backend), as one line; None for an older report."""
+    described = []
+    for name, check in artifacts.items():
+        runtime = check.get("runtime")
+        if not runtime:
+            continue
+        backend = f", {runtime['backend']} backend" if runtime.get("backend") else ""
+        fallback = f" (fell back: {runtime['fallback']})" if runtime.get("fallback") else ""
+        described.append(f"{name} batch {runtime['batch_size']}{backend}{fallback}")
+    if not described:
+        return None
+    return "Whole split run as: " + "; ".join(described) + "."
+
+
 def markdown_report(report: dict) -> str:
     """A short markdown table of ``report`` for CI job summaries."""
     if report.get("task") == "regression":
@@ -286,6 +319,9 @@ def markdown_report(report: dict) -> str:
             f"| {name} (`{check['path']}`) | {_size(check['size_bytes'])} | {check['max_abs_diff']:.2e} | "
             f"{' | '.join(cells(check))} | {latency} |"
         )
+    runtimes = _runtime_line(report["artifacts"])
+    if runtimes:
+        lines += ["", runtimes]
     skipped = report.get("skipped") or {}
     if skipped:
         lines += [

@@ -12,8 +12,9 @@ directory holding only ``DISABLED.md`` (the switch that turned it off and how to
 ``report.json`` lists it under ``skipped``.
 
 Only a blessed model is exported (``reports/blessing.json``, :mod:`pipeline.evaluation.gate`). Every artifact
-runs on the whole test split, fed the raw inputs a client would send; float artifacts must match
-the Keras model (fed the normalised inputs) within ``export.tolerance``, every artifact may lose
+runs on the whole test split (in batches, each artifact's ``runtime`` in the report; latency at batch 1), fed the
+raw inputs a client would send; float artifacts must match the Keras model (fed the normalised inputs) within
+``export.tolerance``, every artifact may lose
 at most ``export.max_accuracy_drop`` accuracy and every quantized one must give the trained model's
 class on at least ``export.min_agreement`` of the test examples (on a 154-row test split one
 example is 0.65 points of accuracy, and flips both ways leave the accuracy as it was). Everything

@@ -3,7 +3,8 @@
 The converter starts from the SavedModel's ``probabilities`` signature (raw inputs, preprocessing
 inside; it mishandles ``.keras`` files, tfjs#8266). ``export.tfjs_quantization`` optionally stores
 the weights as float16 or uint8 (affine) to shrink the download; the graph still computes in
-float32. The class names ride along in ``model.json``'s ``userDefinedMetadata.labels``.
+float32. The class names ride along in ``model.json``'s ``userDefinedMetadata.labels``. The export is
+checked in Node.js (:mod:`pipeline.export.tfjs_node`: the wasm backend, batches of 256).
 """
 
 from __future__ import annotations
@@ -81,13 +82,19 @@ def write_tfjs(
         )
 
 
-def tfjs_runner(directory: Path) -> Callable[[np.ndarray, int], tuple[np.ndarray, float | None]]:
-    """Run the graph model in Node.js: ``(x, latency_repeats) -> (outputs, median batch-1 seconds)``.
+def tfjs_runner(
+    directory: Path,
+) -> Callable[[np.ndarray, int], tuple[np.ndarray, float | None, dict]]:
+    """Run the graph model in Node.js: ``(x, latency_repeats) -> (outputs, median batch-1 seconds, runtime)``.
+
+    ``runtime`` is how the whole of ``x`` ran: the backend (``wasm``, or ``cpu`` with the
+    ``fallback`` reason when wasm failed to initialise) and the batch size
+    (:func:`pipeline.export.tfjs_node.run_tfjs`).
 
     Raises:
         UserError: Node.js or the runner's npm install is missing (the user's to fix).
     """
-    from pipeline.export.tfjs_node import run_tfjs_graph_model_timed, tfjs_runner_status
+    from pipeline.export.tfjs_node import run_tfjs, tfjs_runner_status
 
     status = tfjs_runner_status()
     if status is not None:
@@ -95,12 +102,16 @@ def tfjs_runner(directory: Path) -> Callable[[np.ndarray, int], tuple[np.ndarray
             f"export: cannot verify the TF.js export: {status} (or set export.tfjs=false)"
         )
 
-    def run(x: np.ndarray, latency_repeats: int) -> tuple[np.ndarray, float | None]:
+    def run(x: np.ndarray, latency_repeats: int) -> tuple[np.ndarray, float | None, dict]:
         try:
-            return run_tfjs_graph_model_timed(directory, x, latency_repeats)
+            result = run_tfjs(directory, x, latency_repeats)
         except RuntimeError as error:
             raise UserError(
                 f"export: {error}: check the Node.js install (README 'Deploy') or set export.tfjs=false"
             ) from None
+        runtime = {"backend": result.backend, "batch_size": result.batch_size}
+        if result.fallback:
+            runtime["fallback"] = result.fallback
+        return result.outputs, result.latency_seconds, runtime
 
     return run

@@ -18,7 +18,7 @@ import pytest
 
 from helpers.config import compose, tmp_paths
 from helpers.models import fit_and_save
-from pipeline.export.tfjs_node import tfjs_runner_status
+from pipeline.export.tfjs_node import TFJS_BATCH_SIZE, tfjs_runner_status
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ INT8_MIN_AGREEMENT = 0.98  # argmax agreement with the trained model, classifica
 
 def write_idx_pair(folder: Path, count: int, split: str, seed: int) -> None:
     """``<split>-images-idx3-ubyte.gz`` + labels: 28x28 noise with a bright bar whose row encodes the label (0..9)."""
-    from test_sources_keras import idx_bytes
+    from helpers.data import idx_bytes
 
     rng = np.random.default_rng(seed)
     labels = np.arange(count) % 10
@@ -49,13 +49,13 @@ def idx_folder(root: Path) -> Path:
 
 
 def pima_table(root: Path) -> Path:
-    from test_pima import write_pima_like
+    from helpers.data import write_pima_like
 
     return write_pima_like(root / "pima.csv", rows=768)
 
 
 def regression_table(root: Path) -> Path:
-    from test_regression import write_regression_csv
+    from helpers.data import write_regression_csv
 
     return write_regression_csv(root / "table.csv")
 
@@ -103,6 +103,23 @@ def exported(name: str, root: Path) -> tuple[list[str], dict]:
     )
 
 
+def assert_checked_in_batches(report: dict) -> None:
+    """The whole split ran in batches: TF.js on the wasm backend, TFLite in batches but for a dynamic-range CNN's
+    hybrid convolutions (batch 1), the SavedModel in one call."""
+    from pipeline.export.tflite import TFLITE_BATCH_SIZE
+
+    runtimes = {name: check["runtime"] for name, check in report["artifacts"].items()}
+    assert runtimes["saved_model"] == {"batch_size": report["num_test_examples"]}
+    for name, runtime in runtimes.items():
+        if name.startswith("tflite_"):
+            allowed = (
+                {1, TFLITE_BATCH_SIZE} if name == "tflite_dynamic_range" else {TFLITE_BATCH_SIZE}
+            )
+            assert runtime["batch_size"] in allowed, (name, runtime)
+    if "tfjs" in runtimes:
+        assert runtimes["tfjs"] == {"backend": "wasm", "batch_size": TFJS_BATCH_SIZE}
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_the_default_export_list_passes(name, tmp_path):
     variants, report = exported(name, tmp_path)
@@ -113,6 +130,7 @@ def test_the_default_export_list_passes(name, tmp_path):
         set(report["artifacts"])
         == {"saved_model", *(f"tflite_{variant}" for variant in variants)} | tfjs
     )
+    assert_checked_in_batches(report)
     if regression:
         assert report["not_applicable"] == ["export.max_accuracy_drop", "export.min_agreement"]
         return

@@ -92,34 +92,68 @@ def test_export_and_gate_settings_are_validated(override, expected):
     assert compose("export.tflite=[]", "export.max_accuracy_drop=-1").export.tflite == []
 
 
-def test_quantized_cnn_variants_run_on_a_batch(tmp_path):
-    """The shipped CNN's dynamic-range kernels crashed the interpreter (SIGSEGV) when its batch was resized to
-    the test split's size; the predictor runs batch 1, as devices do."""
+VARIANTS = ("float32", "dynamic_range", "float16", "int8")
+
+
+@pytest.fixture(scope="module")
+def tiny_variants(tmp_path_factory):
+    """The shipped CNN and MLP on 8x8x1 inputs, untrained, each converted to every variant:
+    ``({(model, variant): path}, raw inputs, {model: Keras outputs})``."""
     import tensorflow as tf
 
     from helpers.config import compose
     from pipeline.export.saved_model import write_saved_model
     from pipeline.training.models import build_model
 
-    tf.keras.utils.set_random_seed(0)
-    model = build_model(compose("model=cnn").model, (8, 8, 1), 10)
+    root = tmp_path_factory.mktemp("variants")
     meta = {
         "input_shape": [8, 8, 1],
         "class_names": list("abcdefghij"),
         "normalization": {"method": "minmax", "offset": 0.0, "scale": 16.0},
     }
-    write_saved_model(model, meta, 16 / 255, tmp_path / "saved_model")
     raw = np.random.default_rng(0).uniform(0, 16, size=(360, 8, 8, 1)).astype(np.float32)
-    expected = model.predict(raw / 16, verbose=0)
+    paths, expected = {}, {}
+    for name in ("cnn", "mlp"):
+        tf.keras.utils.set_random_seed(0)
+        model = build_model(compose(f"model={name}").model, (8, 8, 1), 10)
+        expected[name] = model.predict(raw / 16, verbose=0)
+        write_saved_model(model, meta, 16 / 255, root / name / "saved_model")
+        for variant in VARIANTS:
+            paths[name, variant] = root / name / f"{variant}.tflite"
+            write_tflite(
+                root / name / "saved_model", paths[name, variant], variant, representative=raw[:50]
+            )
+    return paths, raw, expected
+
+
+def test_quantized_cnn_variants_run_on_a_batch(tiny_variants):
+    """The shipped CNN's dynamic-range kernels crashed the interpreter (SIGSEGV) when its batch was resized to
+    the test split's size; that variant runs batch 1, as devices do, the others in batches."""
+    paths, raw, expected = tiny_variants
     for variant in ("dynamic_range", "int8"):
-        write_tflite(
-            tmp_path / "saved_model",
-            tmp_path / f"{variant}.tflite",
-            variant,
-            representative=raw[:50],
-        )
-        outputs = tflite_predictor(tmp_path / f"{variant}.tflite")(raw)
-        assert outputs.shape == (360, 10) and np.abs(outputs - expected).max() < 0.1, variant
+        outputs = tflite_predictor(paths["cnn", variant])(raw)
+        assert outputs.shape == (360, 10) and np.abs(outputs - expected["cnn"]).max() < 0.1, variant
+
+
+@pytest.mark.parametrize("model", ["cnn", "mlp"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_batched_outputs_equal_batch_1(tiny_variants, model, variant):
+    """A whole split runs TFLITE_BATCH_SIZE examples per call (a padded last batch: 360 = 22 x 16 + 8) and gives
+    the batch-1 outputs; only hybrid convolutions (the dynamic-range CNN) keep batch 1 throughout."""
+    from pipeline.export.tflite import TFLITE_BATCH_SIZE, has_hybrid_convolution
+
+    paths, raw, _ = tiny_variants
+    path = paths[model, variant]
+    hybrid = model == "cnn" and variant == "dynamic_range"
+    assert has_hybrid_convolution(path) == hybrid
+    predict = tflite_predictor(path)
+    assert predict.batch_size == (1 if hybrid else TFLITE_BATCH_SIZE)
+    one_at_a_time = tflite_predictor(path, batch_size=1)
+    assert one_at_a_time.batch_size == 1
+    expected = one_at_a_time(raw)
+    np.testing.assert_allclose(predict(raw), expected, rtol=0, atol=1e-6)
+    for count in (0, 1, 3):  # empty, the latency's single example, fewer than a batch
+        np.testing.assert_allclose(predict(raw[:count]), expected[:count], rtol=0, atol=1e-6)
 
 
 def _dense_model(hidden: tuple[list, list], output: tuple[list, list], activation: str | None):

@@ -1,11 +1,20 @@
 #!/usr/bin/env node
-// Runs a TF.js graph model export on the CPU backend, to check a conversion.
+// Runs a TF.js graph model export on the WebAssembly backend, to check a conversion.
 //
 // Usage: node run.js <model_dir> <input.npy> <output.npy> [latency_repeats]
+//            [--backend=wasm|cpu] [--batch-size=N]
 //
-// With latency_repeats > 0 the first input row is also run that many times at
-// batch 1 (after one warm-up run) and the median wall time per run is printed
-// on stdout as JSON: {"latency_seconds_median": ...}.
+// The input runs through the model N rows at a time (default 256). With
+// latency_repeats > 0 the first input row is also run that many times at
+// batch 1 (after one warm-up run). One JSON line on stdout says how it ran:
+// {"backend": "wasm", "batch_size": 256, "latency_seconds_median": ... or null,
+//  "fallback": null or why wasm was not used}.
+//
+// Backend: `wasm` (default; @tensorflow/tfjs-backend-wasm, its .wasm binaries
+// read from the package's dist folder in node_modules, never downloaded; the
+// TFJS_RUNNER_WASM_DIR environment variable points elsewhere) falls back to
+// the pure-JS `cpu` backend, with a line on stderr, when it fails to
+// initialise; `cpu` uses the pure-JS backend only.
 //
 // <model_dir> holds model.json and its weight shards, as written by
 // `tensorflowjs_converter --output_format=tfjs_graph_model`. The input must be
@@ -17,6 +26,8 @@
 const fs = require('fs');
 const path = require('path');
 const tf = require('@tensorflow/tfjs');
+
+const DEFAULT_BATCH_SIZE = 256;
 
 const NPY_MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
 
@@ -155,35 +166,118 @@ async function medianLatency(model, input, repeats) {
   return times.length % 2 ? times[middle] : (times[middle - 1] + times[middle]) / 2;
 }
 
-async function main(argv) {
-  if (argv.length !== 3 && argv.length !== 4) {
-    throw new Error('usage: node run.js <model_dir> <input.npy> <output.npy> [latency_repeats]');
+// Selects `requested`; a wasm backend that fails to initialise falls back to
+// cpu. Returns {backend, fallback}: the backend in use, and why wasm is not.
+async function selectBackend(requested) {
+  if (requested === 'wasm') {
+    let reason = null;
+    try {
+      const wasmBackend = require('@tensorflow/tfjs-backend-wasm');  // registers 'wasm'
+      // The package's main file lies in dist/, next to its .wasm binaries.
+      const wasmDir = process.env.TFJS_RUNNER_WASM_DIR ||
+          path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm'));
+      wasmBackend.setWasmPaths(wasmDir.endsWith(path.sep) ? wasmDir : wasmDir + path.sep);
+      if (await tf.setBackend('wasm')) return {backend: 'wasm', fallback: null};
+      reason = `initialisation failed (.wasm binaries from ${wasmDir})`;
+    } catch (err) {
+      reason = (err && err.message) ? err.message : String(err);
+    }
+    reason = reason.replace(/\s*\n\s*/g, ' ');
+    process.stderr.write(`tfjs_runner: the wasm backend failed to initialise: ${reason}; ` +
+        'using the pure-JS cpu backend\n');
+    await tf.setBackend('cpu');
+    return {backend: 'cpu', fallback: reason};
   }
-  const [modelDir, inputPath, outputPath] = argv;
-  const latencyRepeats = argv.length === 4 ? Number(argv[3]) : 0;
+  await tf.setBackend('cpu');
+  return {backend: 'cpu', fallback: null};
+}
+
+// The model's output on every row of `values` (shape `shape`), `batchSize` rows
+// per call: one Float32Array and the output shape.
+async function predictInBatches(model, values, shape, batchSize) {
+  const rows = shape[0];
+  const rowSize = shape.slice(1).reduce((a, b) => a * b, 1);
+  const starts = [];
+  for (let start = 0; start < rows; start += batchSize) starts.push(start);
+  if (rows === 0) starts.push(0);  // an empty input still gives the output's shape
+  const parts = [];
+  let outputShape = null;
+  for (const start of starts) {
+    const count = Math.min(batchSize, rows - start);
+    const input = tf.tensor(values.subarray(start * rowSize, (start + count) * rowSize),
+        [count, ...shape.slice(1)], 'float32');
+    const output = await run(model, input);
+    parts.push(await output.data());
+    outputShape = outputShape || output.shape.slice(1);
+    tf.dispose([input, output]);
+  }
+  const total = parts.reduce((sum, part) => sum + part.length, 0);
+  const result = new Float32Array(total);
+  let offset = 0;
+  for (const part of parts) {
+    result.set(part, offset);
+    offset += part.length;
+  }
+  return {values: result, shape: [rows, ...outputShape]};
+}
+
+// Positional arguments and --backend / --batch-size options.
+function parseArguments(argv) {
+  const positional = [];
+  const options = {backend: 'wasm', batchSize: DEFAULT_BATCH_SIZE};
+  for (const argument of argv) {
+    const match = /^--(backend|batch-size)=(.*)$/.exec(argument);
+    if (!match) {
+      positional.push(argument);
+    } else if (match[1] === 'backend') {
+      if (!['wasm', 'cpu'].includes(match[2])) {
+        throw new Error(`--backend must be wasm or cpu, got ${match[2]}`);
+      }
+      options.backend = match[2];
+    } else {
+      options.batchSize = Number(match[2]);
+      if (!Number.isInteger(options.batchSize) || options.batchSize < 1) {
+        throw new Error(`--batch-size must be an integer >= 1, got ${match[2]}`);
+      }
+    }
+  }
+  if (positional.length !== 3 && positional.length !== 4) {
+    throw new Error('usage: node run.js <model_dir> <input.npy> <output.npy> ' +
+        '[latency_repeats] [--backend=wasm|cpu] [--batch-size=N]');
+  }
+  const latencyRepeats = positional.length === 4 ? Number(positional[3]) : 0;
   if (!Number.isInteger(latencyRepeats) || latencyRepeats < 0) {
-    throw new Error(`latency_repeats must be an integer >= 0, got ${argv[3]}`);
+    throw new Error(`latency_repeats must be an integer >= 0, got ${positional[3]}`);
   }
-  if (!fs.existsSync(modelDir) || !fs.statSync(modelDir).isDirectory()) {
-    throw new Error(`model directory not found: ${modelDir}`);
+  const [modelDir, inputPath, outputPath] = positional;
+  return {modelDir, inputPath, outputPath, latencyRepeats, ...options};
+}
+
+async function main(argv) {
+  const args = parseArguments(argv);
+  if (!fs.existsSync(args.modelDir) || !fs.statSync(args.modelDir).isDirectory()) {
+    throw new Error(`model directory not found: ${args.modelDir}`);
   }
   tf.enableProdMode(); // silences the "install tfjs-node" notice on stderr
-  await tf.setBackend('cpu');
-  const model = await tf.loadGraphModel(fileSystemHandler(modelDir));
+  const {backend, fallback} = await selectBackend(args.backend);
+  const model = await tf.loadGraphModel(fileSystemHandler(args.modelDir));
   if (model.inputs.length !== 1 || model.outputs.length !== 1) {
     throw new Error(`model has ${model.inputs.length} inputs and ` +
         `${model.outputs.length} outputs; only 1 input and 1 output supported`);
   }
-  const {shape, values} = readNpy(inputPath);
-  const input = tf.tensor(values, shape, 'float32');
-  const output = await run(model, input);
-  const result = await output.data();
-  writeNpy(outputPath, output.shape, Float32Array.from(result));
-  if (latencyRepeats > 0) {
-    const median = await medianLatency(model, input, latencyRepeats);
-    process.stdout.write(JSON.stringify({latency_seconds_median: median}) + '\n');
+  const {shape, values} = readNpy(args.inputPath);
+  const output = await predictInBatches(model, values, shape, args.batchSize);
+  writeNpy(args.outputPath, output.shape, output.values);
+  let latency = null;
+  if (args.latencyRepeats > 0 && shape[0] > 0) {
+    const first = tf.tensor(values.subarray(0, values.length / shape[0]),
+        [1, ...shape.slice(1)], 'float32');
+    latency = await medianLatency(model, first, args.latencyRepeats);
+    first.dispose();
   }
-  tf.dispose([input, output]);
+  process.stdout.write(JSON.stringify({
+    backend, batch_size: args.batchSize, latency_seconds_median: latency, fallback,
+  }) + '\n');
   model.dispose();
 }
 
