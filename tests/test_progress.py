@@ -79,3 +79,32 @@ def test_track_counts_an_iterable_and_unknown_totals_get_only_the_summary():
             bar.update(100)
     assert stream.getvalue().splitlines() == ["evaluate: predicting: 500 examples in 5 s (100/s)"]
     assert list(track(range(3), "noop")) == [0, 1, 2]
+
+
+def test_image_ingest_and_shard_writing_report_progress_in_a_log(tmp_path, monkeypatch, capsys):
+    """The stages' long loops go through Progress: with SHOW_AFTER at 0 every one shows in stderr."""
+    import numpy as np
+    from PIL import Image
+
+    from helpers.config import compose, tmp_paths
+    from pipeline.data.ingest import run_ingest
+    from pipeline.data.preprocess import run_preprocess
+
+    monkeypatch.setattr("pipeline.progress.SHOW_AFTER", 0.0)
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for index in range(40):
+            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(
+                tmp_path / "images" / label / f"{index}.png"
+            )
+    config = compose(
+        "data=image_folder", f"data.path={tmp_path}/images", "data.channels=1", *tmp_paths(tmp_path)
+    )
+    run_ingest(config.data, tmp_path / "raw")
+    run_preprocess(config.preprocess, config.seed, tmp_path / "raw", tmp_path / "processed")
+    lines = capsys.readouterr().err.splitlines()
+    decoding = [line for line in lines if line.startswith("ingest: decoding images")]
+    assert 1 < len(decoding) <= 10 and decoding[-1].startswith("ingest: decoding images: 80 images")
+    for split in ("train", "val", "test"):
+        assert any(line.startswith(f"preprocess: writing the {split} split: ") for line in lines)

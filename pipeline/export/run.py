@@ -68,8 +68,13 @@ from pipeline.export.tflite import (
     write_tflite,
 )
 from pipeline.io import read_json, replace_path, write_json
+from pipeline.progress import Progress
 from pipeline.settings import ExportSettings
-from pipeline.training.model_io import class_probabilities, load_trained_model
+from pipeline.training.model_io import (
+    class_probabilities,
+    load_trained_model,
+    predict_with_progress,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +241,7 @@ def run_export(
     model = load_trained_model(models_dir)
     x, y = load_split(processed_dir, "test")
     regression = meta.get("task") == "regression"
-    reference = model.predict(x, batch_size=256, verbose=0)
+    reference = predict_with_progress(model, x, 256, "export: the trained model's predictions")
     reference = reference.reshape(len(x)) if regression else class_probabilities(reference)
     raw_x = raw_inputs(x, meta["normalization"])
     representative, pixel_to_raw, train_means = train_split_inputs(
@@ -280,6 +285,18 @@ def run_export(
     return report
 
 
+def _check_each(artifacts: list[Artifact], examples: int, measure) -> dict:
+    """``{artifact name: measure(artifact)}``, with progress over every artifact's run on the split."""
+    checks = {}
+    with Progress(
+        len(artifacts) * examples, "export: checking each artifact on the test split", "example"
+    ) as progress:
+        for artifact in artifacts:
+            checks[artifact.name] = measure(artifact)
+            progress.update(examples)
+    return checks
+
+
 def classification_checks(
     settings: ExportSettings,
     artifacts: list[Artifact],
@@ -295,12 +312,13 @@ def classification_checks(
         "max_accuracy_drop": settings.max_accuracy_drop,
         "min_agreement": settings.min_agreement,
         "keras_accuracy": float(np.mean(reference.argmax(axis=1) == y)),
-        "artifacts": {
-            artifact.name: measure_artifact(
+        "artifacts": _check_each(
+            artifacts,
+            len(raw_x),
+            lambda artifact: measure_artifact(
                 artifact, workdir, raw_x, y, reference, settings.latency_repeats
-            )
-            for artifact in artifacts
-        },
+            ),
+        ),
     }
 
 
@@ -322,10 +340,11 @@ def regression_checks(
         "target_std": target_std,
         "not_applicable": ["export.max_accuracy_drop", "export.min_agreement"],
         "keras_mae": float(np.mean(np.abs(reference - y))),
-        "artifacts": {
-            artifact.name: measure_regression_artifact(
+        "artifacts": _check_each(
+            artifacts,
+            len(raw_x),
+            lambda artifact: measure_regression_artifact(
                 artifact, workdir, raw_x, y, reference, settings.latency_repeats, target_std
-            )
-            for artifact in artifacts
-        },
+            ),
+        ),
     }
