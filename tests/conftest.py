@@ -4,10 +4,8 @@ tests/helpers/."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from helpers.config import REPO, compose, tmp_paths
 from helpers.models import fit_and_save
-from helpers.processes import _kill_session, _wait_for_line, free_port
+from helpers.processes import _kill_session, free_port, start_ray_node
 
 
 @pytest.fixture
@@ -110,56 +108,29 @@ def two_node_cluster():
         tempfile.mkdtemp(prefix="rt", dir="/tmp")
     )  # short: Ray's socket paths have a length limit
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    common = [
-        "--block",
-        "--num-cpus=2",
-        "--num-gpus=0",
-        "--object-store-memory=100000000",
-        "--disable-usage-stats",
-    ]
     processes = []
     try:
-        head_log = temp / "head.log"
         processes.append(
-            subprocess.Popen(
-                [
-                    ray_cli,
-                    "start",
-                    "--head",
-                    f"--port={port}",
-                    '--resources={"node_a": 2}',
-                    f"--temp-dir={temp}/ray",
-                    "--include-dashboard=false",
-                    *common,
-                ],
-                env=env,
-                start_new_session=True,
-                stdout=head_log.open("w"),
-                stderr=subprocess.STDOUT,
+            start_ray_node(
+                temp / "head.log",
+                "--head",
+                f"--port={port}",
+                "--num-cpus=2",
+                '--resources={"node_a": 2}',
+                f"--temp-dir={temp}/ray",
+                "--include-dashboard=false",
             )
         )
-        _wait_for_line(head_log, "Ray runtime started", processes[0], timeout=120)
-        node_log = temp / "node.log"
         # A second IP: nodes sharing one IP share Ray's cached per-IP ports, and the second raylet fails to bind.
         processes.append(
-            subprocess.Popen(
-                [
-                    ray_cli,
-                    "start",
-                    f"--address=127.0.0.1:{port}",
-                    "--node-ip-address=127.0.0.2",
-                    '--resources={"node_b": 2}',
-                    *common,
-                ],
-                env=env,
-                start_new_session=True,
-                stdout=node_log.open("w"),
-                stderr=subprocess.STDOUT,
+            start_ray_node(
+                temp / "node.log",
+                f"--address=127.0.0.1:{port}",
+                "--node-ip-address=127.0.0.2",
+                "--num-cpus=2",
+                '--resources={"node_b": 2}',
             )
         )
-        _wait_for_line(node_log, "Ray runtime started", processes[1], timeout=120)
         yield f"127.0.0.1:{port}"
     finally:
         for process in reversed(processes):

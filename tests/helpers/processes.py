@@ -92,3 +92,30 @@ def experiments_by_name(repo: Path) -> dict[str, tuple[dict, dict]]:
                 metrics = data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})
                 found[rev.get("name") or exp.get("name")] = (params, metrics)
     return found
+
+
+def start_ray_node(log: Path, *args: str) -> subprocess.Popen:
+    """``ray start --block *args`` in its own session (so :func:`_kill_session` stops it and only it,
+    never every Ray on the machine as ``ray stop`` would), once its log says the runtime started."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--block",
+            "--num-gpus=0",
+            "--object-store-memory=100000000",
+            "--disable-usage-stats",
+            *args,
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    _wait_for_line(log, "Ray runtime started", process, timeout=120)
+    return process
