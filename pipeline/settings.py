@@ -246,11 +246,13 @@ class TrainRequest:
     allow_select_tf_ops: bool = (
         False  # export.allow_select_tf_ops: what the model check lets TFLite run
     )
+    tfjs: bool = False  # export.tfjs: the model check also checks the ops against TF.js's
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> TrainRequest:
         return cls(
             allow_select_tf_ops=config.export.allow_select_tf_ops,
+            tfjs=config.export.tfjs,
             seed=config.seed,
             model=config.model,
             train=config.train,

@@ -1,7 +1,8 @@
 """``kp-check-model``: build, train one batch, save and reload, and convert the configured model to
-float32 TFLite before any cluster time is spent (the train stage runs the same check for
-``model=custom``). Takes the usual overrides, e.g. ``kp-check-model model=custom
-model.builder=user_models.examples:subclassed_mlp``; needs the preprocess stage's ``meta.json``.
+float32 TFLite (and, with ``export.tfjs``, check its ops against TF.js's) before any cluster time is
+spent (the train stage runs the same check for ``model=custom`` and ``model=backbone``). Takes the
+usual overrides, e.g. ``kp-check-model model=custom model.builder=user_models.examples:subclassed_mlp``;
+needs the preprocess stage's ``meta.json``.
 """
 
 from pathlib import Path
@@ -13,7 +14,11 @@ from stages._common import stage_main
 
 def check(config: PipelineConfig) -> dict:
     return check_model(
-        config.model, config.train, Path(config.paths.processed), config.export.allow_select_tf_ops
+        config.model,
+        config.train,
+        Path(config.paths.processed),
+        config.export.allow_select_tf_ops,
+        tfjs=config.export.tfjs,
     )
 
 

@@ -13,7 +13,10 @@ the normalisation in front, takes the usual raw inputs) and runs:
    preprocess, the default); under ``standardize`` or ``none`` the backbone sees another range,
    which random initialisation does not mind but pretrained weights do;
 3. the backbone without its classifier top (frozen, and called with ``training=False`` so its
-   BatchNorm runs in inference mode, when ``model.freeze``);
+   BatchNorm runs in inference mode, when ``model.freeze`` and the weights are pretrained: a
+   frozen random backbone is a fixed random feature extractor that learns nothing, so with
+   ``model.weights=null`` the whole network trains, see :func:`trains_frozen`; an unfrozen
+   backbone's BatchNorm statistics follow the batches at momentum 0.9, ``TRAINING_BN_MOMENTUM``);
 4. the head: ``GlobalAveragePooling2D``, ``Dropout(dropout_rate)``, then the ``hidden_units``
    dense layers and the task's output as :mod:`pipeline.training.models` builds them for every
    model (it passes them in: see :func:`build_backbone`).
@@ -24,6 +27,7 @@ Fine-tuning (``model.fine_tune``, run by :func:`pipeline.training.worker.fit_mod
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -33,10 +37,20 @@ from pathlib import Path
 from pipeline.errors import UserError
 from pipeline.settings import BACKBONE_MIN_SIZES, ModelSettings
 
+logger = logging.getLogger(__name__)
+
 REPO = Path(__file__).resolve().parents[2]  # relative weights paths: from here, as in conf/
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torch mode, RGB
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # caffe mode: subtracted after RGB -> BGR
+# BatchNorm moving-average momentum of a backbone whose BatchNorm layers train (weights=null, or
+# freeze=false). Keras's applications use 0.99-0.999 (made for ImageNet's hundreds of thousands of
+# steps): after a short run the moving statistics are still mostly the initial (or the pretrained)
+# ones, and inference, which uses them, fails. MobileNetV2, digits, 2 epochs from scratch: test
+# accuracy 0.10 at 0.999, 0.74 at 0.9; MNIST (800 examples, 5 epochs) from Fashion-MNIST weights
+# with freeze=false: 0.14 at 0.999, 0.72 at 0.9 (bench/transfer.py). 0.9 is PyTorch's default
+# (its momentum=0.1). A frozen backbone's BatchNorm runs in inference mode and keeps its statistics.
+TRAINING_BN_MOMENTUM = 0.9
 
 
 @dataclass(frozen=True)
@@ -178,28 +192,39 @@ def _check_unfreeze_from(network, settings: ModelSettings) -> None:
         _start_index(network, start, settings.backbone)
 
 
-def build_backbone(
-    settings: ModelSettings,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    embeddings: list[dict] | None = None,
-    *,
-    head: Callable,
-):
-    """The pretrained-backbone model for ``model=backbone`` (see the module docstring).
+def trains_frozen(settings: ModelSettings) -> bool:
+    """Whether the backbone starts frozen: ``model.freeze`` with pretrained weights.
 
-    Build it through :func:`pipeline.training.models.build_model` (``MODEL_BUILDERS["backbone"]``),
-    which passes ``head``: ``head(features)``, the ``hidden_units`` dense layers and the task's
-    output for ``num_classes`` on the pooled (and dropped-out) features, the same layers as the
-    built-in models' (this module cannot import ``models``: that imports it).
+    ``model.freeze`` applies to pretrained weights (``imagenet`` or a file). With
+    ``model.weights=null`` the backbone is random: frozen, it would be a fixed random feature
+    extractor and the model would barely learn, so the whole network trains from scratch (one log
+    line says so). An unfrozen backbone's BatchNorm follows the batches at ``TRAINING_BN_MOMENTUM``.
+    Fine-tuning (``model.fine_tune.epochs > 0``) then has nothing to fine-tune.
 
     Raises:
-        UserError: a table or an image with other than 1 or 3 channels, an unknown backbone or too
-            small ``input_size``, weights that cannot be downloaded or do not fit, an unknown
-            ``fine_tune.unfreeze_from`` layer.
+        UserError: ``model.fine_tune.epochs > 0`` with ``model.weights=null``.
     """
-    import tensorflow as tf
+    if settings.weights is not None:
+        return settings.freeze
+    if settings.fine_tune.epochs > 0:
+        raise UserError(
+            f"model: model.fine_tune.epochs={settings.fine_tune.epochs} fine-tunes pretrained "
+            "weights, but model.weights=null trains the whole backbone from the first epoch: set "
+            "model.weights (imagenet or a weights file) or model.fine_tune.epochs=0"
+        )
+    if settings.freeze:
+        logger.info(
+            "model.weights=null: the whole %s trains from random initialisation (model.freeze "
+            "applies to pretrained weights only)",
+            settings.backbone,
+        )
+    return False
 
+
+def _check_inputs(
+    settings: ModelSettings, input_shape: tuple[int, ...], embeddings: list[dict] | None
+) -> None:
+    """Images of 1 or 3 channels, a known backbone, an ``input_size`` it accepts."""
     if len(input_shape) != 3 or embeddings:
         raise UserError(
             f"model: backbone needs image inputs (height, width, channels), got shape "
@@ -224,9 +249,48 @@ def build_backbone(
             f"model: model.input_size={settings.input_size} is too small for {settings.backbone}: "
             f"each side must be >= {minimum}"
         )
+
+
+def _network(settings: ModelSettings, frozen: bool):
+    """The backbone with its weights, a stable name and, unless frozen, BatchNorm statistics that
+    follow the batches at ``TRAINING_BN_MOMENTUM``."""
+    import tensorflow as tf
+
     network = _application(settings)
     network._name = settings.backbone.lower()  # noqa: SLF001 (one stable name per backbone)
+    if not frozen:
+        for layer in network.layers:  # saved in each layer's config: a reload keeps it
+            if isinstance(layer, tf.keras.layers.BatchNormalization):
+                layer.momentum = TRAINING_BN_MOMENTUM
     _check_unfreeze_from(network, settings)
+    return network
+
+
+def build_backbone(
+    settings: ModelSettings,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    embeddings: list[dict] | None = None,
+    *,
+    head: Callable,
+):
+    """The pretrained-backbone model for ``model=backbone`` (see the module docstring).
+
+    Build it through :func:`pipeline.training.models.build_model` (``MODEL_BUILDERS["backbone"]``),
+    which passes ``head``: ``head(features)``, the ``hidden_units`` dense layers and the task's
+    output for ``num_classes`` on the pooled (and dropped-out) features, the same layers as the
+    built-in models' (this module cannot import ``models``: that imports it).
+
+    Raises:
+        UserError: a table or an image with other than 1 or 3 channels, an unknown backbone or too
+            small ``input_size``, weights that cannot be downloaded or do not fit, an unknown
+            ``fine_tune.unfreeze_from`` layer, fine-tuning random weights.
+    """
+    import tensorflow as tf
+
+    _check_inputs(settings, input_shape, embeddings)
+    frozen = trains_frozen(settings)
+    network = _network(settings, frozen)
     kernel, bias = input_affine(BACKBONES[settings.backbone].mode, input_shape[-1])
     inputs = tf.keras.Input(shape=input_shape, name="inputs")
     x = tf.keras.layers.Resizing(*settings.input_size, name="resize")(inputs)
@@ -238,7 +302,7 @@ def build_backbone(
         kernel_initializer=tf.keras.initializers.Constant(kernel.tolist()),
         bias_initializer=tf.keras.initializers.Constant(bias.tolist()),
     )(x)
-    if settings.freeze:
+    if frozen:
         network.trainable = False
         x = network(x, training=False)  # BatchNorm in inference mode, also once fine-tuned
     else:

@@ -341,6 +341,7 @@ def run_train(
                 request.train,
                 processed_dir,
                 request.allow_select_tf_ops,
+                request.tfjs,
             )
             if request.model.name in CHECKED_MODELS
             else None

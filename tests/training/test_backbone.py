@@ -1,5 +1,6 @@
 """model=backbone: a tf.keras.applications backbone under a head, built, trained, saved and
-reloaded in-process (no Ray, never the network); its weights, freezing and fine-tuning phases."""
+reloaded in-process (no Ray, never the network); its weights (a file the tests write, random,
+an offline imagenet), freezing and fine-tuning phases."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pipeline.errors import UserError
 from pipeline.settings import BACKBONE_MIN_SIZES
 from pipeline.training.backbone import (
     BACKBONES,
+    TRAINING_BN_MOMENTUM,
     find_backbone,
     imagenet_file_name,
     input_affine,
@@ -66,10 +68,25 @@ def one_line(error: pytest.ExceptionInfo) -> str:
     return message
 
 
+def write_weights(path) -> str:
+    """A MobileNetV2 weights file (no top, 32x32), as ``model.weights`` takes pretrained weights."""
+    tf.keras.utils.set_random_seed(0)
+    network = tf.keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
+    network.save_weights(str(path))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
-def model():
-    """MobileNetV2 (random weights) at 32x32 on 8x8x1 inputs, 10 classes, compiled."""
-    built = build_model(settings(), SHAPE, 10)
+def weights_file(tmp_path_factory):
+    return write_weights(tmp_path_factory.mktemp("weights") / "mobilenet_v2_32.h5")
+
+
+@pytest.fixture(scope="module")
+def model(weights_file):
+    """MobileNetV2 (weights from a file, frozen) at 32x32 on 8x8x1 inputs, 10 classes, compiled."""
+    built = build_model(settings(weights=weights_file), SHAPE, 10)
     return compile_model(built, settings(), _composed().train, 10)
 
 
@@ -139,11 +156,21 @@ def test_freeze_keeps_the_backbone_while_the_head_learns(model):
 
 def test_a_weights_file_loads_back_and_a_mismatching_one_is_one_line(model, tmp_path):
     path = tmp_path / "mobilenet_v2.h5"
-    find_backbone(model).save_weights(str(path))
+    find_backbone(model).save_weights(str(path))  # after a batch of training: not the seed's
     loaded = build_model(settings(weights=str(path)), SHAPE, 10)
+    random = build_model(settings(), SHAPE, 10)
+    saved = find_backbone(model).get_weights()  # BatchNorm statistics included
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(saved, find_backbone(loaded).get_weights(), strict=True)
+    )
+    assert not all(
+        np.array_equal(a, b)
+        for a, b in zip(saved, find_backbone(random).get_weights(), strict=True)
+    )
     fed = np.random.default_rng(3).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
     first, second = (find_backbone(built).predict(fed, verbose=0) for built in (model, loaded))
-    assert np.allclose(first, second, atol=1e-5)
+    assert np.allclose(first, second, rtol=1e-4, atol=0)
 
     tiny = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(2)])
     other = tmp_path / "tiny.h5"
@@ -154,6 +181,39 @@ def test_a_weights_file_loads_back_and_a_mismatching_one_is_one_line(model, tmp_
     with pytest.raises(UserError) as caught:
         build_model(settings(weights=str(tmp_path / "missing.h5")), SHAPE, 10)
     assert "missing.h5: no such file" in one_line(caught)
+
+
+def batch_norm_momenta(model) -> set[float]:
+    return {
+        layer.momentum
+        for layer in find_backbone(model).layers
+        if isinstance(layer, tf.keras.layers.BatchNormalization)
+    }
+
+
+def test_random_weights_train_the_whole_network_and_cannot_be_fine_tuned(caplog, tmp_path):
+    """A frozen random backbone is a fixed random feature extractor (the loss stayed at ln(classes)):
+    with weights=null the whole network trains (model.freeze applies to pretrained weights), said
+    in one log line. An unfrozen backbone's BatchNorm runs at momentum 0.9: at Keras's 0.999 the
+    moving statistics were still the initial ones after 2 epochs on digits and the model predicted
+    one class (test accuracy 0.10; tests/stages/test_backbone_stages.py trains it through the
+    stages); a frozen one keeps Keras's (its BatchNorm runs in inference mode)."""
+    with caplog.at_level("INFO", logger="pipeline.training.backbone"):
+        built = build_model(settings(freeze=True), SHAPE, 3)
+    assert find_backbone(built).trainable
+    assert len(built.trainable_weights) > 100  # the backbone's, not only the head's 2
+    assert "the whole MobileNetV2 trains from random initialisation" in caplog.text
+    assert batch_norm_momenta(built) == {TRAINING_BN_MOMENTUM}
+    save_model(built, {}, tmp_path)
+    reloaded = tf.keras.models.load_model(str(tmp_path / "model.keras"))
+    assert batch_norm_momenta(reloaded) == {TRAINING_BN_MOMENTUM}
+    pretrained = write_weights(tmp_path / "w.h5")
+    assert batch_norm_momenta(build_model(settings(weights=pretrained), SHAPE, 3)) == {0.999}
+    unfrozen = build_model(settings(weights=pretrained, freeze=False), SHAPE, 3)
+    assert batch_norm_momenta(unfrozen) == {TRAINING_BN_MOMENTUM}  # its BatchNorm trains too
+    with pytest.raises(UserError) as caught:
+        build_model(settings(fine_tune={"epochs": 2}), SHAPE, 3)
+    assert "model.fine_tune.epochs=2 fine-tunes pretrained weights" in one_line(caught)
 
 
 @pytest.mark.parametrize(
@@ -227,8 +287,10 @@ def test_a_table_or_four_channels_is_one_line():
     assert "1 or 3 channels" in one_line(caught)
 
 
-def test_fine_tuning_unfreezes_from_a_layer_name_or_a_fraction_batchnorm_stays_frozen():
-    built = build_model(settings(), SHAPE, 3)
+def test_fine_tuning_unfreezes_from_a_layer_name_or_a_fraction_batchnorm_stays_frozen(
+    weights_file,
+):
+    built = build_model(settings(weights=weights_file), SHAPE, 3)
     network = find_backbone(built)
     names = [layer.name for layer in network.layers]
     batch_norm = tf.keras.layers.BatchNormalization
@@ -246,7 +308,11 @@ def test_fine_tuning_unfreezes_from_a_layer_name_or_a_fraction_batchnorm_stays_f
         unfreeze_backbone(built, "block_99")
     assert "unfreeze_from='block_99' is not a layer of mobilenetv2" in one_line(caught)
     with pytest.raises(UserError) as caught:  # caught when the model is built, before phase one
-        build_model(settings(fine_tune={"epochs": 1, "unfreeze_from": "block_99"}), SHAPE, 3)
+        build_model(
+            settings(weights=weights_file, fine_tune={"epochs": 1, "unfreeze_from": "block_99"}),
+            SHAPE,
+            3,
+        )
     assert "is not a layer of MobileNetV2" in one_line(caught)
 
 
@@ -260,6 +326,7 @@ def test_fit_model_fine_tunes_after_train_epochs_and_resumes_in_phase_two(tmp_pa
 
     config = compose(
         "model=backbone",
+        f"model.weights={write_weights(tmp_path / 'mobilenet_v2_32.h5')}",
         "model.input_size=[32,32]",
         "model.fine_tune.epochs=2",
         "model.fine_tune.unfreeze_from=block_16_expand",
