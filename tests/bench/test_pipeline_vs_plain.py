@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import subprocess
-import sys
 
-from helpers.config import REPO
+from helpers.config import REPO, load_script, script_help
 
 BENCH = REPO / "bench" / "pipeline_vs_plain.py"
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("pipeline_vs_plain", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH)
 
 
 def test_help_lists_the_options():
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--help"], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
+    output = script_help(BENCH)
     for option in ("--dataset", "--epochs", "--batch-size", "--exports", "--keep"):
-        assert option in result.stdout
+        assert option in output
 
 
 def test_the_copy_lists_the_working_tree_with_untracked_files_and_without_ignored_ones():

@@ -3,31 +3,21 @@ command line, its subsets, the data it needs, its config and its table."""
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
-import sys
-
 import numpy as np
 
-from helpers.config import REPO
+from helpers.config import REPO, load_script, script_help
 
 BENCH = REPO / "bench" / "transfer.py"
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("transfer_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH)
 
 
 def test_help_lists_the_options():
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--help"], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
+    output = script_help(BENCH)
     for option in ("--quick", "--target", "--epochs", "--pretrain-examples", "--source-dir"):
-        assert option in result.stdout
+        assert option in output
 
 
 def test_quick_shrinks_the_run():
