@@ -94,14 +94,13 @@ def experiments_by_name(repo: Path) -> dict[str, tuple[dict, dict]]:
     return found
 
 
-def start_ray_node(log: Path, *args: str) -> subprocess.Popen:
+def start_ray_node(log: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """``ray start --block *args`` in its own session (so :func:`_kill_session` stops it and only it,
-    never every Ray on the machine as ``ray stop`` would), once its log says the runtime started."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
+    never every Ray on the machine as ``ray stop`` would), once its log says the runtime started.
+
+    ``env``: the node's environment (default: this one, with the repository on ``PYTHONPATH``)."""
+    if env is None:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     process = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "ray"),
@@ -112,10 +111,14 @@ def start_ray_node(log: Path, *args: str) -> subprocess.Popen:
             "--disable-usage-stats",
             *args,
         ],
-        env=env,
+        env={**env, "RAY_USAGE_STATS_ENABLED": "0"},
         start_new_session=True,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
     )
-    _wait_for_line(log, "Ray runtime started", process, timeout=120)
+    try:
+        _wait_for_line(log, "Ray runtime started", process, timeout=120)
+    except RuntimeError:
+        _kill_session(process)
+        raise
     return process

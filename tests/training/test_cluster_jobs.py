@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers.config import REPO
-from helpers.processes import _kill_session, _wait_for_line, free_port
+from helpers.processes import _kill_session, free_port, start_ray_node
 from pipeline.training.train import SET_ASIDE_SUFFIX
 
 # Every port `ray start --head` would otherwise take from a fixed default (10001, 52365, ...), so this
@@ -62,30 +62,21 @@ def job_server():
         "RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "180",
     }
     env.pop("RAY_ADDRESS", None)
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    log = temp / "head.log"
-    head = subprocess.Popen(
-        [
-            ray_cli,
-            "start",
+    try:
+        head = start_ray_node(
+            temp / "head.log",
             "--head",
             *(f"--{name}={port}" for name, port in ports.items()),
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--temp-dir={temp}/ray",
-            "--block",
             "--num-cpus=2",
-            "--num-gpus=0",
-            "--object-store-memory=100000000",
-            "--disable-usage-stats",
-        ],
-        env=env,
-        start_new_session=True,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
+            env=env,
+        )
+    except RuntimeError:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
     try:
-        _wait_for_line(log, "Ray runtime started", head, timeout=120)
         url = f"http://127.0.0.1:{ports['dashboard-port']}"
         _wait_for_job_server(url, head, timeout=60)
         yield url
