@@ -45,6 +45,7 @@ from pipeline.export.saved_model import (
     PREDICTIONS_NAME,
     SIGNATURE,
 )
+from pipeline.progress import track
 
 logger = logging.getLogger(__name__)
 
@@ -372,12 +373,10 @@ def top_k(probabilities: np.ndarray, class_names: list[str], k: int) -> list[dic
 def run_predict(model_path: Path, inputs: list[Path], k: int, progress: bool = True) -> list[dict]:
     """Top-``k`` classes for every example in ``inputs``: ``[{"input", "top": [{"class", "probability"}]}]``;
     a regression model's value instead: ``[{"input", "prediction"}]`` (``k`` does not apply)."""
-    from tqdm import tqdm
-
     predictor = load_predictor(model_path)
     files = expand_inputs(inputs)
     results = []
-    for path in tqdm(files, desc="predict", unit="file", disable=not progress or len(files) < 2):
+    for path in track(files, "predict", "file") if progress else files:
         for label, probabilities in predict_file(path, predictor):
             if predictor.task == "regression":
                 results.append({"input": label, "prediction": float(np.ravel(probabilities)[0])})
@@ -501,8 +500,6 @@ def run_score(model_path: Path, folders: list[Path], progress: bool = True) -> d
     Example:
         ``run_score(Path("exports/tflite/int8.tflite"), [Path("new_data")])["accuracy"]``
     """
-    from tqdm import tqdm
-
     predictor = load_predictor(model_path)
     if predictor.task == "regression":
         raise UserError(
@@ -511,9 +508,7 @@ def run_score(model_path: Path, folders: list[Path], progress: bool = True) -> d
         )
     labelled = labelled_files(folders, predictor.class_names)
     true, predicted = [], []
-    for path, label in tqdm(
-        labelled, desc="score", unit="file", disable=not progress or len(labelled) < 2
-    ):
+    for path, label in track(labelled, "predict: scoring", "file") if progress else labelled:
         for _, probabilities in predict_file(path, predictor):
             true.append(label)
             predicted.append(int(np.argmax(probabilities)))
