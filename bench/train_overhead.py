@@ -7,9 +7,10 @@ What is measured (same config, model, data, seed and number of epochs for both p
   ``model.fit(x, y, batch_size, epochs, validation_data=..., verbose=0)`` in this process, timed
   per epoch by a small callback (examples/s = train examples / epoch seconds). Its wall time
   covers importing TensorFlow (if not yet imported), building the model and the fit.
-* **library**: :func:`pipeline.training.train.run_train` (local Ray, Ray Train with a ``TF_CONFIG`` backend, one
-  ``MultiWorkerMirroredStrategy`` replica per worker, ``tf.data`` input, TensorBoard, a Ray
-  checkpoint every ``train.checkpoint_every`` epochs). Per-epoch numbers are the library's own
+* **library**: :func:`pipeline.training.train.run_train` as the train stage runs it: one worker
+  trains in a child process without Ray (:mod:`pipeline.training.local`), 2+ workers on a local
+  Ray (Ray Train with a ``TF_CONFIG`` backend, one ``MultiWorkerMirroredStrategy`` replica per
+  worker); ``tf.data`` input, TensorBoard, a checkpoint every ``train.checkpoint_every`` epochs. Per-epoch numbers are the library's own
   ``epoch_seconds`` / ``examples_per_second`` from ``history.json`` (steps x global batch per
   epoch). Its wall time is the whole ``run_train`` call.
 * **library, epoch to epoch**: the same run timed from the wall-clock stamps of the per-epoch
@@ -35,11 +36,12 @@ Run it from the repository root (about 2-3 minutes on 2 CPU cores)::
 
     python bench/train_overhead.py --epochs 20
     python bench/train_overhead.py --model mlp --epochs 10 --workers 2 --batch-size 64
-    python bench/train_overhead.py --model mlp --epochs 6 --batch-size 64 --warm
+    python bench/train_overhead.py --model mlp --epochs 3 --batch-size 64 --ray --warm
 
-``--warm`` adds a third path: the library on a local Ray the bench starts once with
-``ray start --head`` and every run joins (``cluster.address``), as a user who keeps a Ray running
-gets; the fixed cost then excludes Ray's own start and shutdown.
+``--ray`` adds the library on a local Ray started by the run (``cluster.launcher=ray``: what one
+worker cost before it trained without Ray). ``--warm`` adds the library on a local Ray the bench
+starts once with ``ray start --head`` and every run joins (``cluster.address``), as a user who
+keeps a Ray running gets; the fixed cost then excludes Ray's own start and shutdown.
 """
 
 from __future__ import annotations
@@ -101,6 +103,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="alternate plain and library runs this many times; medians are compared (default: 2)",
     )
     parser.add_argument(
+        "--ray",
+        action="store_true",
+        help="also run the library path on a local Ray the run starts (cluster.launcher=ray)",
+    )
+    parser.add_argument(
         "--warm",
         action="store_true",
         help="also run the library path on a warm local Ray started once with `ray start --head` "
@@ -115,13 +122,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def compose_config(
-    args: argparse.Namespace, root: Path, round_: int = 0, address: str | None = None
+    args: argparse.Namespace,
+    root: Path,
+    round_: int = 0,
+    address: str | None = None,
+    on_ray: bool = False,
 ) -> PipelineConfig:
     """``conf/`` plus the benchmark's overrides; every output under ``root`` (a fresh run per round)."""
     return to_settings(
         compose_conf(
             [
                 *([f"cluster.address={address}"] if address else []),
+                *(["cluster.launcher=ray"] if on_ray else []),
                 f"data={args.data}",
                 f"model={args.model}",
                 f"train.epochs={args.epochs}",
@@ -296,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
         run_preprocess(
             config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
         )
-        plains, libraries, warms = [], [], []
+        plains, libraries, colds, warms = [], [], [], []
+        launcher = "1 local worker, no Ray" if args.workers == 1 else f"{args.workers} Ray workers"
         for round_ in range(
             args.rounds
         ):  # alternated: a shared machine's speed drifts over minutes
@@ -304,10 +317,18 @@ def main(argv: list[str] | None = None) -> None:
             print(f"round {round_ + 1}/{args.rounds}: plain model.fit ...", flush=True)
             plains.append(run_plain(config))
             print(
-                f"round {round_ + 1}/{args.rounds}: library path (run_train, {args.workers} Ray worker(s)) ...",
+                f"round {round_ + 1}/{args.rounds}: library path (run_train, {launcher}) ...",
                 flush=True,
             )
             libraries.append(run_library(config))
+            if args.ray:
+                print(
+                    f"round {round_ + 1}/{args.rounds}: library path on a local Ray it starts ...",
+                    flush=True,
+                )
+                colds.append(
+                    run_library(compose_config(args, root, round_ + 2 * args.rounds, on_ray=True))
+                )
             if address:
                 print(
                     f"round {round_ + 1}/{args.rounds}: library path on the warm Ray at {address} ...",
@@ -365,22 +386,23 @@ def main(argv: list[str] | None = None) -> None:
         )
     fixed = statistics.median(fixed_cost(run) for run in libraries)
     print(
-        f"fixed start-up cost of the library path (median): {fixed:.1f} s (Ray + worker start, checkpoint upload, "
-        f"shutdown); plain fit wall: {plain['wall']:.1f} s"
+        f"fixed start-up cost of the library path ({launcher}, median): {fixed:.1f} s (process and "
+        f"worker start, TensorFlow import, final save, shutdown); plain fit wall: {plain['wall']:.1f} s"
     )
-    if warms:
-        print(
-            f"fixed start-up cost on a warm Ray (`ray start --head` kept running, median): "
-            f"{statistics.median(fixed_cost(run) for run in warms):.1f} s; per round: "
-            + ", ".join(
-                f"cold {fixed_cost(cold):.1f} / warm {fixed_cost(warm):.1f}"
-                for cold, warm in zip(libraries, warms, strict=True)
+    for name, runs in (
+        ("a local Ray the run starts (cluster.launcher=ray)", colds),
+        ("a warm Ray (`ray start --head` kept running)", warms),
+    ):
+        if runs:
+            print(
+                f"fixed start-up cost on {name}, median: "
+                f"{statistics.median(fixed_cost(run) for run in runs):.1f} s; per round: "
+                + ", ".join(f"{fixed_cost(run):.1f}" for run in runs)
             )
-        )
     if periods:
         between = sum(periods) - sum(library["epoch_seconds"][1:])
         print(
-            f"  of which between epochs 2-{epochs} (per-epoch Ray report + checkpoint, outside epoch_seconds): "
+            f"  of which between epochs 2-{epochs} (per-epoch checkpoint and Ray report, outside epoch_seconds): "
             f"{between:.1f} s ({between / (epochs - 1) * 1000:.0f} ms/epoch)"
         )
 

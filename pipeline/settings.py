@@ -130,6 +130,8 @@ class AugmentSettings:
 
 @dataclass
 class ClusterSettings:
+    # auto: one local worker (no address) trains in a child process without Ray; ray: Ray Train always
+    launcher: str
     address: str | None  # None: start a local Ray for the run
     num_workers: int
     cpus_per_worker: int
@@ -268,6 +270,7 @@ ANOMALY_POLICIES = ("fail", "warn")
 BAD_RECORD_POLICIES = ("fail", "skip")
 NORMALIZERS = ("minmax", "standardize", "none")
 TEST_SPLITS = ("auto", "source")
+LAUNCHERS = ("auto", "ray")
 CLASS_WEIGHTS = ("none", "balanced")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
@@ -662,6 +665,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
         "a number of seconds > 0",
     )
     _one_of("cluster.placement_strategy", cluster.placement_strategy, PLACEMENT_STRATEGIES)
+    _one_of("cluster.launcher", cluster.launcher, LAUNCHERS)
     _require(
         all(amount > 0 for amount in cluster.resources_per_worker.values()),
         "cluster.resources_per_worker",

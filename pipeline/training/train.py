@@ -1,4 +1,5 @@
-"""Train stage: Ray Train's data-parallel trainer with a TensorFlow backend on a local Ray (or an existing cluster).
+"""Train stage: one local worker in a child process (:mod:`pipeline.training.local`), or Ray Train's
+data-parallel trainer with a TensorFlow backend on a local Ray or an existing cluster (:func:`uses_ray`).
 
 The driver never imports TensorFlow (see :mod:`pipeline.training.ray_backend`); only the workers do.
 
@@ -18,16 +19,21 @@ import json
 import logging
 import re
 import shutil
+import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, read_json, write_json
-from pipeline.settings import TrainRequest, TrainSettings
+from pipeline.settings import ClusterSettings, TrainRequest, TrainSettings
 from pipeline.training.check import check_model_in_child
+from pipeline.training.cluster import resolve_address
 from pipeline.training.custom import builder_module
 from pipeline.training.inputs import class_weight_table, plan_shards
+from pipeline.training.local import fit_locally, latest_checkpoint
 from pipeline.training.model_io import (
     CURVES_DIR,
     HISTORY_FILE,
@@ -95,26 +101,53 @@ def _storage_fs(storage: str):
     return pyarrow.fs.LocalFileSystem(), str(Path(storage).resolve())
 
 
-def resumable_run(storage: str, run_name: str) -> tuple[int, str | None]:
-    """The epoch of the last checkpoint Ray Train recorded for ``run_name`` (0: none) and the
-    TensorBoard directory that run writes to (``None`` if unknown).
+def uses_ray(cluster: ClusterSettings, storage: str) -> bool:
+    """Whether the run trains on Ray Train; otherwise one local worker trains without Ray
+    (:mod:`pipeline.training.local`: same checkpoints, resume and restarts, ~15 s less start-up).
+
+    Ray when ``cluster.launcher=ray``, more than one worker, a cluster to join (``cluster.address``
+    or ``RAY_ADDRESS``, which ``ray job submit`` sets), a remote ``cluster.storage_dir``
+    (``s3://...``), or when this process already runs on Ray (a trial of the Ray trials launcher).
+    """
+    if (
+        cluster.launcher == "ray"
+        or cluster.num_workers > 1
+        or resolve_address(cluster)
+        or "://" in storage
+    ):
+        return True
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+def resumable_run(storage: str, run_name: str, on_ray: bool = True) -> tuple[int, str | None]:
+    """The epoch of the last checkpoint recorded for ``run_name`` (0: none) and the TensorBoard
+    directory that run writes to (``None`` if unknown).
 
     Ray Train V2 restores a run from ``<storage>/<name>/checkpoint_manager_snapshot.json``
     when a trainer with the same ``storage_path`` and ``RunConfig.name`` starts; the workers then
-    get that checkpoint from ``ray.train.get_checkpoint()``.
+    get that checkpoint from ``ray.train.get_checkpoint()``. A local run (``on_ray=False``) records
+    its own in ``<storage>/<name>/local_checkpoints.json``. Each resumes only its own kind: a
+    run directory the other kind left is set aside and the run starts afresh.
     """
     fs, root = _storage_fs(storage)
-    try:
-        with fs.open_input_stream(f"{root}/{run_name}/{SNAPSHOT_FILE}") as stream:
-            latest = json.loads(stream.read()).get("latest_checkpoint_result")
-    except (FileNotFoundError, OSError, ValueError):
-        return 0, None
+    if on_ray:
+        try:
+            with fs.open_input_stream(f"{root}/{run_name}/{SNAPSHOT_FILE}") as stream:
+                latest = json.loads(stream.read()).get("latest_checkpoint_result")
+        except (FileNotFoundError, OSError, ValueError):
+            return 0, None
+        epoch = int(latest["metrics"].get("epoch", 0)) if latest else 0
+    else:
+        epoch = latest_checkpoint(Path(root) / run_name)[0]
+        if not epoch:
+            return 0, None
     try:
         with fs.open_input_stream(f"{root}/{run_name}/{RUN_STATE_FILE}") as stream:
             tensorboard_dir = json.loads(stream.read())["tensorboard_dir"]
     except (FileNotFoundError, OSError, ValueError, KeyError):
         tensorboard_dir = None
-    return (int(latest["metrics"].get("epoch", 0)) if latest else 0), tensorboard_dir
+    return epoch, tensorboard_dir
 
 
 def _record_run_state(storage: str, run_name: str, state: dict) -> None:
@@ -135,7 +168,9 @@ def plan_run(
     """
     run_name = default_run_name(request, meta)
     resume_epoch, resume_tensorboard = (
-        resumable_run(storage, run_name) if request.train.resume else (0, None)
+        resumable_run(storage, run_name, uses_ray(request.cluster, storage))
+        if request.train.resume
+        else (0, None)
     )
     if resume_epoch and resume_tensorboard:
         return run_name, resume_epoch, Path(resume_tensorboard)
@@ -286,50 +321,47 @@ def write_training_curves(history: dict, directory: Path) -> list[str]:
     return metrics
 
 
-def run_train(
+def _start_run(
+    fs, storage: str, run_name: str, resume_epoch: int, tensorboard_dir: Path, request, job, where
+) -> None:
+    """Log what the run does; a fresh run sets aside a stale run directory of its name first."""
+    if resume_epoch:
+        logger.info(
+            "Resuming run %s from its checkpoint of epoch %d (train.resume=false starts over)",
+            run_name,
+            resume_epoch,
+        )
+    else:
+        _set_aside(
+            fs, f"{_storage_fs(storage)[1]}/{run_name}"
+        )  # a stale or unwanted run of this name
+        _record_run_state(storage, run_name, {"tensorboard_dir": str(tensorboard_dir)})
+    logger.info(
+        "Training %s for %d epochs on %s, global batch %d (%d per worker), learning rate %g; TensorBoard: %s",
+        request.model.name,
+        request.train.epochs,
+        where,
+        request.train.batch_size,
+        request.train.batch_size // request.cluster.num_workers,
+        job.train.learning_rate,
+        tensorboard_dir,
+    )
+
+
+@contextmanager
+def _trained_on_ray(
     request: TrainRequest,
+    job: TrainJob,
+    storage: str,
     processed_dir: Path,
-    output_dir: Path,
-    tensorboard_root: Path,
-    storage_dir: str | Path,
-) -> dict:
-    """Train on Ray Train and write the final model and history to ``output_dir``.
-
-    A run whose driver died continues from its last checkpoint when rerun with the same config
-    and ``storage_dir`` (unless ``train.resume`` is false); a finished run's Ray directory is set
-    aside so the next run of the same config starts afresh.
-
-    Also checks the Keras flavour first (without importing TensorFlow: only the workers do) and
-    logs the run's hyperparameters and final metrics as TensorBoard HParams at the end.
-
-    Returns:
-        The final epoch's metrics (from ``history.json``).
-    """
+    plan: tuple[str, int, Path],
+) -> Iterator[Path]:
+    """Start (or join) Ray, check the model while it starts, train; yield the final checkpoint's directory."""
     import ray
-
-    from pipeline.env import preflight
-    from pipeline.training.hparams import log_hparams
-
-    preflight(import_tf=False)
 
     from pipeline.training.cluster import check_cluster_capacity, start_ray
 
-    meta = check_train_inputs(request, processed_dir)
-    storage = str(storage_dir) if "://" in str(storage_dir) else str(Path(storage_dir).resolve())
-    run_name, resume_epoch, tensorboard_dir = plan_run(
-        request, meta, storage, Path(tensorboard_root)
-    )
-    fs, storage_root = _storage_fs(storage)
-    job = TrainJob(
-        processed_dir=str(Path(processed_dir).resolve()),
-        tensorboard_dir=str(tensorboard_dir),
-        seed=request.seed,
-        model=request.model,
-        train=scaled_train_settings(request.train, request.cluster.num_workers),
-        augment=request.augment,
-        mixed_precision=request.cluster.mixed_precision,
-        xla=request.cluster.xla,
-    )
+    run_name, resume_epoch, tensorboard_dir = plan
     started_here = not ray.is_initialized()
     with ThreadPoolExecutor(max_workers=1) as pool:
         # The model check (a child process importing TensorFlow) overlaps Ray's start; no worker
@@ -358,24 +390,15 @@ def run_train(
             raise
     try:
         check_cluster_capacity(request.cluster)
-        if resume_epoch:
-            logger.info(
-                "Resuming run %s from its checkpoint of epoch %d (train.resume=false starts over)",
-                run_name,
-                resume_epoch,
-            )
-        else:
-            _set_aside(fs, f"{storage_root}/{run_name}")  # a stale or unwanted run of this name
-            _record_run_state(storage, run_name, {"tensorboard_dir": str(tensorboard_dir)})
-        logger.info(
-            "Training %s for %d epochs on %d Ray worker(s), global batch %d (%d per worker), learning rate %g; TensorBoard: %s",
-            request.model.name,
-            request.train.epochs,
-            request.cluster.num_workers,
-            request.train.batch_size,
-            request.train.batch_size // request.cluster.num_workers,
-            job.train.learning_rate,
+        _start_run(
+            _storage_fs(storage)[0],
+            storage,
+            run_name,
+            resume_epoch,
             tensorboard_dir,
+            request,
+            job,
+            f"{request.cluster.num_workers} Ray worker(s)",
         )
         result = _fit_on_ray(request, job, storage, run_name)
     finally:
@@ -383,7 +406,79 @@ def run_train(
             ray.shutdown()
     if result.error is not None:
         raise RuntimeError(f"training failed: {result.error}") from result.error
-    with atomic_dir(Path(output_dir)) as tmp, result.checkpoint.as_directory() as checkpoint_dir:
+    with result.checkpoint.as_directory() as checkpoint_dir:
+        yield Path(checkpoint_dir)
+
+
+def _trained_locally(
+    request: TrainRequest, job: TrainJob, storage: str, plan: tuple[str, int, Path]
+) -> Path:
+    """Train one worker in a child process (:mod:`pipeline.training.local`); return the final model's directory."""
+    run_name, resume_epoch, tensorboard_dir = plan
+    fs, root = _storage_fs(storage)
+    _start_run(fs, storage, run_name, resume_epoch, tensorboard_dir, request, job, "1 local worker")
+    check = (
+        {"allow_select_tf_ops": request.allow_select_tf_ops, "tfjs": request.tfjs}
+        if request.model.name in CHECKED_MODELS
+        else None
+    )
+    return fit_locally(
+        job,
+        Path(root) / run_name,
+        request.train.max_failures,
+        check=check,
+        use_gpu=request.cluster.use_gpu,
+    )
+
+
+def run_train(
+    request: TrainRequest,
+    processed_dir: Path,
+    output_dir: Path,
+    tensorboard_root: Path,
+    storage_dir: str | Path,
+) -> dict:
+    """Train and write the final model and history to ``output_dir``.
+
+    One worker on this machine trains in a child process without Ray; more workers, or a cluster,
+    on Ray Train (:func:`uses_ray`). A run whose stage process died continues from its last
+    checkpoint when rerun with the same config and ``storage_dir`` (unless ``train.resume`` is
+    false); a finished run's directory is set aside so the next run of the same config starts afresh.
+
+    Also checks the Keras flavour first (without importing TensorFlow: only the workers do) and
+    logs the run's hyperparameters and final metrics as TensorBoard HParams at the end.
+
+    Returns:
+        The final epoch's metrics (from ``history.json``).
+    """
+    from pipeline.env import preflight
+    from pipeline.training.hparams import log_hparams
+
+    preflight(import_tf=False)
+    meta = check_train_inputs(request, processed_dir)
+    storage = str(storage_dir) if "://" in str(storage_dir) else str(Path(storage_dir).resolve())
+    on_ray = uses_ray(request.cluster, storage)
+    plan = plan_run(request, meta, storage, Path(tensorboard_root))
+    run_name, resume_epoch, tensorboard_dir = plan
+    fs, storage_root = _storage_fs(storage)
+    job = TrainJob(
+        processed_dir=str(Path(processed_dir).resolve()),
+        tensorboard_dir=str(tensorboard_dir),
+        seed=request.seed,
+        model=request.model,
+        train=scaled_train_settings(request.train, request.cluster.num_workers),
+        augment=request.augment,
+        mixed_precision=request.cluster.mixed_precision,
+        xla=request.cluster.xla,
+    )
+    with (
+        (
+            _trained_on_ray(request, job, storage, processed_dir, plan)
+            if on_ray
+            else nullcontext(_trained_locally(request, job, storage, plan))
+        ) as checkpoint_dir,
+        atomic_dir(Path(output_dir)) as tmp,
+    ):
         for name in (MODEL_FILE, HISTORY_FILE):
             shutil.copy2(Path(checkpoint_dir) / name, tmp / name)
         write_json(
@@ -392,6 +487,7 @@ def run_train(
                 "run_name": run_name,
                 "tensorboard_dir": str(tensorboard_dir),
                 "num_workers": request.cluster.num_workers,
+                "launcher": "ray" if on_ray else "local",
                 "resumed_from_epoch": resume_epoch,
                 "model_module": builder_module(request.model.builder),  # imported before loading
             },

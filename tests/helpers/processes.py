@@ -14,6 +14,23 @@ from pathlib import Path
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def start_stage(*overrides: str, stage: str = "train") -> subprocess.Popen:
+    """``python -m stages.<stage> overrides`` in its own session (so it can be killed whole), its
+    stdout and stderr one unbuffered text stream."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", f"stages.{stage}", *overrides],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
 
 def free_port() -> int:
     """A TCP port nothing listens on once this returns."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers.config import REPO, compose, run_stage, tmp_paths
-from helpers.processes import free_port, watched_lines
+from helpers.processes import free_port, start_stage, watched_lines
 from pipeline.errors import UserError
 from pipeline.settings import TrainRequest
 from pipeline.training.cluster import check_capacity, check_reachable
@@ -211,19 +211,6 @@ def cluster_overrides(address: str, root: Path, processed: str, *extra: str) -> 
         "train.batch_size=32",
         *extra,
     ]
-
-
-def start_stage(*overrides: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "stages.train", *overrides],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
 
 
 def evaluate_accuracy(root: Path, processed: str) -> float:
