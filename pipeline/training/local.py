@@ -15,14 +15,17 @@ Ray Train supervises its workers, with the same files:
 * the final model in ``<storage>/<run name>/final``, which the stage copies to ``paths.models``.
 
 A model the train stage checks first (``model=custom``, ``model=backbone``) is checked in the child
-before it trains: one TensorFlow import for both. A user's mistake found there (a bad builder, an
-op TFLite cannot run, ``cluster.use_gpu`` on a machine without a GPU) comes back as the stage's one
-:class:`~pipeline.errors.UserError` line through :data:`ERROR_FILE`, and is never retried.
+before it trains: one TensorFlow import for both, and nothing is written until it passes (the child
+reports ``ready`` on a pipe and waits for the stage's ``go``). A user's mistake found there (a bad
+builder, an op TFLite cannot run, ``cluster.use_gpu`` on a machine without a GPU) comes back on
+that pipe as the stage's one :class:`~pipeline.errors.UserError` line, and is never retried.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import os
 import re
@@ -30,16 +33,16 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, read_json, write_json
+from pipeline.training.model_io import MODEL_FILE
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "local_checkpoints.json"  # {"epoch": 3, "latest": "checkpoint_000003"}
-JOB_FILE = "local_job.json"  # what the child trains: the TrainJob and the model check's arguments
-ERROR_FILE = "local_error.txt"  # the child's UserError line
 FINAL_DIR = "final"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)$")
 USER_ERROR_EXIT = 2
@@ -115,22 +118,74 @@ def _describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
+def _run_child(
+    spec: dict, check: bool, on_ready: Callable[[], None] | None
+) -> tuple[int, str | None]:
+    """One child: send it the job, let it train once it is ready (its check passed) and
+    ``on_ready`` ran; return its exit code and its one-line user error, if it sent one."""
+    read_end, write_end = os.pipe()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.training.local",
+            "--status-fd",
+            str(write_end),
+            *(["--check"] if check else []),
+        ],
+        env=_child_env(),
+        stdin=subprocess.PIPE,
+        pass_fds=(write_end,),
+        text=True,
+    )
+    os.close(write_end)
+    error = None
+    try:
+        with os.fdopen(read_end, encoding="utf-8") as status:
+            child.stdin.write(json.dumps(spec) + "\n")
+            child.stdin.flush()
+            for line in status:  # until the child exits (or closes its end)
+                kind, _, message = line.rstrip("\n").partition(" ")
+                if kind == "ready":
+                    if on_ready is not None:
+                        on_ready()
+                    child.stdin.write("go\n")
+                    child.stdin.close()
+                elif kind == "error":
+                    error = message
+        return child.wait(), error
+    except BaseException:  # Ctrl-C, a sweep's timeout, on_ready's error: the child goes too
+        child.kill()
+        child.wait()
+        raise
+    finally:
+        if child.stdin and not child.stdin.closed:
+            with contextlib.suppress(OSError):
+                child.stdin.close()
+
+
 def fit_locally(
     job,
     run_dir: Path,
     max_failures: int,
     check: dict | None = None,
     use_gpu: bool = False,
+    on_ready: Callable[[], None] | None = None,
 ) -> Path:
     """Train ``job`` in a child process, restarting it from its latest checkpoint when it dies.
+
+    Nothing is written before the child is ready: it imports TensorFlow, runs the model check
+    (``check``) and reports back; then ``on_ready`` runs (the caller prepares the run directory)
+    and the child trains.
 
     Args:
         job: the :class:`~pipeline.training.worker.TrainJob`.
         run_dir: ``<storage>/<run name>``; a checkpoint already there is resumed from.
         max_failures: restarts allowed after a child dies (-1: no limit).
         check: ``allow_select_tf_ops`` and ``tfjs`` of :func:`~pipeline.training.check.check_model`,
-            which the child runs on the job's model before its first epoch (``None``: no check).
+            which the first child runs on the job's model before training (``None``: no check).
         use_gpu: refuse to train when TensorFlow sees no GPU (``cluster.use_gpu``).
+        on_ready: called once, when the first child is ready to train.
 
     Returns:
         The directory of the final model (``model.keras``, ``history.json``).
@@ -142,34 +197,27 @@ def fit_locally(
     from pipeline.training.worker import job_to_dict
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (run_dir / ERROR_FILE, run_dir / FINAL_DIR):
-        if stale.is_dir():
-            shutil.rmtree(stale)
-        elif stale.exists():
-            stale.unlink()
-    write_json(
-        run_dir / JOB_FILE,
-        {"job": job_to_dict(job), "check": check, "use_gpu": use_gpu},
-    )
-    command = [sys.executable, "-m", "pipeline.training.local", str(run_dir)]
-    failures = 0
+    spec = {
+        "job": job_to_dict(job),
+        "check": check,
+        "use_gpu": use_gpu,
+        "run_dir": str(run_dir),
+    }
+    failures, ready = 0, on_ready
+
+    def first_ready() -> None:
+        nonlocal ready
+        if ready is not None:
+            ready()
+        ready = None
+        shutil.rmtree(run_dir / FINAL_DIR, ignore_errors=True)  # a killed attempt's
+
     while True:
-        child = subprocess.Popen(
-            command + (["--check"] if check is not None and failures == 0 else []),
-            env=_child_env(),
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-            code = child.wait()
-        except BaseException:  # Ctrl-C, a sweep's timeout: the child goes with the stage
-            child.kill()
-            child.wait()
-            raise
-        if code == 0 and (run_dir / FINAL_DIR / "model.keras").is_file():
+        code, error = _run_child(spec, check is not None and failures == 0, first_ready)
+        if error is not None:
+            raise UserError(error)
+        if code == 0 and (run_dir / FINAL_DIR / MODEL_FILE).is_file():
             return run_dir / FINAL_DIR
-        if (run_dir / ERROR_FILE).is_file():
-            raise UserError((run_dir / ERROR_FILE).read_text().strip())
         failures += 1
         epoch, _ = latest_checkpoint(run_dir)
         if max_failures != -1 and failures > max_failures:
@@ -197,12 +245,14 @@ def _gpu_check() -> None:
         )
 
 
-def _train_child(run_dir: Path, check: bool) -> None:
+def _train_child(spec: dict, check: bool, status) -> None:
+    """Check (if asked), report ready, wait for the stage's go, then train from the latest checkpoint."""
     from pipeline.env import import_tensorflow
+    from pipeline.training.model_io import save_model
     from pipeline.training.worker import fit_model, job_from_dict
 
-    spec = read_json(run_dir / JOB_FILE)
     job = job_from_dict(spec["job"])
+    run_dir = Path(spec["run_dir"])
     logger.info("worker 0/1 on this machine pid %d (no Ray: one local worker)", os.getpid())
     if check and spec["check"] is not None:
         from pipeline.training.check import check_model
@@ -211,6 +261,9 @@ def _train_child(run_dir: Path, check: bool) -> None:
     import_tensorflow()
     if spec["use_gpu"]:
         _gpu_check()
+    status.write("ready\n")
+    if sys.stdin.readline().strip() != "go":  # the stage went away
+        sys.exit(1)
     _, resume_dir = latest_checkpoint(run_dir)
 
     def report(model, logs, epoch, history, callbacks):
@@ -220,14 +273,13 @@ def _train_child(run_dir: Path, check: bool) -> None:
             )
 
     model, history = fit_model(job, 0, 1, report=report, resume_dir=resume_dir)
-    from pipeline.training.model_io import save_model
-
     with atomic_dir(run_dir / FINAL_DIR) as tmp:
         save_model(model, history, tmp)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The child: ``python -m pipeline.training.local RUN_DIR [--check]``."""
+    """The child: ``python -m pipeline.training.local --status-fd N [--check]``, the job as one
+    JSON line on stdin, then ``go`` once the stage is ready for it to train."""
     import pipeline  # noqa: F401  (the Keras flavour, before anything imports TensorFlow)
     from pipeline.env import configure_process_env
 
@@ -236,17 +288,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Train one local worker (started by the train stage)"
     )
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--status-fd", type=int, required=True, help="where to report to the stage")
     parser.add_argument("--check", action="store_true", help="check the model before training")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    try:
-        _train_child(args.run_dir, args.check)
-    except UserError as error:
-        (args.run_dir / ERROR_FILE).write_text(f"{error}\n")
-        sys.exit(USER_ERROR_EXIT)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    with os.fdopen(args.status_fd, "w", buffering=1, encoding="utf-8") as status:
+        try:
+            _train_child(json.loads(sys.stdin.readline()), args.check, status)
+        except UserError as error:
+            status.write(f"error {' '.join(str(error).split())}\n")
+            sys.exit(USER_ERROR_EXIT)
+        except KeyboardInterrupt:
+            sys.exit(130)
 
 
 if __name__ == "__main__":

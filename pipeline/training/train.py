@@ -416,7 +416,6 @@ def _trained_locally(
     """Train one worker in a child process (:mod:`pipeline.training.local`); return the final model's directory."""
     run_name, resume_epoch, tensorboard_dir = plan
     fs, root = _storage_fs(storage)
-    _start_run(fs, storage, run_name, resume_epoch, tensorboard_dir, request, job, "1 local worker")
     check = (
         {"allow_select_tf_ops": request.allow_select_tf_ops, "tfjs": request.tfjs}
         if request.model.name in CHECKED_MODELS
@@ -428,6 +427,9 @@ def _trained_locally(
         request.train.max_failures,
         check=check,
         use_gpu=request.cluster.use_gpu,
+        on_ready=lambda: _start_run(  # after the model check: nothing is written before it passes
+            fs, storage, run_name, resume_epoch, tensorboard_dir, request, job, "1 local worker"
+        ),
     )
 
 
