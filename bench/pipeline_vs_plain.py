@@ -73,6 +73,9 @@ DATASETS = {
 }
 TARGETS = {"digits": 2.5, "fashion-mnist": 1.3}  # graph / plain wall, with every default export
 STAGE_OVERHEAD_TARGET_S = 5.0  # start-up + exit of each stage process
+EXPORT_CHECK_SHARE_TARGET = (
+    0.25  # export verification / the train stage's work, Fashion-MNIST with default exports
+)
 PRESET = "bench"
 
 
@@ -422,6 +425,16 @@ def verdict(value: float, target: float) -> str:
     return "met" if value <= target else "not met"
 
 
+def export_check_seconds(report_json: Path) -> dict[str, float]:
+    """Seconds each artifact's check ran (``check_seconds`` in the export report), by artifact."""
+    artifacts = json.loads(report_json.read_text()).get("artifacts", {})
+    return {
+        name: check["check_seconds"]
+        for name, check in artifacts.items()
+        if check.get("check_seconds") is not None
+    }
+
+
 def report(name: str, args, config, graph: dict, plain: dict) -> None:
     """Print one dataset's comparison."""
     export = config.export
@@ -502,6 +515,17 @@ def report(name: str, args, config, graph: dict, plain: dict) -> None:
             else ""
         )
     )
+    checks = graph.get("export_checks") or {}
+    train_work = next((row["work"] for row in stages if row["stage"] == "train"), None)
+    if checks and train_work:
+        spent = sum(checks.values())
+        share = spent / train_work
+        print(
+            f"export verification (every artifact on the whole test split, plus its latency runs): "
+            f"{spent:.1f} s = {share:.0%} of the train stage's work "
+            f"(target <= {EXPORT_CHECK_SHARE_TARGET:.0%}: {verdict(share, EXPORT_CHECK_SHARE_TARGET)}); "
+            + ", ".join(f"{artifact} {seconds:.1f}" for artifact, seconds in checks.items())
+        )
 
     stamps, launched = plain["stamps"], plain["launched"]
     steps = [
@@ -545,6 +569,7 @@ def bench_dataset(name: str, args, root: Path) -> None:
         "timings": read_timings(timings, [stage for stage in ran if stage != "compose"]),
         "accuracy": json.loads((copy / "reports" / "metrics.json").read_text())["accuracy"],
         "epochs": len(json.loads((copy / "models" / "history.json").read_text())["epochs"]),
+        "export_checks": export_check_seconds(copy / "exports" / "report.json"),
     }
     print(f"{name}: plain Keras script ...", flush=True)
     plain = plain_process(config_file, workdir / "plain", workdir / "plain.log")

@@ -55,3 +55,13 @@ def test_the_stage_table_splits_the_wall_time_between_dvc_and_the_stages():
 
     table = bench.format_table(["stage", "s"], [["ingest", 3.46], ["train", None], ["sum", 12]])
     assert table.splitlines() == ["stage     s", "ingest  3.5", "train", "sum      12"]
+
+
+def test_export_check_seconds_come_from_the_export_report(tmp_path):
+    bench = load_bench()
+    report = tmp_path / "report.json"
+    report.write_text(
+        '{"artifacts": {"tfjs": {"check_seconds": 4.5}, "tflite_int8": {"check_seconds": 0.5},'
+        ' "saved_model": {"accuracy": 0.9}}}'
+    )
+    assert bench.export_check_seconds(report) == {"tfjs": 4.5, "tflite_int8": 0.5}

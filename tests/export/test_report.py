@@ -69,4 +69,5 @@ def test_the_latency_is_timed_on_one_example(tmp_path):
     )
     assert seen == [10, 1, 1, 1, 1]  # the split, a warm-up, 3 timed runs
     assert check["runtime"] == {"batch_size": 4} and check["latency_ms_batch1"] > 0
+    assert 0 <= check["check_seconds"] < 60  # the split and the latency runs, timed
     assert check["accuracy"] == 1.0 and check["max_abs_diff"] == 0.0
