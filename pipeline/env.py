@@ -27,6 +27,7 @@ KERAS_FLAVOUR_ENV = {"TF_USE_LEGACY_KERAS": "1"}
 QUIET_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "3",  # drop TF C++ start-up noise (CUDA factory registration, oneDNN)
     "GRPC_VERBOSITY": "ERROR",
+    "TFDF_DISABLE_WELCOME_MESSAGE": "1",  # the TF.js converter imports TF Decision Forests, which greets on stdout
     "RAY_DEDUP_LOGS": "1",
     # Ray's dedup drops a line whose digit-free words match another worker's line; keep each
     # worker's "worker 1/2 on node ... pid ..." announcement (pipeline/training/worker.py) visible.

@@ -17,6 +17,32 @@ from helpers.config import REPO, compose, tmp_paths
 from helpers.models import fit_and_save
 from helpers.processes import _kill_session, free_port, start_ray_node
 
+# Tests that start Ray through these fixtures run one after another under pytest-xdist, like those
+# marked `ray` (see pytest_collection_modifyitems).
+RAY_FIXTURES = {"two_node_cluster", "job_server"}
+# The longest groups (minutes each: docs/benchmarks.md#test-suite) start first, so that neither
+# worker is left running one of them alone at the end.
+LONGEST_GROUPS = ("ray", "tests/stages/test_backbone_stages.py", "tests/stages/test_dvc_e2e.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist's ``--dist loadgroup`` (pyproject.toml's addopts): every test that
+    starts Ray in one group, so one Ray at a time runs beside the other worker's tests (two Rays
+    on one loopback IP share its cached ports, and the two-node cluster is built once); every
+    other test with the rest of its module, so module-scoped fixtures (a trained model, prepared
+    data) are built once; the :data:`LONGEST_GROUPS` first. Runs before xdist's own hook, which
+    reads the groups."""
+    groups = {}
+    for item in items:
+        starts_ray = item.get_closest_marker("ray") or RAY_FIXTURES & set(item.fixturenames)
+        groups[item] = "ray" if starts_ray else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(groups[item]))
+    rank = {group: index for index, group in enumerate(LONGEST_GROUPS)}
+    items.sort(
+        key=lambda item: rank.get(groups[item], len(rank))
+    )  # stable: the rest keep their order
+
 
 @pytest.fixture
 def tiny_images():

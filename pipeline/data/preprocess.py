@@ -45,7 +45,7 @@ import numpy as np
 from pipeline.data.columns import embedded_features
 from pipeline.data.imputation import FILL_STRATEGIES, apply_fills, fit_fills
 from pipeline.data.records import SOURCE_SPLIT_FILE
-from pipeline.data.shards import FORMAT, serialize_example
+from pipeline.data.shards import FORMAT, TFRecordWriter, serialize_example
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, read_json, write_json
 from pipeline.progress import Progress
@@ -283,11 +283,9 @@ def write_shards(
     and shard sizes differ by at most one. It streams: :func:`iter_chunks` reads the permuted
     indices a bounded piece at a time from the memory-mapped ``x.npy``.
     """
-    import tensorflow as tf
-
     names = [f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord" for index in range(num_shards)]
     order = np.random.default_rng(seed).permutation(np.asarray(indices))
-    writers = [tf.io.TFRecordWriter(str(Path(directory) / name)) for name in names]
+    writers = [TFRecordWriter(Path(directory) / name) for name in names]
     progress = Progress(len(order), f"preprocess: writing the {split} split", unit="example")
     try:
         position = 0

@@ -9,6 +9,7 @@ split back (:func:`load_split`).
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +19,67 @@ from pipeline.io import read_json
 FORMAT = "tfrecord"
 
 
-def serialize_example(features: np.ndarray, label: int | float) -> bytes:
-    """One ``tf.train.Example``: float32 feature bytes ``x`` and an int64 label ``y`` (a float one for a regression target)."""
-    import tensorflow as tf
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
 
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2): a message, bytes or a packed scalar list."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def serialize_example(features: np.ndarray, label: int | float) -> bytes:
+    """One ``tf.train.Example``: float32 feature bytes ``x`` and an int64 label ``y`` (a float one for a regression target).
+
+    Encoded here in protobuf's wire format (``example.proto``/``feature.proto``: Example.features ->
+    Features.feature map entries -> Feature.bytes_list / int64_list / float_list, packed), so
+    preprocess never imports TensorFlow (its import and teardown cost ~5 s per run).
+    ``tests/data/test_shards.py`` checks that TensorFlow parses it into the message it builds.
+    """
+    x = np.ascontiguousarray(features, dtype="<f4").tobytes()
     if isinstance(label, (float, np.floating)):
-        target = tf.train.Feature(float_list=tf.train.FloatList(value=[float(label)]))
-    else:
-        target = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))
-    feature = {
-        "x": tf.train.Feature(
-            bytes_list=tf.train.BytesList(
-                value=[np.ascontiguousarray(features, dtype="<f4").tobytes()]
-            )
-        ),
-        "y": target,
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+        target = _field(2, _field(1, struct.pack("<f", float(label))))  # Feature.float_list
+    else:  # Feature.int64_list; a negative int64 is its two's complement (10 varint bytes)
+        target = _field(3, _field(1, _varint(int(label) & 0xFFFFFFFFFFFFFFFF)))
+    entries = _field(1, _field(1, b"x") + _field(2, _field(1, _field(1, x)))) + _field(
+        1, _field(1, b"y") + _field(2, target)
+    )
+    return _field(1, entries)
+
+
+def _masked_crc(data: bytes) -> int:
+    """TFRecord's checksum: CRC-32C, rotated right by 15 bits plus a constant."""
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+class TFRecordWriter:
+    """Write records in TFRecord framing (what ``tf.io.TFRecordWriter`` writes, uncompressed):
+    length (uint64 LE), its masked CRC-32C, the record, the record's masked CRC-32C."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "wb")  # noqa: SIM115 (closed by close(), like TF's writer)
+
+    def write(self, record: bytes) -> None:
+        length = struct.pack("<Q", len(record))
+        self._file.write(
+            length
+            + struct.pack("<I", _masked_crc(length))
+            + record
+            + struct.pack("<I", _masked_crc(record))
+        )
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def decode_examples(serialized, input_shape, task: str = "classification"):

@@ -1,4 +1,4 @@
-"""The TF.js graph model: the official ``tensorflowjs_converter`` on the SavedModel, run in Node.js.
+"""The TF.js graph model: the official converter (``tensorflowjs_converter``'s) on the SavedModel, run in Node.js.
 
 The converter starts from the SavedModel's ``probabilities`` signature (raw inputs, preprocessing
 inside; it mishandles ``.keras`` files, tfjs#8266). ``export.tfjs_quantization`` optionally stores
@@ -9,12 +9,9 @@ checked in Node.js (:mod:`pipeline.export.tfjs_node`: the wasm backend, batches 
 
 from __future__ import annotations
 
-import json
+import contextlib
+import io
 import logging
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,19 +22,7 @@ from pipeline.export.saved_model import PROBABILITIES_SIGNATURE
 
 logger = logging.getLogger(__name__)
 
-CONVERTER_TIMEOUT_S = 600
-
-
-def converter_executable() -> str:
-    """``tensorflowjs_converter`` installed next to this interpreter (or on PATH)."""
-    beside = Path(sys.executable).with_name("tensorflowjs_converter")
-    found = str(beside) if beside.exists() else shutil.which("tensorflowjs_converter")
-    if not found:
-        raise UserError(
-            "export: tensorflowjs_converter not found: install the project (pip install -r requirements.lock -e .) "
-            "or set export.tfjs=false"
-        )
-    return found
+WEIGHT_SHARD_BYTES = 4 * 1024 * 1024  # the converter's command-line default
 
 
 def write_tfjs(
@@ -47,7 +32,11 @@ def write_tfjs(
     quantization: str = "none",
     signature: str = PROBABILITIES_SIGNATURE,
 ) -> None:
-    """Convert the SavedModel to a TF.js graph model with the official converter.
+    """Convert the SavedModel to a TF.js graph model with the official converter, in this process.
+
+    The same call ``tensorflowjs_converter --input_format=tf_saved_model
+    --output_format=tfjs_graph_model`` makes, without the converter's own interpreter start and
+    TensorFlow import (~5 s per export); its console output goes to the debug log.
 
     Args:
         saved_model_dir: A SavedModel with the ``probabilities`` signature.
@@ -55,29 +44,42 @@ def write_tfjs(
         class_names: Stored as ``userDefinedMetadata.labels`` in ``model.json``.
         quantization: ``none``, ``float16`` or ``uint8`` weight storage.
         signature: The SavedModel signature to convert (``predictions`` for a regression model).
+
+    Raises:
+        UserError: the converter refused the model (its first line, and how to skip TF.js).
     """
-    with tempfile.TemporaryDirectory(prefix="tfjs-metadata-") as tmp:
-        labels = Path(tmp) / "labels.json"
-        labels.write_text(json.dumps([str(name) for name in class_names]))
-        command = [
-            converter_executable(),
-            "--input_format=tf_saved_model",
-            "--output_format=tfjs_graph_model",
-            f"--signature_name={signature}",
-            "--saved_model_tags=serve",
-            f"--metadata=labels:{labels}",
-        ]
-        if quantization != "none":
-            command.append(f"--quantize_{quantization}=*")
-        command += [str(saved_model_dir), str(directory)]
-        logger.debug("Running %s", " ".join(command))
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=CONVERTER_TIMEOUT_S, check=False
-        )
-    if result.returncode != 0 or not (directory / "model.json").is_file():
-        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+    from pipeline.env import is_verbose, quiet_native_stderr
+
+    console = io.StringIO()
+    try:
+        with contextlib.ExitStack() as quiet:
+            if not is_verbose():
+                quiet.enter_context(quiet_native_stderr())
+                quiet.enter_context(contextlib.redirect_stdout(console))
+                quiet.enter_context(contextlib.redirect_stderr(console))
+            from tensorflowjs.converters import tf_saved_model_conversion_v2
+
+            tf_saved_model_conversion_v2.convert_tf_saved_model(
+                str(saved_model_dir),
+                str(directory),
+                signature_def=signature,
+                saved_model_tags="serve",
+                quantization_dtype_map={quantization: ["*"]} if quantization != "none" else None,
+                weight_shard_size_bytes=WEIGHT_SHARD_BYTES,
+                metadata={"labels": [str(name) for name in class_names]},
+            )
+    except Exception as error:
+        lines = [line for line in str(error).splitlines() if line.strip()]
         raise UserError(
-            f"export: tensorflowjs_converter failed: {lines[-1] if lines else result.returncode}: "
+            f"export: the TF.js converter failed: {lines[0] if lines else type(error).__name__}: "
+            "set export.tfjs=false to skip the TF.js export"
+        ) from None
+    finally:
+        if console.getvalue().strip():
+            logger.debug("tensorflowjs converter: %s", console.getvalue().strip())
+    if not (directory / "model.json").is_file():
+        raise UserError(
+            f"export: the TF.js converter wrote no model.json in {directory}: "
             "set export.tfjs=false to skip the TF.js export"
         )
 

@@ -78,6 +78,7 @@ def mlp(root: Path, processed: str, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_the_local_worker_trains_what_ray_trains_and_the_driver_imports_neither(
     digits_pipeline, tmp_path
 ):

@@ -494,6 +494,7 @@ def test_unknown_objective_is_refused_listing_the_available_ones(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_more_parallel_trials_than_cpus_is_refused(tmp_path):
     result = run_stage(
         "train",

@@ -114,6 +114,7 @@ def check_tensorboard_run(run_dir: Path, epochs: int) -> None:
     assert hparams["model.name"] and "final/val_loss" in finals
 
 
+@pytest.mark.ray
 def test_two_workers_match_one_worker_with_the_same_global_batch(one_worker):
     """Same global batch (32 = 1 x 32 = 2 x 16), same config: test accuracy within 2 points."""
     _, root, one = one_worker
