@@ -21,7 +21,8 @@ from helpers.processes import _kill_session, free_port, start_ray_node
 # marked `ray` (see pytest_collection_modifyitems).
 RAY_FIXTURES = {"two_node_cluster", "job_server"}
 # The longest groups (minutes each: docs/benchmarks.md#test-suite) start first, so that neither
-# worker is left running one of them alone at the end.
+# worker is left running one of them alone at the end (xdist keeps this order: pyproject.toml's
+# --no-loadscope-reorder; by default it sends the groups with the most tests first).
 LONGEST_GROUPS = ("ray", "tests/stages/test_backbone_stages.py", "tests/stages/test_dvc_e2e.py")
 
 
