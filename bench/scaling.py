@@ -2,7 +2,8 @@
 
 What is measured (same config, data, seed, global batch and epochs for every worker count):
 
-* **steady examples/s** per worker count: :func:`pipeline.training.train.run_train` on a local Ray, per-epoch
+* **steady examples/s** per worker count: :func:`pipeline.training.train.run_train` on a local Ray
+  (``cluster.launcher=ray`` for one worker too, so every row runs the same Ray Train path), per-epoch
   numbers from the library's own ``history.json`` (steps x global batch / ``epoch_seconds``),
   epochs 2..N (epoch 1 includes tracing) -- the same definition as ``bench/train_overhead.py``,
   whose helpers this script reuses.
@@ -99,11 +100,16 @@ def bare_ray_startup() -> float:
 
 def run_workers(args: argparse.Namespace, root: Path, workers: int) -> dict:
     """One library run with ``workers`` workers: wall, steady examples/s and fixed cost."""
-    config = compose_config(argparse.Namespace(**{**vars(args), "workers": workers}), root)
+    config = compose_config(
+        argparse.Namespace(**{**vars(args), "workers": workers}), root, on_ray=True
+    )
     if args.gpu:  # the gpu preset's cluster settings, outputs still under root
         gpu = to_settings(compose_conf(["cluster=gpu", f"cluster.num_workers={workers}"])).cluster
         config = dataclasses.replace(
-            config, cluster=dataclasses.replace(gpu, storage_dir=config.cluster.storage_dir)
+            config,
+            cluster=dataclasses.replace(
+                gpu, storage_dir=config.cluster.storage_dir, launcher="ray"
+            ),
         )
     result = run_library(config)
     return {
