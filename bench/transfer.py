@@ -204,18 +204,11 @@ def train_and_test(config, processed: Path, tensorboard_dir: Path):
     from pipeline.data.shards import load_split
     from pipeline.evaluation.evaluate import compute_metrics, predict_probabilities
     from pipeline.io import read_json
-    from pipeline.training.worker import TrainJob, fit_model
+    from pipeline.settings import TrainRequest
+    from pipeline.training.train import train_job
+    from pipeline.training.worker import fit_model
 
-    job = TrainJob(
-        str(processed),
-        str(tensorboard_dir),
-        config.seed,
-        config.model,
-        config.train,
-        config.augment,
-        mixed_precision=False,
-        xla=False,
-    )
+    job = train_job(TrainRequest.from_config(config), processed, tensorboard_dir)
     started = time.perf_counter()
     model, _ = fit_model(job, rank=0, world_size=1)
     seconds = time.perf_counter() - started

@@ -14,6 +14,7 @@ import pytest
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from helpers.config import REPO, compose, tmp_paths
+from helpers.data import ingest_and_preprocess
 from helpers.models import fit_and_save
 from helpers.processes import _kill_session, free_port, start_ray_node
 
@@ -57,15 +58,9 @@ def tiny_images():
 @pytest.fixture(scope="session")
 def digits_pipeline(tmp_path_factory):
     """Ingest + preprocess of the real digits data once per session: ``(config, root)``."""
-    from pipeline.data.ingest import run_ingest
-    from pipeline.data.preprocess import run_preprocess
-
     root = tmp_path_factory.mktemp("digits")
     config = compose("experiment=smoke", *tmp_paths(root))
-    run_ingest(config.data, Path(config.paths.raw))
-    run_preprocess(
-        config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
-    )
+    ingest_and_preprocess(config)
     return config, root
 
 

@@ -92,6 +92,21 @@ def scaled_train_settings(train: TrainSettings, num_workers: int) -> TrainSettin
     return dataclasses.replace(train, learning_rate=train.learning_rate * num_workers)
 
 
+def train_job(request: TrainRequest, processed_dir: Path, tensorboard_dir: Path) -> TrainJob:
+    """What every worker of the run trains: the request's settings, the learning rate scaled for
+    ``cluster.num_workers`` if asked, the cluster's mixed precision and XLA switches."""
+    return TrainJob(
+        processed_dir=str(Path(processed_dir).resolve()),
+        tensorboard_dir=str(tensorboard_dir),
+        seed=request.seed,
+        model=request.model,
+        train=scaled_train_settings(request.train, request.cluster.num_workers),
+        augment=request.augment,
+        mixed_precision=request.cluster.mixed_precision,
+        xla=request.cluster.xla,
+    )
+
+
 def _storage_fs(storage: str):
     """``(pyarrow filesystem, path)`` for a local directory or a URI such as ``s3://bucket/runs``."""
     import pyarrow.fs
@@ -463,16 +478,7 @@ def run_train(
     plan = plan_run(request, meta, storage, Path(tensorboard_root))
     run_name, resume_epoch, tensorboard_dir = plan
     fs, storage_root = _storage_fs(storage)
-    job = TrainJob(
-        processed_dir=str(Path(processed_dir).resolve()),
-        tensorboard_dir=str(tensorboard_dir),
-        seed=request.seed,
-        model=request.model,
-        train=scaled_train_settings(request.train, request.cluster.num_workers),
-        augment=request.augment,
-        mixed_precision=request.cluster.mixed_precision,
-        xla=request.cluster.xla,
-    )
+    job = train_job(request, processed_dir, tensorboard_dir)
     with (
         (
             _trained_on_ray(request, job, storage, processed_dir, plan)

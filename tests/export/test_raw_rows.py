@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from helpers.config import compose, tmp_paths
+from helpers.data import ingest_and_preprocess
 from helpers.models import fit_and_save, saved_model_cli_show
 from pipeline.data.imputation import apply_fills, fit_fills
 from pipeline.data.sources.tabular import encode_features
@@ -62,8 +63,6 @@ def encoded_features(root: Path) -> np.ndarray:
 def csv_export(tmp_path_factory):
     """Ingest (data.missing=median, the text column embedded), preprocess, a few epochs of an MLP, and the export
     (SavedModel, TFLite float32 and TF.js when Node is there, each checked against the model): ``(root, csv, exports)``."""
-    from pipeline.data.ingest import run_ingest
-    from pipeline.data.preprocess import run_preprocess
     from pipeline.export.run import run_export
 
     root = tmp_path_factory.mktemp("csv_export")
@@ -77,10 +76,7 @@ def csv_export(tmp_path_factory):
         "data.categorical=embedding",
         *tmp_paths(root),
     )
-    run_ingest(config.data, Path(config.paths.raw))
-    run_preprocess(
-        config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
-    )
+    ingest_and_preprocess(config)
     fit_and_save(config, epochs=30)
     settings = dataclasses.replace(
         config.export,

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from helpers.config import compose, tmp_paths
+from helpers.data import ingest_and_preprocess
 from helpers.models import fit_and_save
 from pipeline.export.tfjs_node import TFJS_BATCH_SIZE, tfjs_runner_status
 
@@ -79,17 +80,12 @@ CASES = {
 
 def exported(name: str, root: Path) -> tuple[list[str], dict]:
     """Ingest, preprocess, fit and export case ``name`` under ``root``: its ``export.tflite`` and the report."""
-    from pipeline.data.ingest import run_ingest
-    from pipeline.data.preprocess import run_preprocess
     from pipeline.export.run import run_export
 
     overrides, write_data, epochs = CASES[name]
     data_path = [f"data.path={write_data(root)}"] if write_data else []
     config = compose(*overrides, *data_path, *tmp_paths(root))
-    run_ingest(config.data, Path(config.paths.raw))
-    run_preprocess(
-        config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
-    )
+    ingest_and_preprocess(config)
     fit_and_save(config, epochs)
     settings = dataclasses.replace(
         config.export, tfjs=config.export.tfjs and RUNNER_STATUS is None, latency_repeats=0

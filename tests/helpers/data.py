@@ -116,3 +116,15 @@ def write_regression_csv(path: Path, rows: int = 600, seed: int = 5) -> Path:
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def ingest_and_preprocess(config):
+    """Run ingest then preprocess for ``config`` (its ``paths.raw``/``paths.processed``), in this process; return it."""
+    from pipeline.data.ingest import run_ingest
+    from pipeline.data.preprocess import run_preprocess
+
+    run_ingest(config.data, Path(config.paths.raw))
+    run_preprocess(
+        config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
+    )
+    return config

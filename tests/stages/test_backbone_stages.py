@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers.config import compose, run_stage, stage_output, tmp_paths
+from helpers.data import ingest_and_preprocess
 
 pytestmark = pytest.mark.slow
 
@@ -41,15 +42,9 @@ def build(input_shape, num_classes, **params):
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """digits ingested and preprocessed once, shared by every run below."""
-    from pipeline.data.ingest import run_ingest
-    from pipeline.data.preprocess import run_preprocess
-
     root = tmp_path_factory.mktemp("backbone")
     config = compose(*tmp_paths(root))
-    run_ingest(config.data, Path(config.paths.raw))
-    run_preprocess(
-        config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
-    )
+    ingest_and_preprocess(config)
     return root
 
 

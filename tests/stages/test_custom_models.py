@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from helpers.config import REPO, compose, run_stage, stage_output, tmp_paths
+from helpers.data import ingest_and_preprocess
 
 pytestmark = pytest.mark.slow
 
@@ -18,15 +19,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """digits ingested and preprocessed once: the root every run below shares ``raw``/``processed`` of."""
-    from pipeline.data.ingest import run_ingest
-    from pipeline.data.preprocess import run_preprocess
-
     root = tmp_path_factory.mktemp("custom")
     config = compose(*tmp_paths(root))
-    run_ingest(config.data, Path(config.paths.raw))
-    run_preprocess(
-        config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
-    )
+    ingest_and_preprocess(config)
     return root
 
 

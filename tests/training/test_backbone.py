@@ -322,7 +322,9 @@ def test_fit_model_fine_tunes_after_train_epochs_and_resumes_in_phase_two(tmp_pa
     resumes: from epoch 2 (phase two) with phase two's trainability and its kept optimizer, and
     from epoch 1 (the end of phase one) straight into phase two."""
     from pipeline.data.preprocess import run_preprocess
-    from pipeline.training.worker import TrainJob, fit_model
+    from pipeline.settings import TrainRequest
+    from pipeline.training.train import train_job
+    from pipeline.training.worker import fit_model
 
     config = compose(
         "model=backbone",
@@ -341,16 +343,7 @@ def test_fit_model_fine_tunes_after_train_epochs_and_resumes_in_phase_two(tmp_pa
     processed = tmp_path / "processed"
     pre = dataclasses.replace(config.preprocess, num_shards=1)
     run_preprocess(pre, 0, write_raw(tmp_path / "raw", x, y), processed)
-    job = TrainJob(
-        str(processed),
-        str(tmp_path / "tb"),
-        config.seed,
-        config.model,
-        config.train,
-        config.augment,
-        mixed_precision=False,
-        xla=False,
-    )
+    job = train_job(TrainRequest.from_config(config), processed, tmp_path / "tb")
     checkpoints = {}
 
     def report(model, logs, epoch, history, callbacks):

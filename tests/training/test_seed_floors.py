@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers.config import compose, tmp_paths
-from pipeline.data.ingest import run_ingest
-from pipeline.data.preprocess import run_preprocess
+from helpers.data import ingest_and_preprocess
 from pipeline.evaluation.evaluate import run_evaluate
 from pipeline.settings import TrainRequest
 from pipeline.training.train import run_train
@@ -24,10 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("model,floor", [("cnn", 0.97)])
 def test_default_config_reaches_the_seed_accuracy(tmp_path, model, floor):
     config = compose(f"model={model}", *tmp_paths(tmp_path))
-    run_ingest(config.data, Path(config.paths.raw))
-    run_preprocess(
-        config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
-    )
+    ingest_and_preprocess(config)
     request = TrainRequest.from_config(config)
     run_train(
         request,

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers.config import compose, tmp_paths
-from pipeline.data.ingest import run_ingest
-from pipeline.data.preprocess import run_preprocess
+from helpers.data import ingest_and_preprocess
 from pipeline.evaluation.evaluate import run_evaluate
 from pipeline.settings import TrainRequest
 from pipeline.training.train import run_train
@@ -27,10 +26,7 @@ MLP = ("model=mlp",)
 
 def prepare(root: Path, *overrides: str):
     config = compose(*tmp_paths(root), *overrides)
-    run_ingest(config.data, Path(config.paths.raw))
-    run_preprocess(
-        config.preprocess, config.seed, Path(config.paths.raw), Path(config.paths.processed)
-    )
+    ingest_and_preprocess(config)
     return config
 
 
