@@ -70,6 +70,7 @@ from pipeline.export.tflite import (
 from pipeline.io import read_json, replace_path, write_json
 from pipeline.progress import Progress
 from pipeline.settings import ExportSettings
+from pipeline.training.check import frozen_graph
 from pipeline.training.model_io import (
     class_probabilities,
     load_trained_model,
@@ -140,8 +141,11 @@ def build_artifacts(
 ) -> list[Artifact]:
     """Write every artifact ``settings`` asks for under ``workdir``; return how to run each."""
     saved_model_dir = workdir / "saved_model"
-    write_saved_model(model, meta, pixel_to_raw, saved_model_dir, train_means)
+    signatures = write_saved_model(model, meta, pixel_to_raw, saved_model_dir, train_means)
     signature = converter_signature(meta)
+    frozen = frozen_graph(
+        signatures[signature].get_concrete_function()
+    )  # once for every TFLite variant
     artifacts = []
     if settings.saved_model:
         artifacts.append(
@@ -155,12 +159,7 @@ def build_artifacts(
     for variant in tflite_variants(settings):
         relative = tflite_relative_path(variant)
         write_tflite(
-            saved_model_dir,
-            workdir / relative,
-            variant,
-            representative,
-            settings.allow_select_tf_ops,
-            signature,
+            frozen, workdir / relative, variant, representative, settings.allow_select_tf_ops
         )
         artifacts.append(
             Artifact(

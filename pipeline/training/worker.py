@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.settings import AugmentSettings, ModelSettings, TrainSettings
-from pipeline.training.model_io import HISTORY_FILE, MODEL_FILE, save_model
+from pipeline.training.model_io import HISTORY_FILE, MODEL_FILE, load_keras_model, save_model
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +58,13 @@ def job_from_dict(data: dict) -> TrainJob:
 
 def _restore_model(resume_dir: Path, strategy, model_settings: ModelSettings):
     """The checkpointed model (weights and optimizer state) and its history, built under ``strategy``."""
-    import tensorflow as tf
-
     from pipeline.training.custom import builder_module, import_model_module
     from pipeline.training.models import standardized_loss_class
 
     import_model_module(builder_module(model_settings.builder))  # a user model's custom objects
     standardized_loss_class()  # registers a regression model's loss, which the checkpoint's compile config names
     with strategy.scope():
-        model = tf.keras.models.load_model(str(Path(resume_dir) / MODEL_FILE))
+        model = load_keras_model(Path(resume_dir) / MODEL_FILE, compile=True)
     history = json.loads((Path(resume_dir) / HISTORY_FILE).read_text())
     return model, history
 

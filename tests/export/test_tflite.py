@@ -10,37 +10,32 @@ import pytest
 
 from pipeline.errors import UserError
 from pipeline.export.tflite import tflite_predictor, write_tflite
-from pipeline.training.check import unsupported_op
+from pipeline.training.check import frozen_graph, unsupported_op
 
 
 @pytest.fixture(scope="module")
-def determinant_saved_model(tmp_path_factory):
-    """A SavedModel whose ``probabilities`` signature uses tf.linalg.det (MatrixDeterminant: no TFLite builtin)."""
+def determinant_function():
+    """A frozen ``probabilities`` function that uses tf.linalg.det (MatrixDeterminant: no TFLite builtin)."""
     import tensorflow as tf
 
-    module = tf.Module()
-    module.serve = tf.function(
+    serve = tf.function(
         lambda inputs: {"probabilities": tf.linalg.det(tf.reshape(inputs, [-1, 2, 2]))[:, None]},
         input_signature=[tf.TensorSpec([None, 4], tf.float32, name="inputs")],
     )
-    directory = tmp_path_factory.mktemp("det") / "saved_model"
-    tf.saved_model.save(module, str(directory), signatures={"probabilities": module.serve})
-    return directory
+    return frozen_graph(serve.get_concrete_function())
 
 
-def test_an_unconvertible_op_is_one_line_naming_the_switch(determinant_saved_model, tmp_path):
+def test_an_unconvertible_op_is_one_line_naming_the_switch(determinant_function, tmp_path):
     with pytest.raises(
         UserError,
         match=r"cannot convert the op tf.MatrixDeterminant: set export.allow_select_tf_ops=true",
     ) as caught:
-        write_tflite(determinant_saved_model, tmp_path / "m.tflite", "float32")
+        write_tflite(determinant_function, tmp_path / "m.tflite", "float32")
     assert "\n" not in str(caught.value) and not (tmp_path / "m.tflite").exists()
 
 
-def test_select_tf_ops_convert_and_run_it(determinant_saved_model, tmp_path):
-    write_tflite(
-        determinant_saved_model, tmp_path / "m.tflite", "float32", allow_select_tf_ops=True
-    )
+def test_select_tf_ops_convert_and_run_it(determinant_function, tmp_path):
+    write_tflite(determinant_function, tmp_path / "m.tflite", "float32", allow_select_tf_ops=True)
     x = np.array([[1, 2, 3, 4], [2, 0, 0, 2]], dtype=np.float32)
     assert np.allclose(tflite_predictor(tmp_path / "m.tflite")(x)[:, 0], [-2.0, 4.0], atol=1e-4)
 
@@ -117,12 +112,11 @@ def tiny_variants(tmp_path_factory):
         tf.keras.utils.set_random_seed(0)
         model = build_model(compose(f"model={name}").model, (8, 8, 1), 10)
         expected[name] = model.predict(raw / 16, verbose=0)
-        write_saved_model(model, meta, 16 / 255, root / name / "saved_model")
+        signatures = write_saved_model(model, meta, 16 / 255, root / name / "saved_model")
+        frozen = frozen_graph(signatures["probabilities"].get_concrete_function())
         for variant in VARIANTS:
             paths[name, variant] = root / name / f"{variant}.tflite"
-            write_tflite(
-                root / name / "saved_model", paths[name, variant], variant, representative=raw[:50]
-            )
+            write_tflite(frozen, paths[name, variant], variant, representative=raw[:50])
     return paths, raw, expected
 
 
@@ -178,15 +172,10 @@ def _int8_outputs(
     from pipeline.export.saved_model import converter_signature, write_saved_model
     from pipeline.export.tflite import load_interpreter
 
-    write_saved_model(model, meta, 1.0, tmp_path / "saved_model")
+    signatures = write_saved_model(model, meta, 1.0, tmp_path / "saved_model")
     path = tmp_path / "int8.tflite"
-    write_tflite(
-        tmp_path / "saved_model",
-        path,
-        "int8",
-        representative=raw[:200],
-        signature=converter_signature(meta),
-    )
+    frozen = frozen_graph(signatures[converter_signature(meta)].get_concrete_function())
+    write_tflite(frozen, path, "int8", representative=raw[:200])
     dtypes = {detail["dtype"] for detail in load_interpreter(path).get_tensor_details()}
     assert np.int8 in dtypes, "the body is quantized"
     normalization = meta["normalization"]
