@@ -14,7 +14,7 @@ Measured, each pair on the same model in this process (nothing is asserted):
    (:func:`pipeline.training.check.frozen_graph`, :func:`pipeline.training.check.tflite_converter`).
 
 The model is a ``tf.keras.applications`` backbone from random weights (no download) with a softmax
-head: MobileNetV2 at 32x32 by default. Printed: each side's seconds and the ratio, plain over
+head, after one Adam step (``model.keras`` holds the optimizer's state, as the train stage saves it): MobileNetV2 at 32x32 by default. Printed: each side's seconds and the ratio, plain over
 library, and whether both sides give the same outputs.
 
     python bench/model_files.py                               # MobileNetV2, 32x32, ~2 min on 2 cores
@@ -82,6 +82,7 @@ def compare(name: str, plain: tuple, library: tuple, same: bool) -> dict:
 def run(args: argparse.Namespace, root: Path) -> list[dict]:
     from pipeline.env import import_tensorflow, quiet_native_stderr, quiet_tensorflow_loggers
     from pipeline.export import saved_model
+    from pipeline.export.tflite import tflite_predictor
     from pipeline.training.check import frozen_graph, tflite_converter
     from pipeline.training.model_io import load_keras_model
 
@@ -90,6 +91,9 @@ def run(args: argparse.Namespace, root: Path) -> list[dict]:
     model = build(args.backbone, args.size, args.classes)
     x = np.random.default_rng(0).uniform(0, 255, size=(4, args.size, args.size, 3))
     x = x.astype(np.float32)
+    # the optimizer's state is in model.keras too, as the train stage saves it (one Adam step)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.train_on_batch(x, np.arange(len(x)) % args.classes)
     expected = model.predict(x, verbose=0)
     meta = {
         "input_shape": [args.size, args.size, 3],
@@ -134,22 +138,13 @@ def run(args: argparse.Namespace, root: Path) -> list[dict]:
     with quiet_native_stderr():
         plain = timed(from_saved_model)
         library = timed(frozen)
-    outputs = [run_tflite(flatbuffer, x) for flatbuffer in (plain[0], library[0])]
+    outputs = []
+    for side, flatbuffer in (("plain", plain[0]), ("library", library[0])):
+        (root / f"{side}.tflite").write_bytes(flatbuffer)
+        outputs.append(tflite_predictor(root / f"{side}.tflite")(x))
     same = all(np.allclose(output, expected, atol=1e-4) for output in outputs)
     rows.append(compare("TFLite float32 conversion", plain, library, same))
     return rows
-
-
-def run_tflite(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
-    (detail,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(detail["index"], list(x.shape))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
 def main(argv: list[str] | None = None) -> None:
