@@ -143,9 +143,8 @@ def build_artifacts(
     saved_model_dir = workdir / "saved_model"
     signatures = write_saved_model(model, meta, pixel_to_raw, saved_model_dir, train_means)
     signature = converter_signature(meta)
-    frozen = frozen_graph(
-        signatures[signature].get_concrete_function()
-    )  # once for every TFLite variant
+    # frozen once, converted to every TFLite variant
+    frozen = frozen_graph(signatures[signature].get_concrete_function())
     artifacts = []
     if settings.saved_model:
         artifacts.append(

@@ -160,14 +160,12 @@ def write_saved_model(
     module, signatures = _serving_module(model, meta, pixel_to_raw, train_means)
     try:
         tf.saved_model.save(module, str(directory), signatures=signatures)
-    except (
-        AssertionError
-    ) as error:  # a resource the variables do not cover: a user layer's lookup table
+    except AssertionError as error:
+        # a resource the variables do not cover (a user layer's lookup table): track the whole
+        # model, so every resource it owns is saved (slower to save and load)
         if "untracked" not in str(error):
             raise
-        module.model = (
-            model  # tracked whole: every resource it owns is saved (slower to save and load)
-        )
+        module.model = model
         tf.saved_model.save(module, str(directory), signatures=signatures)
     return signatures
 

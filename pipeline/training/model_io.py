@@ -63,8 +63,8 @@ def _direct_zip_seeks():
 
     tf-keras reads ``model.weights.h5`` with h5py straight out of the archive, and h5py seeks back
     and forth; Python 3.11's zipfile serves every backward seek by reading the member again from
-    its start, so a load reads the weights many times over: MobileNetV2 (9 MB) took 17.6 s to load
-    and ResNet50 (95 MB) 22.5 s on the project's 2-core box, against 1.5 s to save.
+    its start, so a load reads the weights many times over: ResNet50 with its optimizer's state
+    took 66.8 s to load, 3.3 s with direct seeks (``bench/model_files.py``, docs/benchmarks.md).
     """
     zipfile.ZipExtFile.seek = _seek_stored_member
     try:
