@@ -115,6 +115,64 @@ def quiet_native_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
+# Libraries TensorFlow's import pulls in only in case a user wants them: tensorflow.lite imports
+# jax for TFLiteConverter.experimental_from_jax, tf_keras's data adapter imports pandas to
+# recognise pandas inputs. Together ~1.7 s of CPU in every process importing TensorFlow (a third
+# of TensorFlow's import on the project's 2-core box: docs/benchmarks.md#tensorflows-import).
+DEFERRED_IMPORTS = ("jax", "pandas")
+
+
+class _NoInstances:
+    """A type nothing is an instance of."""
+
+
+class _PandasOnceImported:
+    """tf_keras's data adapter's ``pd``: pandas's own attributes once anything in the process
+    imported pandas, and types nothing is an instance of before that (an object can only be a
+    pandas Series or DataFrame if pandas was imported), so its checks give the same answers
+    without importing pandas."""
+
+    def __getattr__(self, name: str):
+        pandas = sys.modules.get("pandas")
+        return _NoInstances if pandas is None else getattr(pandas, name)
+
+
+def _jax_jit(*args, **kwargs):
+    """``jax.jit``, imported when first called (TFLite's converter from JAX)."""
+    from jax import jit
+
+    return jit(*args, **kwargs)
+
+
+# Where TensorFlow keeps what it imported from the deferred libraries: (module, name, stand-in).
+_DEFERRED_STAND_INS = (
+    ("tensorflow.lite.python.util", "_jit", _jax_jit),
+    ("tensorflow.lite.python.lite", "_jit", _jax_jit),
+    ("tf_keras.src.engine.data_adapter", "pd", _PandasOnceImported()),
+    ("tensorflow.python.keras.engine.data_adapter", "pd", _PandasOnceImported()),
+)
+
+
+@contextlib.contextmanager
+def _optional_imports_deferred() -> Iterator[None]:
+    """Import TensorFlow without :data:`DEFERRED_IMPORTS` (unless already imported), then give
+    the modules that tried to import them stand-ins that import them on first use, so nothing
+    TensorFlow offers is lost."""
+    deferred = [name for name in DEFERRED_IMPORTS if name not in sys.modules]
+    for name in deferred:
+        sys.modules[name] = None  # `import name` raises ImportError, which TensorFlow expects
+    try:
+        yield
+    finally:
+        for name in deferred:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+        for module_name, attribute, stand_in in _DEFERRED_STAND_INS:
+            module = sys.modules.get(module_name)
+            if module is not None and getattr(module, attribute, stand_in) is None:
+                setattr(module, attribute, stand_in)
+
+
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
     """Runs TensorFlow's first import in this process under :func:`quiet_native_stderr`, wherever
     that import happens (a stage, a Ray worker, a library TensorFlow pulls in), so no code path can
@@ -132,7 +190,7 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         exec_module = spec.loader.exec_module
 
         def quiet_exec_module(module) -> None:
-            with quiet_native_stderr():
+            with quiet_native_stderr(), _optional_imports_deferred():
                 exec_module(module)
 
         spec.loader.exec_module = quiet_exec_module
@@ -142,7 +200,7 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
 def import_tensorflow():
     """Import TensorFlow without its C++ start-up noise (see :func:`quiet_native_stderr`)."""
     if "tensorflow" not in sys.modules:
-        with quiet_native_stderr():
+        with quiet_native_stderr(), _optional_imports_deferred():
             import tensorflow  # noqa: F401
     return sys.modules["tensorflow"]
 
