@@ -41,9 +41,26 @@ def pytest_collection_modifyitems(config, items):
         groups[item] = "ray" if starts_ray else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(groups[item]))
     rank = {group: index for index, group in enumerate(LONGEST_GROUPS)}
+    # In the Ray group, the modules that use the two-node cluster first and its users first within
+    # them, so that the cluster (idle Ray daemons: ~7 CPU s a minute) stops early
+    # (pytest_runtest_teardown); each module's tests stay together (module-scoped fixtures).
+    cluster_modules = {item.module for item in items if "two_node_cluster" in item.fixturenames}
     items.sort(
-        key=lambda item: rank.get(groups[item], len(rank))
+        key=lambda item: (
+            rank.get(groups[item], len(rank)),
+            groups[item] == "ray" and item.module not in cluster_modules,
+            groups[item] == "ray" and "two_node_cluster" not in item.fixturenames,
+        )
     )  # stable: the rest keep their order
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """Stop the two-node cluster after the last test of this process's run that uses it."""
+    if "two_node_cluster" not in item.fixturenames or _TWO_NODE_CLUSTER.address is None:
+        return
+    later = item.session.items[item.session.items.index(item) + 1 :]
+    if not any("two_node_cluster" in other.fixturenames for other in later):
+        _TWO_NODE_CLUSTER.stop()
 
 
 @pytest.fixture
@@ -120,41 +137,69 @@ def exported_mlp(trained_mlp):
     return config, out, report
 
 
+class _TwoNodeCluster:
+    """``ray start --head`` (resource node_a) plus a second node (node_b, own IP 127.0.0.2), 2 CPUs
+    each, each in its own session. Started by the first test that asks for it (30-70 s), shared by
+    test_cluster.py and test_sweep.py (a test must leave it as it found it), stopped after the last
+    one (:func:`pytest_runtest_teardown`) or at the session's end, by killing both sessions (never
+    `ray stop`, which would stop every Ray on the machine)."""
+
+    def __init__(self) -> None:
+        self.address: str | None = None
+        self.processes: list[subprocess.Popen] = []
+        self.temp: Path | None = None
+
+    def start(self) -> str:
+        if self.address is not None:
+            return self.address
+        # short: Ray's socket paths have a length limit
+        self.temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+        port = free_port()
+        try:
+            self.processes.append(
+                start_ray_node(
+                    self.temp / "head.log",
+                    "--head",
+                    f"--port={port}",
+                    "--num-cpus=2",
+                    '--resources={"node_a": 2}',
+                    f"--temp-dir={self.temp}/ray",
+                    "--include-dashboard=false",
+                )
+            )
+            # A second IP: nodes sharing one IP share Ray's cached per-IP ports, and the second
+            # raylet fails to bind.
+            self.processes.append(
+                start_ray_node(
+                    self.temp / "node.log",
+                    f"--address=127.0.0.1:{port}",
+                    "--node-ip-address=127.0.0.2",
+                    "--num-cpus=2",
+                    '--resources={"node_b": 2}',
+                )
+            )
+        except BaseException:
+            self.stop()
+            raise
+        self.address = f"127.0.0.1:{port}"
+        return self.address
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            _kill_session(process)
+        self.processes = []
+        if self.temp is not None:
+            shutil.rmtree(self.temp, ignore_errors=True)
+        self.address, self.temp = None, None
+
+
+_TWO_NODE_CLUSTER = _TwoNodeCluster()
+
+
 @pytest.fixture(scope="session")
 def two_node_cluster():
-    """``ray start --head`` (resource node_a) plus a second node (node_b, own IP 127.0.0.2), 2 CPUs each,
-    each in its own session; yields the head's GCS address. One per pytest session (starting it takes
-    30-70 s): test_cluster.py and test_sweep.py share it, so a test must leave it as it found it. Torn
-    down by killing both sessions (never `ray stop`, which would stop every Ray on the machine)."""
-    temp = Path(
-        tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    )  # short: Ray's socket paths have a length limit
-    port = free_port()
-    processes = []
+    """The GCS address of the two-node cluster (:class:`_TwoNodeCluster`)."""
     try:
-        processes.append(
-            start_ray_node(
-                temp / "head.log",
-                "--head",
-                f"--port={port}",
-                "--num-cpus=2",
-                '--resources={"node_a": 2}',
-                f"--temp-dir={temp}/ray",
-                "--include-dashboard=false",
-            )
-        )
-        # A second IP: nodes sharing one IP share Ray's cached per-IP ports, and the second raylet fails to bind.
-        processes.append(
-            start_ray_node(
-                temp / "node.log",
-                f"--address=127.0.0.1:{port}",
-                "--node-ip-address=127.0.0.2",
-                "--num-cpus=2",
-                '--resources={"node_b": 2}',
-            )
-        )
-        yield f"127.0.0.1:{port}"
+        yield _TWO_NODE_CLUSTER.start()
     finally:
-        for process in reversed(processes):
-            _kill_session(process)
-        shutil.rmtree(temp, ignore_errors=True)
+        _TWO_NODE_CLUSTER.stop()
