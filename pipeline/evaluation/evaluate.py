@@ -61,43 +61,68 @@ def predict_probabilities(model, x: np.ndarray, batch_size: int) -> np.ndarray:
 def compute_metrics(
     y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str]
 ) -> tuple[dict, dict]:
-    """Overall metrics (``accuracy``, ``loss``, macro precision/recall/F1, AUC when binary) and a per-class report."""
-    from sklearn.metrics import (
-        classification_report,
-        precision_recall_fscore_support,
-        roc_auc_score,
-    )
+    """Overall metrics (``accuracy``, ``loss``, macro precision/recall/F1, AUC when binary) and a
+    per-class report (``precision``, ``recall``, ``f1-score``, ``support``).
 
+    The same figures as scikit-learn's ``precision_recall_fscore_support`` (macro over every
+    class, ``zero_division=0``), ``classification_report`` and ``roc_auc_score``
+    (``tests/evaluation/test_evaluate.py`` compares them), in numpy: importing ``sklearn.metrics``
+    cost the stage ~2 s of CPU (docs/benchmarks.md#the-evaluate-stages-start-up).
+    """
     y_true = np.asarray(y_true).astype(np.int64)
-    labels = list(range(len(class_names)))
     predicted = probabilities.argmax(axis=1)
     picked = np.clip(probabilities[np.arange(len(y_true)), y_true], EPSILON, 1.0 - EPSILON)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, predicted, labels=labels, average="macro", zero_division=0
-    )
+    scores = per_class_scores(confusion_matrix(y_true, predicted, len(class_names)))
     metrics = {
         "accuracy": float(np.mean(predicted == y_true)),
         "loss": float(-np.mean(np.log(picked))),
-        "precision_macro": float(precision),
-        "recall_macro": float(recall),
-        "f1_macro": float(f1),
+        "precision_macro": float(scores["precision"].mean()),
+        "recall_macro": float(scores["recall"].mean()),
+        "f1_macro": float(scores["f1-score"].mean()),
         "num_examples": int(len(y_true)),
     }
     if len(class_names) == 2 and len(np.unique(y_true)) == 2:
-        metrics["auc"] = float(roc_auc_score(y_true, probabilities[:, 1]))
-    report = classification_report(
-        y_true,
-        predicted,
-        labels=labels,
-        target_names=[str(name) for name in class_names],
-        output_dict=True,
-        zero_division=0,
-    )
+        metrics["auc"] = binary_auc(y_true, probabilities[:, 1])
     per_class = {
-        name: {key: float(value) for key, value in report[str(name)].items()}
-        for name in class_names
+        name: {key: float(values[index]) for key, values in scores.items()}
+        for index, name in enumerate(class_names)
     }
     return metrics, per_class
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator``, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
+    out = np.zeros(len(numerator), dtype=np.float64)
+    return np.divide(numerator, denominator, out=out, where=denominator > 0)
+
+
+def per_class_scores(matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 and support of each class from a confusion matrix (actual classes as
+    rows); a score with nothing to divide by (a class never predicted, or absent) is 0."""
+    hits = np.diag(matrix).astype(np.float64)
+    predicted, support = matrix.sum(axis=0), matrix.sum(axis=1)
+    return {
+        "precision": _ratio(hits, predicted),
+        "recall": _ratio(hits, support),
+        "f1-score": _ratio(2 * hits, predicted + support),  # 2PR / (P + R)
+        "support": support.astype(np.float64),
+    }
+
+
+def binary_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for the positive class 1: the probability that a
+    random positive outscores a random negative, ties counting half (Mann-Whitney U over ranks
+    that average ties)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(scores, kind="mergesort")
+    _, first, counts = np.unique(scores[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(scores), dtype=np.float64)
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)  # 1-based, ties averaged
+    positive = np.asarray(y_true) == 1
+    positives, negatives = int(positive.sum()), int((~positive).sum())
+    return float(
+        (ranks[positive].sum() - positives * (positives + 1) / 2.0) / (positives * negatives)
+    )
 
 
 def confusion_matrix(y_true: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:

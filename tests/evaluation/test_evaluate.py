@@ -48,6 +48,41 @@ def test_binary_outputs_get_two_columns_and_auc():
     assert metrics["auc"] == 1.0 and metrics["accuracy"] == 1.0
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_metrics_match_scikit_learn(seed):
+    """The numpy metrics against scikit-learn's on random predictions: 5 classes where one is
+    never predicted and one never occurs (zero_division=0), and binary scores full of ties."""
+    from sklearn.metrics import (
+        classification_report,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
+    rng = np.random.default_rng(seed)
+    y = rng.choice([0, 1, 2, 4], size=200)  # class 3 never occurs
+    logits = rng.normal(size=(200, 5)) + 2.0 * np.eye(5)[y]
+    logits[:, 2] -= 100.0  # class 2 is never predicted
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    names = ["a", "b", "c", "d", "e"]
+    metrics, per_class = compute_metrics(y, probabilities, names)
+    predicted = probabilities.argmax(axis=1)
+    expected = precision_recall_fscore_support(
+        y, predicted, labels=range(5), average="macro", zero_division=0
+    )
+    assert [metrics[key] for key in ("precision_macro", "recall_macro", "f1_macro")] == (
+        pytest.approx(list(expected[:3]), abs=1e-12)
+    )
+    report = classification_report(
+        y, predicted, labels=range(5), target_names=names, output_dict=True, zero_division=0
+    )
+    assert per_class == {name: pytest.approx(report[name], abs=1e-12) for name in names}
+
+    binary = rng.integers(0, 2, size=300)
+    scores = np.round(rng.random(300) * 0.5 + 0.3 * binary, 1)  # 9 distinct values: many ties
+    metrics, _ = compute_metrics(binary, np.stack([1 - scores, scores], axis=1), ["no", "yes"])
+    assert metrics["auc"] == pytest.approx(roc_auc_score(binary, scores), abs=1e-12)
+
+
 def test_evaluate_writes_every_report(trained_mlp):
     config, root, model = trained_mlp
     metrics = run_evaluate(
