@@ -117,8 +117,8 @@ def quiet_native_stderr() -> Iterator[None]:
 
 # Libraries TensorFlow's import pulls in only in case a user wants them: tensorflow.lite imports
 # jax for TFLiteConverter.experimental_from_jax, tf_keras's data adapter imports pandas to
-# recognise pandas inputs. Together ~1.7 s of CPU in every process importing TensorFlow (a third
-# of TensorFlow's import on the project's 2-core box: docs/benchmarks.md#tensorflows-import).
+# recognise pandas inputs. Together ~2 s of CPU in every process importing TensorFlow (about a
+# quarter of TensorFlow's import on the project's 2-core box: docs/benchmarks.md#tensorflows-import).
 DEFERRED_IMPORTS = ("jax", "pandas")
 
 
