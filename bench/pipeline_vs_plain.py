@@ -196,7 +196,7 @@ def run_plain(config_file: Path, out: Path) -> None:
     from sklearn.model_selection import train_test_split
 
     from pipeline.env import import_tensorflow  # legacy Keras 2 (tf-keras), as the graph runs
-    from pipeline.training.models import build_model
+    from pipeline.training.models import build_model, steps_per_execution
 
     tf = import_tensorflow()
     config = pickle.loads(config_file.read_bytes())
@@ -225,7 +225,7 @@ def run_plain(config_file: Path, out: Path) -> None:
         optimizer=optimizers[train.optimizer](learning_rate=train.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
-        steps_per_execution=train.steps_per_execution,
+        steps_per_execution=steps_per_execution(model, train.steps_per_execution),
     )
     callbacks = []
     if train.early_stopping.enabled:

@@ -115,7 +115,8 @@ class TrainSettings:
     max_failures: int  # worker-group restarts from the last checkpoint within a run
     resume: bool  # a rerun of the same config continues from its last checkpoint
     scale_lr_with_workers: bool  # learning rate x num_workers (linear scaling rule)
-    steps_per_execution: int  # batches per compiled call (Keras compile(steps_per_execution=...))
+    # batches per compiled call (Keras compile(steps_per_execution=...)); auto: by the model's size
+    steps_per_execution: int | str
 
 
 @dataclass
@@ -641,10 +642,11 @@ def validate(config: PipelineConfig) -> PipelineConfig:
         f"at least cluster.num_workers={cluster.num_workers} shards so every worker reads data",
     )
     _require(
-        train.steps_per_execution >= 1,
+        train.steps_per_execution == "auto"
+        or (isinstance(train.steps_per_execution, int) and train.steps_per_execution >= 1),
         "train.steps_per_execution",
         train.steps_per_execution,
-        "an integer >= 1",
+        "auto or an integer >= 1",
     )
     _require(
         train.keep_checkpoints >= 1,

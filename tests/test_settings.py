@@ -63,6 +63,8 @@ def test_seed_mlp_and_pima_shapes():
             "export.min_agreement=-0.1 is invalid: expected a fraction of test examples",
         ),
         ("train.epochs=ten", "train.epochs"),
+        ("train.steps_per_execution=0", "expected auto or an integer >= 1"),
+        ("train.steps_per_execution=fast", "train.steps_per_execution='fast' is invalid"),
     ],
 )
 def test_bad_values_fail_naming_the_key(override, expected):

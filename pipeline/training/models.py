@@ -361,6 +361,28 @@ def make_loss(model, settings: ModelSettings, num_classes: int):
     return standardized_loss_class()(name, scale=float(model.get_layer("predictions").scale))
 
 
+# train.steps_per_execution=auto: batches per compiled call by the model's size. A small model's step
+# is shorter than the host round trip that 8 batches per call save (the default CNN and MLP on CPU:
+# docs/benchmarks.md#train-stage-overhead); a large one's step is long enough that the round trip
+# costs nothing, while tracing Keras's fit loop of several steps took MobileNetV2 (154 layers) 27 s
+# against 12 s for one step per call, paid again at every compile (a backbone's fine-tuning phase)
+# (docs/benchmarks.md#steps-per-execution-for-large-models).
+AUTO_STEPS_PER_EXECUTION = 8
+AUTO_MAX_LAYERS = 100  # layers, counting those nested in a backbone or a submodel
+
+
+def steps_per_execution(model, setting: int | str) -> int:
+    """Batches per compiled Keras call for ``model``: ``train.steps_per_execution`` when it is a
+    number; for ``auto``, :data:`AUTO_STEPS_PER_EXECUTION` for models of at most
+    :data:`AUTO_MAX_LAYERS` layers (nested ones counted) and 1 for larger ones."""
+    if setting != "auto":
+        return int(setting)
+    import tensorflow as tf
+
+    layers = sum(isinstance(module, tf.keras.layers.Layer) for module in model.submodules)
+    return AUTO_STEPS_PER_EXECUTION if layers <= AUTO_MAX_LAYERS else 1
+
+
 def compile_model(
     model,
     model_settings: ModelSettings,
@@ -373,6 +395,6 @@ def compile_model(
         optimizer=make_optimizer(train, learning_rate),
         loss=make_loss(model, model_settings, num_classes),
         metrics=make_metrics(model_settings, num_classes),
-        steps_per_execution=train.steps_per_execution,
+        steps_per_execution=steps_per_execution(model, train.steps_per_execution),
     )
     return model

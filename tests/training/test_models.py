@@ -10,7 +10,13 @@ import pytest
 from helpers.config import compose
 from pipeline.env import import_tensorflow
 from pipeline.errors import UserError
-from pipeline.training.models import MODEL_BUILDERS, build_model, compile_model, loss_name
+from pipeline.training.models import (
+    MODEL_BUILDERS,
+    build_model,
+    compile_model,
+    loss_name,
+    steps_per_execution,
+)
 
 tf = import_tensorflow()
 
@@ -45,6 +51,19 @@ def test_optimizers_compile_with_the_configured_learning_rate(optimizer):
     model = compile_model(build_model(config.model, (4,), 3), config.model, config.train, 3)
     assert type(model.optimizer).__name__.lower() == optimizer
     assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.02)
+
+
+def test_auto_steps_per_execution_follows_the_models_size():
+    """auto: 8 batches per call for the seeds' small models, 1 for a backbone's 150+ layers (its
+    nested layers counted); a number is used as given."""
+    assert compose().train.steps_per_execution == "auto"  # every compile_model resolves it
+    cnn = build_model(compose("model=cnn").model, (8, 8, 1), 10)
+    assert steps_per_execution(cnn, "auto") == 8
+    backbone = build_model(
+        compose("model=backbone", "model.input_size=[32,32]").model, (8, 8, 1), 10
+    )
+    assert steps_per_execution(backbone, "auto") == 1
+    assert steps_per_execution(backbone, 4) == 4 and steps_per_execution(cnn, 1) == 1
 
 
 def test_regularisation_options_are_built():
