@@ -59,6 +59,9 @@ def write_tfjs(
                 quiet.enter_context(contextlib.redirect_stderr(console))
             from tensorflowjs.converters import tf_saved_model_conversion_v2
 
+            from pipeline.export.tfjs_fold import fast_batch_norm_folding
+
+            quiet.enter_context(fast_batch_norm_folding())  # the converter's, vectorised
             tf_saved_model_conversion_v2.convert_tf_saved_model(
                 str(saved_model_dir),
                 str(directory),

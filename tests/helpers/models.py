@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 
 
@@ -43,3 +45,25 @@ def saved_model_cli_show(directory: Path) -> str:
     )
     assert shown.returncode == 0, shown.stderr[-2000:]
     return shown.stdout
+
+
+def batch_norm_conv_net():
+    """Every pattern the converter folds: Conv2D without and with a bias, depthwise x2, each + BN."""
+    from pipeline.env import import_tensorflow
+
+    tf = import_tensorflow()
+    tf.keras.utils.set_random_seed(0)
+    inputs = tf.keras.Input((12, 12, 3))
+    x = tf.keras.layers.Conv2D(8, 3, use_bias=False)(inputs)
+    x = tf.keras.layers.BatchNormalization()(x)
+    x = tf.keras.layers.Conv2D(6, 3, use_bias=True)(tf.keras.layers.ReLU()(x))
+    x = tf.keras.layers.BatchNormalization()(x)
+    x = tf.keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False)(x)
+    x = tf.keras.layers.BatchNormalization()(x)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(4, activation="softmax")(x))
+    for layer in model.layers:  # moving statistics and affine parameters that are not 0 and 1
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            rng = np.random.default_rng(1)
+            layer.set_weights([rng.uniform(0.5, 2.0, w.shape) for w in layer.get_weights()])
+    return model
