@@ -42,10 +42,13 @@ QUIET_ENV = {
 }
 # What `-v` turns back on (stages/_common.py).
 VERBOSE_OVERRIDES = {"TF_CPP_MIN_LOG_LEVEL": "0", "RAY_BACKEND_LOG_LEVEL": "info"}
-# Defaults that make short runs fast: Ray Train V2's controller polls its workers every 2 s, which
-# a run pays at each blocking report and again at the end; 0.5 s costs nothing measurable.
+# Defaults that make short runs fast: Ray Train V2's controller polls its workers every 2 s and
+# takes one report per worker per poll (each worker's result queue holds one), so per-epoch reports
+# queue up behind short epochs and the final report waits for them all. At 0.1 s: 60 reports 0.3 s
+# apart, final report 12.4 s -> 0.0 s of waiting, run 41.6 -> 28.5 s, machine CPU 32.5 -> 29.5 s
+# (shorter idle daemons outweigh the polls; docs/benchmarks.md#the-end-of-a-multi-worker-run).
 RAY_TRAIN_ENV = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",  # Ray's future default; silences its FutureWarning
 }
 VERBOSE_ENV = "PIPELINE_VERBOSE"

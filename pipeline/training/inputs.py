@@ -119,6 +119,7 @@ def make_dataset(
     repeat: bool = True,
     steps: int | None = None,
     class_weights: list[float] | None = None,
+    autotune: bool = True,
 ):
     """A batched, prefetched ``tf.data.Dataset`` of ``(x, y)`` (or ``(x, y, weight)``) over ``files``.
 
@@ -131,6 +132,11 @@ def make_dataset(
             epoch is one pass; ``None`` batches by ``batch_size`` with a partial last batch.
         class_weights: per-class loss weights, yielded as per-example sample weights (what
             ``model.fit(class_weight=...)`` does, which tf-keras cannot do with a DatasetCreator).
+        autotune: tf.data's autotuning model (buffer sizes and parallelism tuned while it runs).
+            Off, ``AUTOTUNE`` parallelism is the core count and prefetching keeps its own buffer
+            autotuner. Multi-worker training turns it off: under ``MultiWorkerMirroredStrategy``
+            the iterator's destruction at the end of ``fit`` waited for the autotuning thread's
+            next wake-up, up to 60 s (37 s measured after a 30-epoch 2-worker run).
 
     Example:
         >>> plan = plan_shards(meta["splits"]["train"], 2, 64)
@@ -177,4 +183,5 @@ def make_dataset(
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     options.deterministic = True
+    options.autotune.enabled = autotune
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

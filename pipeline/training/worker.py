@@ -208,6 +208,9 @@ def fit_model(
             job.tensorboard_dir,
         )
 
+    # a single worker keeps tf.data's autotuning; multi-worker runs turn it off (make_dataset)
+    autotune = world_size == 1
+
     def train_fn(context):
         return make_dataset(
             job.processed_dir,
@@ -218,6 +221,7 @@ def fit_model(
             augmenter=augmenter,
             steps=train_plan.steps_per_epoch,
             class_weights=class_weights,
+            autotune=autotune,
         )
 
     def val_fn(context):
@@ -226,6 +230,7 @@ def fit_model(
             val_plan.files_per_worker[context.input_pipeline_id],
             val_plan.per_replica_batch_size,
             steps=val_plan.steps_per_epoch,
+            autotune=autotune,
         )
 
     if resume_dir is not None:

@@ -84,6 +84,18 @@ def test_validation_reads_its_split_once_without_shuffling(processed):
     assert per_worker == read_epochs(directory, plan, epochs=1)
 
 
+def test_without_autotuning_workers_read_exactly_what_they_read_with_it(processed):
+    """Multi-worker runs turn tf.data's autotuning off (its thread held up the end of ``fit`` under
+    MultiWorkerMirroredStrategy): the same examples in the same order, epoch after epoch."""
+    directory, meta = processed
+    plan = plan_shards(meta["splits"]["train"], 2, global_batch_size=16)
+    files = plan.files_per_worker[0]
+    assert make_dataset(directory, files, 8, autotune=False).options().autotune.enabled is False
+    assert make_dataset(directory, files, 8).options().autotune.enabled is True
+    tuned = read_epochs(directory, plan, epochs=2, shuffle_buffer=50)
+    assert read_epochs(directory, plan, epochs=2, shuffle_buffer=50, autotune=False) == tuned
+
+
 def test_shard_plan_gives_workers_disjoint_files_and_equal_steps():
     shards = [{"file": f"train-{i:05d}", "num_examples": n} for i, n in enumerate([10, 10, 9, 9])]
     plan = plan_shards(shards, num_workers=2, global_batch_size=8)
