@@ -24,6 +24,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline.env import DEFERRED_IMPORTS  # noqa: E402  (imports no TensorFlow)
 
 # Each child prints {"wall": s, "cpu": s, "modules": [...]} on its last line.
 CHILD = """
@@ -37,7 +40,7 @@ if {pipeline!r}:
 else:
     import tensorflow
 usage = resource.getrusage(resource.RUSAGE_SELF)
-watched = ("jax", "pandas")
+watched = {watched!r}
 print(json.dumps({{"wall": time.perf_counter() - start, "cpu": usage.ru_utime + usage.ru_stime,
                   "modules": [name for name in watched if name in sys.modules]}}))
 """
@@ -54,7 +57,7 @@ def measure(pipeline: bool) -> dict:
     """One fresh child importing TensorFlow one way."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-c", CHILD.format(pipeline=pipeline)],
+        [sys.executable, "-c", CHILD.format(pipeline=pipeline, watched=DEFERRED_IMPORTS)],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -79,9 +82,9 @@ def run(args: argparse.Namespace) -> dict[str, dict]:
         }
         for side, runs in samples.items()
     }
-    print(f"{'import':34} {'wall s':>7} {'CPU s':>7}  jax / pandas imported")
+    print(f"{'import':34} {'wall s':>7} {'CPU s':>7}  of {', '.join(DEFERRED_IMPORTS)}: imported")
     for side, row in rows.items():
-        modules = ", ".join(row["modules"]) or "neither"
+        modules = ", ".join(row["modules"]) or "none"
         print(f"{side:34} {row['wall']:7.2f} {row['cpu']:7.2f}  {modules}")
     plain, ours = (rows[side] for side in SIDES)
     print(

@@ -120,9 +120,10 @@ def quiet_native_stderr() -> Iterator[None]:
 
 # Libraries TensorFlow's import pulls in only in case a user wants them: tensorflow.lite imports
 # jax for TFLiteConverter.experimental_from_jax, tf_keras's data adapter imports pandas to
-# recognise pandas inputs. Together ~2 s of CPU in every process importing TensorFlow (about a
-# quarter of TensorFlow's import on the project's 2-core box: docs/benchmarks.md#tensorflows-import).
-DEFERRED_IMPORTS = ("jax", "pandas")
+# recognise pandas inputs, tf_keras's ImageDataGenerator imports scipy.linalg and scipy.ndimage for
+# its affine transforms and the v1 training loops scipy.sparse to recognise sparse inputs. Together
+# ~3 s of CPU in every process importing TensorFlow (docs/benchmarks.md#tensorflows-import).
+DEFERRED_IMPORTS = ("jax", "pandas", "scipy")
 
 
 class _NoInstances:
@@ -140,6 +141,23 @@ class _PandasOnceImported:
         return _NoInstances if pandas is None else getattr(pandas, name)
 
 
+class _ImportedOnFirstUse:
+    """A module's stand-in: the module itself is imported when an attribute is first read."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str):
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+def _scipy_issparse(value) -> bool:
+    """``scipy.sparse.issparse``: False until anything in the process imported scipy.sparse (a value
+    can only be a SciPy sparse matrix if it was), scipy's own answer after."""
+    sparse = sys.modules.get("scipy.sparse")
+    return False if sparse is None else sparse.issparse(value)
+
+
 def _jax_jit(*args, **kwargs):
     """``jax.jit``, imported when first called (TFLite's converter from JAX)."""
     from jax import jit
@@ -153,6 +171,18 @@ _DEFERRED_STAND_INS = (
     ("tensorflow.lite.python.lite", "_jit", _jax_jit),
     ("tf_keras.src.engine.data_adapter", "pd", _PandasOnceImported()),
     ("tensorflow.python.keras.engine.data_adapter", "pd", _PandasOnceImported()),
+    ("tf_keras.src.preprocessing.image", "scipy", _ImportedOnFirstUse("scipy")),
+    ("tf_keras.src.preprocessing.image", "linalg", _ImportedOnFirstUse("scipy.linalg")),
+    ("tf_keras.src.preprocessing.image", "ndimage", _ImportedOnFirstUse("scipy.ndimage")),
+    *(
+        (module, "issparse", _scipy_issparse)
+        for module in (
+            "tf_keras.src.engine.training_v1",
+            "tf_keras.src.engine.training_arrays_v1",
+            "tensorflow.python.keras.engine.training_v1",
+            "tensorflow.python.keras.engine.training_arrays_v1",
+        )
+    ),
 )
 
 
@@ -172,7 +202,8 @@ def _optional_imports_deferred() -> Iterator[None]:
                 del sys.modules[name]
         for module_name, attribute, stand_in in _DEFERRED_STAND_INS:
             module = sys.modules.get(module_name)
-            if module is not None and getattr(module, attribute, stand_in) is None:
+            # None (`except ImportError: name = None`) or never bound (`except ImportError: pass`)
+            if module is not None and getattr(module, attribute, None) is None:
                 setattr(module, attribute, stand_in)
 
 

@@ -28,10 +28,12 @@ def test_workers_get_the_flavour_switch():
 
 
 # After preflight: what TensorFlow's import left out, then the stand-ins doing their job (a pandas
-# input recognised once pandas is imported, TFLite's jax.jit imported when called).
+# input recognised once pandas is imported, TFLite's jax.jit imported when called, a SciPy sparse
+# matrix recognised once scipy.sparse is imported, ImageDataGenerator's rotation through
+# scipy.ndimage).
 DEFERRED_CHECK = """
 import sys
-deferred = sorted(name for name in ("jax", "pandas") if name in sys.modules)
+deferred = sorted(name for name in ("jax", "pandas", "scipy") if name in sys.modules)
 from tf_keras.src.engine import data_adapter
 from tensorflow.lite.python import lite
 import numpy as np
@@ -43,12 +45,19 @@ model.compile("sgd", "mse")
 model.fit(pandas.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]}), pandas.Series([1.0, 2.0]), verbose=0)
 print("imported by TensorFlow:", deferred, before, data_adapter._is_pandas_series(pandas.Series([1])),
       int(lite._jit(lambda x: x + 1)(1)))
+from tf_keras.src.preprocessing import image
+from tf_keras.src.engine import training_arrays_v1
+sparse_before = training_arrays_v1.issparse(np.zeros(2))
+rotated = image.apply_affine_transform(np.arange(16.0).reshape(1, 4, 4), theta=90, order=0)
+import scipy.sparse
+print("scipy stand-ins:", sparse_before, training_arrays_v1.issparse(scipy.sparse.eye(2)),
+      rotated[0].tolist() == np.rot90(np.arange(16.0).reshape(4, 4)).tolist())
 """
 
 
 def test_preflight_names_the_flavour_and_import_is_quiet_and_lean():
-    """One line names the flavour, no native noise; TensorFlow's import leaves out jax and pandas
-    (pipeline.env.DEFERRED_IMPORTS) and what wanted them still works."""
+    """One line names the flavour, no native noise; TensorFlow's import leaves out jax, pandas and
+    scipy (pipeline.env.DEFERRED_IMPORTS) and what wanted them still works."""
     result = python(
         "import logging; logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
         "from pipeline.env import preflight; preflight()\n" + DEFERRED_CHECK
@@ -60,6 +69,7 @@ def test_preflight_names_the_flavour_and_import_is_quiet_and_lean():
     )
     assert "cuDNN" not in result.stderr and "computation placer" not in result.stderr
     assert "imported by TensorFlow: [] False True 2" in result.stdout, result.stdout + result.stderr
+    assert "scipy stand-ins: False True True" in result.stdout, result.stdout + result.stderr
 
 
 def test_preflight_fails_clearly_when_tensorflow_came_first():

@@ -23,7 +23,11 @@ def test_the_table_shows_medians_and_ratios(monkeypatch, capsys):
 
     def fake(pipeline):
         cost = costs[pipeline].pop(0)
-        return {"wall": cost, "cpu": cost / 2, "modules": [] if pipeline else ["jax", "pandas"]}
+        return {
+            "wall": cost,
+            "cpu": cost / 2,
+            "modules": [] if pipeline else ["jax", "pandas", "scipy"],
+        }
 
     monkeypatch.setattr(bench, "measure", fake)
     rows = bench.run(bench.parse_args(["--rounds", "3"]))
@@ -31,4 +35,5 @@ def test_the_table_shows_medians_and_ratios(monkeypatch, capsys):
     assert rows["pipeline.env.import_tensorflow"]["cpu"] == 2.5
     out = capsys.readouterr().out
     assert "ratio pipeline / plain: wall 0.71, CPU 0.71 (median of 3 rounds)" in out
-    assert "jax, pandas" in out and "neither" in out
+    assert "of jax, pandas, scipy: imported" in out
+    assert "jax, pandas, scipy\n" in out and "none\n" in out
