@@ -28,9 +28,9 @@ def test_workers_get_the_flavour_switch():
 
 
 # After preflight: what TensorFlow's import left out, then the stand-ins doing their job (a pandas
-# input recognised once pandas is imported, TFLite's jax.jit imported when called, a SciPy sparse
-# matrix recognised once scipy.sparse is imported, ImageDataGenerator's rotation through
-# scipy.ndimage).
+# input recognised once pandas is imported, TFLite's jax.jit imported when called, predict on
+# arrays importing no scipy, a SciPy sparse matrix recognised and fitted once scipy.sparse is
+# imported, ImageDataGenerator's rotation through scipy.ndimage).
 DEFERRED_CHECK = """
 import sys
 deferred = sorted(name for name in ("jax", "pandas", "scipy") if name in sys.modules)
@@ -48,16 +48,30 @@ print("imported by TensorFlow:", deferred, before, data_adapter._is_pandas_serie
 from tf_keras.src.preprocessing import image
 from tf_keras.src.engine import training_arrays_v1
 sparse_before = training_arrays_v1.issparse(np.zeros(2))
+model.predict(np.zeros((2, 2)), verbose=0)  # the data adapter asks whether its input is sparse
+scipy_after_predict = "scipy" in sys.modules
 rotated = image.apply_affine_transform(np.arange(16.0).reshape(1, 4, 4), theta=90, order=0)
 import scipy.sparse
-print("scipy stand-ins:", sparse_before, training_arrays_v1.issparse(scipy.sparse.eye(2)),
+sparse_fit = model.fit(scipy.sparse.csr_matrix(np.eye(2)), np.ones(2), verbose=0).history["loss"]
+print("scipy stand-ins:", sparse_before, scipy_after_predict,
+      training_arrays_v1.issparse(scipy.sparse.eye(2)), data_adapter._is_scipy_sparse(
+      scipy.sparse.eye(2)), len(sparse_fit),
       rotated[0].tolist() == np.rot90(np.arange(16.0).reshape(4, 4)).tolist())
+# The collector: back on after the import, TensorFlow's objects in its permanent generation (out
+# of every later collection), and a reference cycle made after the import still collected.
+import gc, weakref
+class Node: pass
+node = Node(); node.self = node; alive = weakref.ref(node); del node
+gc.collect()
+print("collector:", "on" if gc.isenabled() else "off", "TensorFlow frozen",
+      gc.get_freeze_count() > 100_000, "cycle collected", alive() is None)
 """
 
 
 def test_preflight_names_the_flavour_and_import_is_quiet_and_lean():
     """One line names the flavour, no native noise; TensorFlow's import leaves out jax, pandas and
-    scipy (pipeline.env.DEFERRED_IMPORTS) and what wanted them still works."""
+    scipy (pipeline.env.DEFERRED_IMPORTS) and what wanted them still works; the garbage collector
+    is on again after it, with TensorFlow's objects frozen."""
     result = python(
         "import logging; logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
         "from pipeline.env import preflight; preflight()\n" + DEFERRED_CHECK
@@ -69,7 +83,12 @@ def test_preflight_names_the_flavour_and_import_is_quiet_and_lean():
     )
     assert "cuDNN" not in result.stderr and "computation placer" not in result.stderr
     assert "imported by TensorFlow: [] False True 2" in result.stdout, result.stdout + result.stderr
-    assert "scipy stand-ins: False True True" in result.stdout, result.stdout + result.stderr
+    assert "scipy stand-ins: False False True True 1 True" in result.stdout, (
+        result.stdout + result.stderr
+    )
+    assert "collector: on TensorFlow frozen True cycle collected True" in result.stdout, (
+        result.stdout + result.stderr
+    )
 
 
 def test_preflight_fails_clearly_when_tensorflow_came_first():
