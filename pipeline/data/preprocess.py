@@ -71,21 +71,76 @@ def strata(y: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges, y, side="right")
 
 
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng) -> np.ndarray:
+    """How many of ``n_draws`` go to each class: the proportional share floored, the rest to the
+    largest remainders, ties broken by ``rng`` (scikit-learn's ``_approximate_mode``)."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (tied,) = np.where(remainder == value)
+            add_now = min(len(tied), need_to_add)
+            floored[rng.choice(tied, size=add_now, replace=False)] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
+
+
+def stratified_split(
+    indices: np.ndarray, strata_of: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, test)`` of ``indices``: scikit-learn's ``train_test_split(indices,
+    test_size=test_fraction, stratify=strata_of, random_state=seed)``, draw for draw (its
+    ``StratifiedShuffleSplit``; ``tests/data/test_preprocess.py`` compares them), in numpy:
+    importing ``sklearn.model_selection`` cost the stage ~1.9 of its ~2.6 s of CPU.
+
+    Raises:
+        ValueError: the split cannot be stratified, with scikit-learn's reason.
+    """
+    n_samples = len(indices)
+    n_test = int(np.ceil(test_fraction * n_samples))
+    n_train = n_samples - n_test
+    if n_train <= 0:
+        raise ValueError(
+            f"with {n_samples} examples and test_size={test_fraction} the train side is empty"
+        )
+    classes, class_of, class_counts = np.unique(strata_of, return_inverse=True, return_counts=True)
+    if class_counts.min() < 2:
+        raise ValueError(
+            "The least populated classes in y have only 1 member, which is too few: "
+            f"{classes[class_counts < 2].tolist()}"
+        )
+    for side, size in (("train", n_train), ("test", n_test)):
+        if size < len(classes):
+            raise ValueError(
+                f"The {side}_size = {size} should be greater or equal to the number of "
+                f"classes = {len(classes)}"
+            )
+    members = np.split(np.argsort(class_of, kind="stable"), np.cumsum(class_counts)[:-1])
+    rng = np.random.RandomState(seed)
+    train_counts = _approximate_mode(class_counts, n_train, rng)
+    test_counts = _approximate_mode(class_counts - train_counts, n_test, rng)
+    train, test = [], []
+    for index, count in enumerate(class_counts):
+        shuffled = members[index].take(rng.permutation(count), mode="clip")
+        train.extend(shuffled[: train_counts[index]])
+        test.extend(shuffled[train_counts[index] : train_counts[index] + test_counts[index]])
+    indices = np.asarray(indices)
+    return indices[rng.permutation(train)], indices[rng.permutation(test)]
+
+
 def split_indices(
     y: np.ndarray, val_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, np.ndarray]:
     """Stratified train/val/test indices, identical for the same labels and seed (float targets: by quantile bin)."""
-    from sklearn.model_selection import train_test_split
-
     indices, y = np.arange(len(y)), strata(y)
     try:
-        rest, test = train_test_split(
-            indices, test_size=test_fraction, stratify=y, random_state=seed
-        )
+        rest, test = stratified_split(indices, y, test_fraction, seed)
         val_share = val_fraction / (1.0 - test_fraction)
-        train, val = train_test_split(
-            rest, test_size=val_share, stratify=y[rest], random_state=seed
-        )
+        train, val = stratified_split(rest, y[rest], val_share, seed)
     except ValueError as error:
         raise UserError(
             f"preprocess: cannot split {len(y)} examples stratified ({error}): use more data or smaller val/test fractions"
@@ -97,14 +152,10 @@ def source_split_indices(
     y: np.ndarray, is_test: np.ndarray, val_fraction: float, seed: int
 ) -> dict[str, np.ndarray]:
     """The source's own test split kept apart; val is a stratified ``val_fraction`` of the train pool."""
-    from sklearn.model_selection import train_test_split
-
     pool, test = np.flatnonzero(is_test == 0), np.flatnonzero(is_test == 1)
     y = strata(y)
     try:
-        train, val = train_test_split(
-            pool, test_size=val_fraction, stratify=y[pool], random_state=seed
-        )
+        train, val = stratified_split(pool, y[pool], val_fraction, seed)
     except ValueError as error:
         raise UserError(
             f"preprocess: cannot split the {len(pool)}-example train pool stratified ({error}): use more data or a smaller preprocess.val_fraction"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from pipeline.data.preprocess import (
     fit_normalizer,
     run_preprocess,
     split_indices,
+    stratified_split,
 )
 from pipeline.data.shards import load_split
 from pipeline.errors import UserError
@@ -214,3 +217,50 @@ def test_unknown_test_split_mode_is_one_line():
         match=r"preprocess\.test_split='holdout' is invalid: expected one of auto, source",
     ):
         compose("preprocess.test_split=holdout")
+
+
+def test_the_stratified_split_draws_what_scikit_learns_draws():
+    """Labels of 1-11 classes (shuffled, sorted, non-contiguous), index arrays in any order,
+    fractions and seeds: the same train and test, in the same order, as train_test_split; where
+    scikit-learn refuses (a class of one, fewer examples than classes on a side), so does it."""
+    from sklearn.model_selection import train_test_split
+
+    rng = np.random.default_rng(1)
+    agreed = refused = 0
+    for _ in range(400):
+        n, k = int(rng.integers(4, 300)), int(rng.integers(1, 12))
+        y = rng.integers(0, k, n)
+        y = np.sort(y) if rng.random() < 0.3 else y * (3 if rng.random() < 0.3 else 1)
+        indices = rng.permutation(n) + int(rng.integers(0, 50))
+        fraction = float(rng.choice([0.05, 0.1, 0.111, 0.2, 0.25, 0.5, 0.9]))
+        seed = int(rng.integers(0, 100))
+        try:
+            expected = train_test_split(indices, test_size=fraction, stratify=y, random_state=seed)
+        except ValueError:
+            with pytest.raises(ValueError):
+                stratified_split(indices, y, fraction, seed)
+            refused += 1
+            continue
+        train, test = stratified_split(indices, y, fraction, seed)
+        assert train.tolist() == expected[0].tolist() and test.tolist() == expected[1].tolist()
+        agreed += 1
+    assert agreed > 300 and refused > 20
+
+
+def test_splitting_imports_no_scikit_learn_and_refusals_are_one_line():
+    script = (
+        "import sys, numpy as np\n"
+        "from pipeline.data.preprocess import split_indices\n"
+        "split_indices(np.arange(100) % 4, 0.1, 0.2, 0)\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'sklearn'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+    with pytest.raises(
+        UserError,
+        match=r"^preprocess: cannot split 5 examples stratified \(The "
+        r"least populated classes in y have only 1 member.*\[4\]\)",
+    ):
+        split_indices(np.array([0, 0, 1, 1, 4]), 0.2, 0.4, 0)
