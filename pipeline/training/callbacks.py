@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -107,7 +108,7 @@ def configured_callbacks(train: TrainSettings, tensorboard_dir: Path | None) -> 
 
     Args:
         tensorboard_dir: where this process writes TensorBoard events; ``None`` writes nowhere
-            (non-chief workers: only rank 0 writes).
+            that lasts (non-chief workers: only rank 0 writes; see :func:`_discarding_tensorboard`).
     """
     import tensorflow as tf
 
@@ -128,20 +129,38 @@ def configured_callbacks(train: TrainSettings, tensorboard_dir: Path | None) -> 
                 patience=train.reduce_lr.patience,
             )
         )
-    log_dir = (
-        str(tensorboard_dir)
-        if tensorboard_dir is not None
-        else tempfile.mkdtemp(prefix="tb-discard-")
-    )
-    callbacks.append(
-        tf.keras.callbacks.TensorBoard(
-            log_dir=log_dir,
-            histogram_freq=0,
-            write_graph=tensorboard_dir is not None,
-            profile_batch=0,
+    if tensorboard_dir is None:
+        callbacks.append(
+            _discarding_tensorboard()(histogram_freq=0, write_graph=False, profile_batch=0)
         )
-    )
+    else:
+        callbacks.append(
+            tf.keras.callbacks.TensorBoard(
+                log_dir=str(tensorboard_dir), histogram_freq=0, write_graph=True, profile_batch=0
+            )
+        )
     return callbacks
+
+
+def _discarding_tensorboard():
+    """A TensorBoard callback for a worker whose events nobody reads (``tensorboard_dir=None``:
+    every rank but 0), so all ranks run the same callbacks: it writes into a temporary directory
+    and deletes it when each ``fit`` ends (a fine-tuning phase's ``fit`` makes a new one)."""
+    import tensorflow as tf
+
+    class DiscardingTensorBoard(tf.keras.callbacks.TensorBoard):
+        def __init__(self, **kwargs):
+            super().__init__(log_dir=tempfile.mkdtemp(prefix="tb-discard-"), **kwargs)
+
+        def on_train_begin(self, logs=None):
+            Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+            super().on_train_begin(logs)
+
+        def on_train_end(self, logs=None):
+            super().on_train_end(logs)
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+
+    return DiscardingTensorBoard
 
 
 def write_run_summaries(tensorboard_dir: Path, config: dict, num_workers: int, model) -> None:

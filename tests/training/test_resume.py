@@ -174,3 +174,24 @@ def test_a_resumed_fit_stops_where_an_uninterrupted_one_does(digits_pipeline, tm
     assert state["EarlyStopping"]["wait"] == 2 and state["ReduceLROnPlateau"]["wait"] == 2
     assert fit(tmp_path / "resumed", tmp_path / "whole" / "2") == [1, 2, 3]
     assert json.loads((tmp_path / "resumed" / "3" / "callbacks.json").read_text()) == state
+
+
+def test_a_worker_that_writes_no_events_leaves_no_directory_behind(tmp_path, monkeypatch):
+    """Ranks other than 0 get a TensorBoard callback too (every rank runs the same callbacks); its
+    temporary directory is gone after each fit, fine-tuning's second fit included."""
+    import tempfile
+
+    from pipeline.env import import_tensorflow
+    from pipeline.training.callbacks import configured_callbacks
+
+    tf = import_tensorflow()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    callbacks = configured_callbacks(compose().train, None)
+    (board,) = [callback for callback in callbacks if "TensorBoard" in type(callback).__name__]
+    assert Path(board.log_dir).parent == tmp_path
+    x, y = np.zeros((8, 2)), np.zeros(8)
+    for epochs in (1, 2):  # a second fit, as fine-tuning's phase two
+        model.fit(x, y, epochs=epochs, initial_epoch=epochs - 1, callbacks=callbacks, verbose=0)
+        assert not list(tmp_path.glob("tb-discard-*"))
