@@ -18,7 +18,7 @@ tf = import_tensorflow()
 
 # Builders with one op each: TFLite has SpaceToDepth built in, TF.js's op list lacks it;
 # MatrixInverse runs in TFLite only with its TensorFlow ops (Flex); an unregistered custom layer
-# cannot be reloaded.
+# cannot be reloaded; one whose get_config forgets an argument reloads as another model.
 BUILDERS = """
 import tensorflow as tf
 
@@ -39,6 +39,19 @@ class Apply(tf.keras.layers.Layer):
         return {**super().get_config(), "op": self.op}
 
 
+@tf.keras.utils.register_keras_serializable(package="check_test")
+class Scale(tf.keras.layers.Layer):
+    def __init__(self, factor=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):  # forgets factor: reloaded, it is 1.0
+        return super().get_config()
+
+
 class Unregistered(tf.keras.layers.Layer):
     def call(self, x):
         return x * 2.0
@@ -57,6 +70,11 @@ def space_to_depth(input_shape, num_classes):
 def inverse(input_shape, num_classes):
     inputs = tf.keras.Input(input_shape)
     return tf.keras.Model(inputs, _head(Apply("inverse")(inputs), num_classes))
+
+
+def forgetful(input_shape, num_classes):
+    inputs = tf.keras.Input(input_shape)
+    return tf.keras.Model(inputs, _head(Scale(3.0)(inputs), num_classes))
 
 
 def unregistered(input_shape, num_classes):
@@ -128,6 +146,12 @@ def test_a_layer_that_cannot_be_reloaded_is_one_line(processed):
     message = refusal(custom("check_builders:unregistered"), processed)
     assert "cannot be saved and reloaded" in message
     assert "register_keras_serializable" in message
+
+
+def test_a_layer_whose_config_forgets_an_argument_is_one_line(processed):
+    message = refusal(custom("check_builders:forgetful"), processed)
+    assert "the reloaded model predicts differently from the trained one" in message
+    assert "get_config() misses a constructor argument" in message
 
 
 def test_a_missing_meta_json_names_the_preprocess_stage(tmp_path):
