@@ -145,16 +145,12 @@ def configured_callbacks(train: TrainSettings, tensorboard_dir: Path | None) -> 
 def _discarding_tensorboard():
     """A TensorBoard callback for a worker whose events nobody reads (``tensorboard_dir=None``:
     every rank but 0), so all ranks run the same callbacks: it writes into a temporary directory
-    and deletes it when each ``fit`` ends (a fine-tuning phase's ``fit`` makes a new one)."""
+    and deletes it when each ``fit`` ends (a fine-tuning phase's ``fit`` writes it again)."""
     import tensorflow as tf
 
     class DiscardingTensorBoard(tf.keras.callbacks.TensorBoard):
         def __init__(self, **kwargs):
             super().__init__(log_dir=tempfile.mkdtemp(prefix="tb-discard-"), **kwargs)
-
-        def on_train_begin(self, logs=None):
-            Path(self.log_dir).mkdir(parents=True, exist_ok=True)
-            super().on_train_begin(logs)
 
         def on_train_end(self, logs=None):
             super().on_train_end(logs)
