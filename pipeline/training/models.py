@@ -390,11 +390,49 @@ def compile_model(
     num_classes: int,
     learning_rate: float | None = None,
 ):
-    """Compile ``model`` with the configured optimizer, loss and metrics; return it."""
+    """Compile ``model`` with the configured optimizer, loss and metrics (their variables created
+    now: :func:`build_step_variables`); return it."""
     model.compile(
         optimizer=make_optimizer(train, learning_rate),
         loss=make_loss(model, model_settings, num_classes),
         metrics=make_metrics(model_settings, num_classes),
         steps_per_execution=steps_per_execution(model, train.steps_per_execution),
     )
+    build_step_variables(model, num_classes)
     return model
+
+
+def build_step_variables(model, num_classes: int) -> bool:
+    """Create now, in the current strategy's scope, the variables Keras creates inside the first
+    compiled train step: the optimizer's slots and the compiled loss's and metrics' accumulators.
+
+    A ``tf.function`` that creates variables on its first call is traced a second time without
+    them (TensorFlow's polymorphic_function), so otherwise every ``fit`` and the model check's
+    ``train_on_batch`` trace the whole train step twice: ~40% of the first epoch's start for a small
+    model under MultiWorkerMirroredStrategy, seconds for a backbone
+    (docs/benchmarks.md#one-trace-of-the-train-step). The same zero-initialised variables are
+    created either way, so training is unchanged.
+
+    Models whose outputs are not known before a call (a subclassed model) or that have several are
+    left to Keras (two traces, as before). Returns whether the variables were created.
+    """
+    import tensorflow as tf
+
+    outputs = getattr(model, "outputs", None) or []
+    optimizer = getattr(model, "optimizer", None)
+    if (
+        not model.built
+        or len(outputs) != 1
+        or not isinstance(optimizer, tf.keras.optimizers.Optimizer)
+    ):
+        return False
+    # The labels' spec of the data contract (pipeline.data.shards): one int64 class id, or one
+    # float32 target, per example. Keras picks the metric classes ('accuracy': sparse, binary...)
+    # from these shapes as it would from the first batch's; 2 examples keep the label's last
+    # dimension from reading as 1.
+    labels = tf.zeros([2], tf.float32 if num_classes == REGRESSION else tf.int64)
+    predictions = tf.zeros([2, *outputs[0].shape[1:]], outputs[0].dtype)
+    optimizer.build(model.trainable_variables)
+    model.compiled_loss.build(predictions)
+    model.compiled_metrics.build(predictions, labels)
+    return True

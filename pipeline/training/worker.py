@@ -56,15 +56,16 @@ def job_from_dict(data: dict) -> TrainJob:
     return _from_dict(TrainJob, data)
 
 
-def _restore_model(resume_dir: Path, strategy, model_settings: ModelSettings):
+def _restore_model(resume_dir: Path, strategy, model_settings: ModelSettings, num_classes: int):
     """The checkpointed model (weights and optimizer state) and its history, built under ``strategy``."""
     from pipeline.training.custom import builder_module, import_model_module
-    from pipeline.training.models import standardized_loss_class
+    from pipeline.training.models import build_step_variables, standardized_loss_class
 
     import_model_module(builder_module(model_settings.builder))  # a user model's custom objects
     standardized_loss_class()  # registers a regression model's loss, which the checkpoint's compile config names
     with strategy.scope():
         model = load_keras_model(Path(resume_dir) / MODEL_FILE, compile=True)
+        build_step_variables(model, num_classes)  # the loaded optimizer has its slots; the metrics
     history = json.loads((Path(resume_dir) / HISTORY_FILE).read_text())
     return model, history
 
@@ -234,7 +235,7 @@ def fit_model(
         )
 
     if resume_dir is not None:
-        model, history = _restore_model(resume_dir, strategy, job.model)
+        model, history = _restore_model(resume_dir, strategy, job.model, len(meta["class_names"]))
     else:
         model, history = _build_model(job, meta, strategy), {"epochs": []}
     initial_epoch = history["epochs"][-1] if history.get("epochs") else 0

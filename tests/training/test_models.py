@@ -91,3 +91,48 @@ def test_unknown_model_lists_the_registry():
     settings = dataclasses.replace(compose().model, name="vgg")
     with pytest.raises(UserError, match=", ".join(sorted(MODEL_BUILDERS))):
         build_model(settings, (8, 8, 1), 10)
+
+
+@pytest.mark.parametrize(
+    "overrides,shape,classes",
+    [
+        (("model=cnn",), (8, 8, 1), 10),  # sparse categorical accuracy
+        (("model=pima_mlp", "model.metrics=[accuracy,auc,precision,recall]"), (8,), 2),
+        (("experiment=regression", "train.optimizer=rmsprop", "model.metrics=[mae,rmse]"), (6,), 0),
+        (("model=custom", "model.builder=user_models.examples:subclassed_mlp"), (6,), 3),
+    ],
+)
+def test_the_train_step_is_traced_once_and_trains_as_keras_lazy_variables_do(
+    overrides, shape, classes, monkeypatch
+):
+    """compile_model creates the optimizer's and metrics' variables up front, so fit traces its
+    train step once, not twice; the weights, metrics and metric classes are what Keras's own
+    creation inside the first step gives."""
+    from pipeline.training import models
+
+    config = compose(*overrides)
+    rng = np.random.default_rng(0)
+    x = rng.random((48, *shape), dtype=np.float32)
+    y = rng.normal(50, 5, 48).astype(np.float32) if classes == 0 else rng.integers(0, classes, 48)
+    target = {"mean": 50.0, "std": 5.0} if classes == 0 else None
+
+    def fitted():
+        tf.keras.utils.set_random_seed(0)
+        built = build_model(config.model, shape, classes, target=target)
+        model = compile_model(built, config.model, config.train, classes)
+        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0).history
+        return model, history
+
+    model, history = fitted()
+    with monkeypatch.context() as patch:
+        patch.setattr(models, "build_step_variables", lambda *args: False)
+        lazy, lazy_history = fitted()
+    assert model.train_function.experimental_get_tracing_count() == 1
+    assert lazy.train_function.experimental_get_tracing_count() == 2  # TensorFlow's retrace
+    assert [type(m).__name__ for m in model.metrics] == [type(m).__name__ for m in lazy.metrics]
+    assert history == lazy_history
+    assert len(model.optimizer.variables) == len(lazy.optimizer.variables) > 1
+    ours = [*model.get_weights(), *(v.numpy() for v in model.optimizer.variables)]
+    theirs = [*lazy.get_weights(), *(v.numpy() for v in lazy.optimizer.variables)]
+    for mine, keras in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(mine, keras)
