@@ -11,6 +11,7 @@ that do not fit it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -56,6 +57,21 @@ def _one_batch(meta: dict, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
     classes = len(meta["class_names"])
     y = rng.normal(size=size).astype(np.float32) if not classes else np.arange(size) % classes
     return x, y
+
+
+@contextlib.contextmanager
+def _graph_optimizer_off(tf):
+    """TensorFlow's graph optimizer (Grappler) off for the functions first run inside, then back
+    as it was. The check runs its train step once: optimizing it cost MobileNetV2's one step ~4 of
+    its ~10 s (docs/benchmarks.md#one-trace-of-the-train-step), and changes no result."""
+    before = tf.config.optimizer.get_experimental_options()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": before.get("disable_meta_optimizer", False)}
+        )
 
 
 def _save_and_reload(model, directory: Path, module: str | None):
@@ -217,7 +233,8 @@ def check_model(
     one_step = dataclasses.replace(train, steps_per_execution=1)  # train_on_batch runs one step
     built = compile_model(built, model, one_step, classes)
     x, y = _one_batch(meta)
-    built.train_on_batch(x, y)
+    with _graph_optimizer_off(tf):
+        built.train_on_batch(x, y)
     # Called directly, not through predict(): predict traces a function of its own for one batch
     # (~2 s for MobileNetV2); the graph the exports run is traced below (_inference_function).
     expected = np.asarray(built(x, training=False))

@@ -167,3 +167,24 @@ def test_an_unknown_backbone_and_weights_of_another_network_are_one_line(process
     tiny.save_weights(str(other))
     message = refusal(backbone(weights=str(other)), processed)
     assert f"model.weights={other} does not fit MobileNetV2" in message
+
+
+def test_the_checks_one_train_step_runs_without_the_graph_optimizer_which_comes_back(
+    processed, monkeypatch
+):
+    """Grappler is off for the one step the check trains (optimizing it cost more than running it)
+    and back as it was afterwards, also after a failed step, so the fit that follows is optimized."""
+    from pipeline.training import check
+
+    seen = []
+
+    def train_on_batch(self, *args, **kwargs):
+        seen.append(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer"))
+        raise ValueError("a step that fails")
+
+    monkeypatch.setattr(tf.keras.Model, "train_on_batch", train_on_batch)
+    config = compose("model=mlp")
+    with pytest.raises(ValueError, match="a step that fails"):
+        check.check_model(config.model, config.train, processed)
+    assert seen == [True]
+    assert not tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer")
