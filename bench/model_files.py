@@ -3,9 +3,12 @@ replaced, side by side in one run on the same model.
 
 Measured, each pair on the same model in this process (nothing is asserted):
 
-1. **load** ``model.keras``: ``tf.keras.models.load_model`` against
+1. **save** ``model.keras`` (every checkpoint): ``model.save`` against
+   :func:`pipeline.training.model_io.save_model` (tf-keras's walk over every attribute skips the
+   layers' ``_tracking_metadata`` JSON);
+   **load** ``model.keras``: ``tf.keras.models.load_model`` against
    :func:`pipeline.training.model_io.load_keras_model` (direct seeks inside the archive's stored
-   weights file);
+   weights file, the same lean walk);
 2. **SavedModel** save: the serving module tracking the whole Keras model (every layer's call
    functions traced and stored) against :func:`pipeline.export.saved_model.write_saved_model`
    (its variables only); and each SavedModel's load back;
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace, root: Path) -> list[dict]:
     from pipeline.export import saved_model
     from pipeline.export.tflite import tflite_predictor
     from pipeline.training.check import frozen_graph, tflite_converter
-    from pipeline.training.model_io import load_keras_model
+    from pipeline.training.model_io import load_keras_model, save_model
 
     tf = import_tensorflow()
     quiet_tensorflow_loggers()
@@ -102,6 +105,15 @@ def run(args: argparse.Namespace, root: Path) -> list[dict]:
     }
     print(f"{args.backbone} at {args.size}x{args.size}: {model.count_params():,} parameters")
     rows = []
+
+    model.save(str(root / "warm.keras"), save_format="keras_v3")  # first-save costs on neither side
+    plain = timed(lambda: model.save(str(root / "plain.keras"), save_format="keras_v3"))
+    library = timed(lambda: save_model(model, {}, root / "ours"))
+    same = np.array_equal(
+        load_keras_model(root / "plain.keras").predict(x, verbose=0),
+        load_keras_model(root / "ours" / "model.keras").predict(x, verbose=0),
+    )
+    rows.append(compare("save model.keras", plain, library, same))
 
     model.save(str(root / "model.keras"), save_format="keras_v3")
     plain = timed(lambda: tf.keras.models.load_model(str(root / "model.keras"), compile=False))

@@ -28,6 +28,7 @@ def test_every_pair_runs_and_agrees(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "build", tiny)
     rows = bench.run(bench.parse_args(["--size", "8", "--classes", "3"]), tmp_path)
     assert [row["what"] for row in rows] == [
+        "save model.keras",
         "load model.keras",
         "SavedModel save",
         "SavedModel load",

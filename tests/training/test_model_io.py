@@ -74,3 +74,60 @@ def test_a_loaded_model_has_the_saved_weights(tmp_path):
         np.testing.assert_array_equal(saved, read)
     assert loaded.optimizer.iterations.numpy() == model.optimizer.iterations.numpy()
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def _h5_datasets(path) -> dict:
+    import h5py
+
+    found = {}
+    with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as member:
+        with h5py.File(member, "r") as weights:
+
+            def visit(name, item):  # a callback returning anything but None stops the visit
+                if isinstance(item, h5py.Dataset):
+                    found[name] = item[()]
+
+            weights.visititems(visit)
+    return found
+
+
+def test_saving_without_reading_the_tracking_metadata_writes_the_same_archive(
+    tmp_path, monkeypatch
+):
+    """save_model (the train stage's checkpoints) skips each layer's ``_tracking_metadata`` in
+    tf-keras's attribute walk, and writes the same config and the same weights, optimizer state
+    included, under the same paths as a plain ``model.save``, for a model nested in a model."""
+    import tensorflow as tf
+
+    from pipeline.training.model_io import MODEL_FILE, save_model
+
+    inner = tf.keras.Sequential(
+        [tf.keras.Input((6,)), tf.keras.layers.Dense(5), tf.keras.layers.BatchNormalization()]
+    )
+    inputs = tf.keras.Input((6,))
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(3, activation="softmax")(inner(inputs)))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x = np.random.default_rng(0).normal(size=(16, 6)).astype(np.float32)
+    model.fit(x, np.arange(16) % 3, epochs=1, verbose=0)
+    model.save(str(tmp_path / "plain.keras"), save_format="keras_v3")
+
+    reads = []
+    layer = type(tf.keras.layers.Dense(1)).__mro__[1]  # tf-keras's base Layer
+    metadata = layer._tracking_metadata
+    monkeypatch.setattr(
+        layer,
+        "_tracking_metadata",
+        property(lambda self: reads.append(self) or metadata.fget(self)),
+    )
+    save_model(model, {}, tmp_path / "ours")
+    assert reads == []
+    ours, plain = tmp_path / "ours" / MODEL_FILE, tmp_path / "plain.keras"
+    with zipfile.ZipFile(ours) as a, zipfile.ZipFile(plain) as b:
+        assert sorted(a.namelist()) == sorted(b.namelist())
+        assert a.read("config.json") == b.read("config.json")
+    ours_weights, plain_weights = _h5_datasets(ours), _h5_datasets(plain)
+    assert sorted(ours_weights) == sorted(plain_weights) and len(ours_weights) > 10
+    for name, value in plain_weights.items():
+        np.testing.assert_array_equal(ours_weights[name], value, err_msg=name)
+    loaded = load_keras_model(ours, compile=True)
+    assert loaded.optimizer.iterations.numpy() == 1 and reads == []
