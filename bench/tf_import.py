@@ -90,15 +90,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def measure(pipeline: bool, work: bool = False) -> dict:
-    """One fresh child importing TensorFlow one way (then doing the ``--work``, if asked)."""
+def child_json(code: str, *args: str) -> dict:
+    """``python -c code args`` in a fresh process at the repository root (on its ``PYTHONPATH``):
+    the JSON object the last line of its output holds."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            CHILD.format(pipeline=pipeline, work=work, watched=DEFERRED_IMPORTS),
-        ],
+        [sys.executable, "-c", code, *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -106,6 +103,11 @@ def measure(pipeline: bool, work: bool = False) -> dict:
         check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(pipeline: bool, work: bool = False) -> dict:
+    """One fresh child importing TensorFlow one way (then doing the ``--work``, if asked)."""
+    return child_json(CHILD.format(pipeline=pipeline, work=work, watched=DEFERRED_IMPORTS))
 
 
 def run(args: argparse.Namespace) -> dict[str, dict]:

@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from tf_import import child_json  # noqa: E402  (imports no TensorFlow)
+
 MODELS = {
     "cnn": (["model=cnn"], [8, 8, 1]),
     "backbone": (["model=backbone", "model.input_size=[32,32]"], [8, 8, 1]),
@@ -77,16 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def measure(model: str, once: bool, examples: int) -> dict:
     """One fresh child fitting one epoch of ``model``, its variables created ``once`` up front or not."""
     overrides, shape = MODELS[model]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps([overrides, shape, examples, once])],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_json(CHILD, json.dumps([overrides, shape, examples, once]))
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
