@@ -246,9 +246,24 @@ def stage_main(
             run_from_params(task, sys.argv[1:])
             return
         try:
-            precheck_overrides(sys.argv[1:])
+            composed = precheck_overrides(sys.argv[1:])
         except UserError as error:
             report_user_error(error)
-        hydra_entry()
+        if composed is None:  # a sweep, or a Hydra option (--cfg, --help, hydra.*): Hydra's app
+            hydra_entry()
+            return
+        cfg, hydra_node = composed
+        # What Hydra's app does for a single run with this conf/ (run.dir ".", no output subdir, no
+        # chdir), without composing the config twice more: its job logging, then the job.
+        from hydra.core.utils import configure_log
+
+        os.environ.update({key: str(value) for key, value in hydra_node.job.env_set.items()})
+        configure_log(hydra_node.job_logging, hydra_node.verbose)
+        try:
+            config = to_settings(cfg)
+            _log_config(config)
+            task(config)
+        except UserError as error:
+            report_user_error(error)
 
     return main

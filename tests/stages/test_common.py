@@ -70,3 +70,38 @@ def test_the_timer_sums_the_library_calls_and_names_the_stage_by_module(tmp_path
     assert line["stage"] == "train"
     assert 0.1 <= line["work_s"] < line["total_s"]
     assert abs(line["clock_start"] - process_start_clock()) < 0.02
+
+
+def test_a_plain_command_line_is_composed_once_and_hydra_options_go_through_hydra():
+    """Overrides alone: the precheck's composition is the run's (no two more in Hydra's app), with
+    the hydra node's logging settings; a Hydra option, a hydra.* override or a sweep: Hydra's app."""
+    from stages._config import precheck_overrides
+
+    cfg, hydra = precheck_overrides(["model=mlp", "train.epochs=3"])
+    assert (cfg.model.name, cfg.train.epochs) == ("mlp", 3) and "hydra" not in cfg
+    assert hydra.job_logging.formatters.simple.format == "%(message)s"
+    for argv in (
+        ["--cfg", "job", "model=mlp"],
+        ["hydra.verbose=true"],
+        ["-m", "train.epochs=1,2"],
+        ["--info", "defaults"],
+    ):
+        assert precheck_overrides(argv) is None, argv
+
+
+def test_a_stage_prints_the_same_on_the_plain_path_as_through_hydras_app(tmp_path):
+    """The gate on the same inputs, once with overrides only and once with a hydra.* override
+    (Hydra's app): the same lines on stdout, nothing on stderr."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "metrics.json").write_text(json.dumps({"accuracy": 0.9, "loss": 0.3}))
+    args = [f"paths.reports={reports}"]
+    plain = stage_output(run_stage("gate", *args))
+    through_hydra = stage_output(run_stage("gate", *args, "hydra.job.chdir=false"))
+    assert plain == through_hydra and "Gate: blessed" in plain
+
+
+def test_cfg_job_prints_the_composed_config():
+    """What the unknown-key message points to (`--cfg job`) works: Hydra prints the job's config."""
+    output = stage_output(run_stage("gate", "--cfg", "job", "model=mlp"))
+    assert "name: mlp" in output and "paths:" in output
