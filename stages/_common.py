@@ -253,11 +253,10 @@ def stage_main(
             hydra_entry()
             return
         cfg, hydra_node = composed
-        # What Hydra's app does for a single run with this conf/ (run.dir ".", no output subdir, no
-        # chdir), without composing the config twice more: its job logging, then the job.
+        # What Hydra's app does for a single run with this conf/ (precheck_overrides checked that
+        # it does no more), without composing the config twice more: its job logging, the job.
         from hydra.core.utils import configure_log
 
-        os.environ.update({key: str(value) for key, value in hydra_node.job.env_set.items()})
         configure_log(hydra_node.job_logging, hydra_node.verbose)
         try:
             config = to_settings(cfg)

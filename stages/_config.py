@@ -173,7 +173,26 @@ def precheck_overrides(argv: list[str]):
     hydra_node = [] if plain else None
     cfg = compose_conf(overrides, config_dir, config_name, hydra_node)
     to_settings(cfg)
-    return (cfg, hydra_node[0]) if plain else None
+    if not plain or not _hydra_run_is_a_plain_call(hydra_node[0]):
+        return None
+    return cfg, hydra_node[0]
+
+
+def _hydra_run_is_a_plain_call(hydra) -> bool:
+    """Whether Hydra's app, for a single run under this ``hydra`` node, would do no more than set
+    up its job logging and call the task: it runs in place (``run.dir`` ``.``, no chdir), saves no
+    config (``output_subdir`` null), sets no environment variables, and its only callback is ours
+    (a no-op outside sweeps). Anything else in conf/ sends the stage through Hydra's app."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(hydra, resolve=False)
+    return (
+        node["run"]["dir"] == "."
+        and not node["job"]["chdir"]
+        and node["output_subdir"] is None
+        and not node["job"]["env_set"]
+        and set(node.get("callbacks") or {}) <= {"sweep_summary"}
+    )
 
 
 def load_params(path: Path):

@@ -89,6 +89,36 @@ def test_a_plain_command_line_is_composed_once_and_hydra_options_go_through_hydr
         assert precheck_overrides(argv) is None, argv
 
 
+def test_a_conf_that_asks_hydras_app_for_more_than_a_call_goes_through_it(tmp_path):
+    """A copy of conf/ whose hydra node sets an environment variable, a run directory, config
+    saving or a callback of its own needs Hydra's app, which does those; conf/ as shipped does not."""
+    import shutil
+
+    from stages._config import CONF_DIR, _hydra_run_is_a_plain_call, compose_conf
+
+    def hydra_node(extra: str | None):
+        conf = tmp_path / "conf"
+        shutil.rmtree(conf, ignore_errors=True)
+        shutil.copytree(CONF_DIR, conf)
+        if extra:
+            (conf / "extra.yaml").write_text("# @package _global_\nhydra:\n" + extra)
+            text = (conf / "config.yaml").read_text()
+            (conf / "config.yaml").write_text(text.replace("  - _self_", "  - _self_\n  - extra"))
+        node = []
+        compose_conf([], conf, hydra_node=node)
+        return node[0]
+
+    assert _hydra_run_is_a_plain_call(hydra_node(None))
+    for extra in (
+        "  job:\n    env_set:\n      KP_TEST: '1'\n",
+        "  run:\n    dir: runs\n",
+        "  output_subdir: .hydra\n",
+        "  job:\n    chdir: true\n",
+        "  callbacks:\n    mine:\n      _target_: builtins.dict\n",
+    ):
+        assert not _hydra_run_is_a_plain_call(hydra_node(extra)), extra
+
+
 def test_a_stage_prints_the_same_on_the_plain_path_as_through_hydras_app(tmp_path):
     """The gate on the same inputs, once with overrides only and once with a hydra.* override
     (Hydra's app): the same lines on stdout, nothing on stderr."""
