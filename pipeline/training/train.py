@@ -374,6 +374,12 @@ def _trained_on_ray(
     """Start (or join) Ray, check the model while it starts, train; yield the final checkpoint's directory."""
     import ray
 
+    # Ray Train's trainer module (which pulls in ray.util.state and ray.autoscaler) is imported here,
+    # before ray.init starts Ray's driver threads: imported after, it once met one of those threads
+    # importing ray.autoscaler at the same moment ("cannot import name 'DictCount' from partially
+    # initialized module ray.autoscaler._private.util", the driver-kill test, 1 suite run in 4).
+    import ray.train.v2.api.data_parallel_trainer  # noqa: F401
+
     from pipeline.training.cluster import check_cluster_capacity, start_ray
 
     run_name, resume_epoch, tensorboard_dir = plan
