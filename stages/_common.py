@@ -252,14 +252,13 @@ def stage_main(
         if composed is None:  # a sweep, or a Hydra option (--cfg, --help, hydra.*): Hydra's app
             hydra_entry()
             return
-        cfg, hydra_node = composed
+        config, hydra_node = composed
         # What Hydra's app does for a single run with this conf/ (precheck_overrides checked that
         # it does no more), without composing the config twice more: its job logging, the job.
         from hydra.core.utils import configure_log
 
         configure_log(hydra_node.job_logging, hydra_node.verbose)
         try:
-            config = to_settings(cfg)
             _log_config(config)
             task(config)
         except UserError as error:

@@ -157,7 +157,7 @@ def precheck_overrides(argv: list[str]):
     first and raises :class:`UserError` instead. Multiruns are left to Hydra (sweep syntax).
 
     Returns:
-        ``(cfg, hydra)`` for a plain command line (overrides only: no Hydra option, no ``hydra.``
+        ``(settings, hydra)`` for a plain command line (overrides only: no Hydra option, no ``hydra.``
         or ``hydra/`` override), which the stage then runs with this composition instead of
         composing twice more in Hydra's app (~0.4 s each; ``stages/_common.py``); ``None``
         otherwise.
@@ -171,11 +171,10 @@ def precheck_overrides(argv: list[str]):
         item.startswith(("hydra.", "hydra/", "+hydra", "~hydra")) for item in overrides
     )
     hydra_node = [] if plain else None
-    cfg = compose_conf(overrides, config_dir, config_name, hydra_node)
-    to_settings(cfg)
+    config = to_settings(compose_conf(overrides, config_dir, config_name, hydra_node))
     if not plain or not _hydra_run_is_a_plain_call(hydra_node[0]):
         return None
-    return cfg, hydra_node[0]
+    return config, hydra_node[0]
 
 
 def _hydra_run_is_a_plain_call(hydra) -> bool:

@@ -65,7 +65,7 @@ def _restore_model(resume_dir: Path, strategy, model_settings: ModelSettings, nu
     standardized_loss_class()  # registers a regression model's loss, which the checkpoint's compile config names
     with strategy.scope():
         model = load_keras_model(Path(resume_dir) / MODEL_FILE, compile=True)
-        build_step_variables(model, num_classes)  # the loaded optimizer has its slots; the metrics
+        build_step_variables(model, num_classes)  # the optimizer has its slots; builds the metrics
     history = json.loads((Path(resume_dir) / HISTORY_FILE).read_text())
     return model, history
 

@@ -77,8 +77,8 @@ def test_a_plain_command_line_is_composed_once_and_hydra_options_go_through_hydr
     the hydra node's logging settings; a Hydra option, a hydra.* override or a sweep: Hydra's app."""
     from stages._config import precheck_overrides
 
-    cfg, hydra = precheck_overrides(["model=mlp", "train.epochs=3"])
-    assert (cfg.model.name, cfg.train.epochs) == ("mlp", 3) and "hydra" not in cfg
+    config, hydra = precheck_overrides(["model=mlp", "train.epochs=3"])
+    assert (config.model.name, config.train.epochs) == ("mlp", 3)
     assert hydra.job_logging.formatters.simple.format == "%(message)s"
     for argv in (
         ["--cfg", "job", "model=mlp"],
