@@ -156,3 +156,18 @@ def test_the_train_driver_never_imports_tensorflow(tmp_path):
         in result.stdout
     )
     assert "{'final/loss': 0.5}" in result.stdout
+
+
+def test_thread_spinning_goes_off_before_the_context_exists_and_not_after():
+    result = python(
+        "from pipeline.env import import_tensorflow, threads_without_spinning\n"
+        "tf = import_tensorflow()\n"
+        "from tensorflow.python.eager import context\n"
+        "tf.config.threading.set_intra_op_parallelism_threads(2)\n"  # a setting made before stays
+        "first = threads_without_spinning()\n"
+        "assert int(tf.reduce_sum(tf.ones([3]))) == 3\n"
+        "config = context.context().config\n"
+        "print(first, config.experimental.disable_thread_spinning, "
+        "config.intra_op_parallelism_threads, threads_without_spinning())"
+    )
+    assert result.stdout.split() == ["True", "True", "2", "False"], result.stderr[-2000:]

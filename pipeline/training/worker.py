@@ -162,13 +162,14 @@ def fit_model(
     """
     import tensorflow as tf
 
-    from pipeline.env import quiet_tensorflow_loggers
+    from pipeline.env import quiet_tensorflow_loggers, threads_without_spinning
     from pipeline.io import read_json
     from pipeline.training.augment import build_augmenter, write_augmentation_grid
     from pipeline.training.callbacks import (
         configured_callbacks,
         make_progress_callback,
         make_report_callback,
+        make_validation_iterator_reuse,
         restore_callback_state,
         write_run_summaries,
     )
@@ -179,11 +180,11 @@ def fit_model(
     # anything (a Keras layer, e.g. the augmenter) initialises the eager context. A lone worker has
     # nothing to all-reduce: MWMS's distributed iterator and collectives cost it ~40% of the
     # throughput of a small model (bench/train_overhead.py), so it trains under the default strategy.
-    strategy = (
-        tf.distribute.MultiWorkerMirroredStrategy()
-        if world_size > 1
-        else tf.distribute.get_strategy()
-    )
+    if world_size > 1:
+        threads_without_spinning()  # every step waits on the all-reduce: no spinning meanwhile
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
     tf.keras.utils.set_random_seed(job.seed)
     tf.config.experimental.enable_op_determinism()
     if job.mixed_precision:
@@ -250,6 +251,7 @@ def fit_model(
         make_progress_callback(total_epochs, examples_per_epoch, log=rank == 0),
         *configured_callbacks(job.train, tensorboard_dir),
         _history_recorder(history),
+        make_validation_iterator_reuse(),
     ]
     if resume_dir is not None:
         restore_callback_state(callbacks, resume_dir)
