@@ -103,7 +103,8 @@ def threads_without_spinning() -> bool:
     (``ConfigProto.experimental.disable_thread_spinning``). Under MultiWorkerMirroredStrategy every
     step waits on the all-reduce with the other workers, so that spinning burns the cores the other
     workers on the node need: 2 workers sharing 2 cores, epochs 0.69 -> 0.53 s idle, fits 25 -> 14 s
-    with a third process busy (docs/benchmarks.md#multi-worker-thread-spinning). TensorFlow has no
+    with a third process busy (docs/benchmarks.md#multi-worker-thread-spinning). A process alone
+    on its cores should keep spinning (a compute-heavy model slows down without). TensorFlow has no
     public setter, and the pools are built with its eager context: this must run before the first
     TensorFlow op. Returns False (nothing changed) once the context exists.
     """

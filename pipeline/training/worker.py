@@ -139,8 +139,33 @@ def _history_recorder(history: dict):
     return HistoryRecorder()
 
 
+def distribution_strategy(world_size: int, workers_on_node: int = 1):
+    """MultiWorkerMirroredStrategy for 2+ workers, else TensorFlow's default strategy.
+
+    Workers sharing a node get thread pools that block instead of spinning: each step waits on
+    the all-reduce with the others, and spinning threads would burn the cores they need
+    (docs/benchmarks.md#multi-worker-thread-spinning). A worker alone on its node keeps spinning,
+    which a compute-heavy model needs (MobileNetV2 epochs ~7.5 s spinning, ~10 s without, one
+    process on 2 cores). Must be the process's first TensorFlow call when ``world_size > 1``.
+    """
+    import tensorflow as tf
+
+    from pipeline.env import threads_without_spinning
+
+    if world_size == 1:
+        return tf.distribute.get_strategy()
+    if workers_on_node > 1:
+        threads_without_spinning()
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
 def fit_model(
-    job: TrainJob, rank: int, world_size: int, report=None, resume_dir: Path | None = None
+    job: TrainJob,
+    rank: int,
+    world_size: int,
+    report=None,
+    resume_dir: Path | None = None,
+    workers_on_node: int = 1,
 ):
     """Build, compile and fit the model for worker ``rank`` of ``world_size``.
 
@@ -149,6 +174,8 @@ def fit_model(
         resume_dir: a checkpoint written by :func:`save_model`: training continues after its last
             epoch with its weights, optimizer state, history (and TensorBoard steps) and the
             EarlyStopping/ReduceLROnPlateau counters.
+        workers_on_node: this run's workers on this worker's node (Ray's local world size). With
+            several, TensorFlow's thread pools block instead of spinning (they share the cores).
 
     ``model=backbone`` with ``model.fine_tune.epochs > 0`` trains in two phases: epochs
     1..``train.epochs`` as built (a frozen backbone), then, after :func:`_enter_fine_tune`, epochs
@@ -162,7 +189,7 @@ def fit_model(
     """
     import tensorflow as tf
 
-    from pipeline.env import quiet_tensorflow_loggers, threads_without_spinning
+    from pipeline.env import quiet_tensorflow_loggers
     from pipeline.io import read_json
     from pipeline.training.augment import build_augmenter, write_augmentation_grid
     from pipeline.training.callbacks import (
@@ -180,11 +207,7 @@ def fit_model(
     # anything (a Keras layer, e.g. the augmenter) initialises the eager context. A lone worker has
     # nothing to all-reduce: MWMS's distributed iterator and collectives cost it ~40% of the
     # throughput of a small model (bench/train_overhead.py), so it trains under the default strategy.
-    if world_size > 1:
-        threads_without_spinning()  # every step waits on the all-reduce: no spinning meanwhile
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    else:
-        strategy = tf.distribute.get_strategy()
+    strategy = distribution_strategy(world_size, workers_on_node)
     tf.keras.utils.set_random_seed(job.seed)
     tf.config.experimental.enable_op_determinism()
     if job.mixed_precision:
@@ -348,6 +371,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
+    on_node = context.get_local_world_size()
     job = job_from_dict(config)
     # Which node and process each worker runs on (the driver's log shows it; tests kill by this pid).
     logger.info(
@@ -371,11 +395,16 @@ def train_loop_per_worker(config: dict) -> None:
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        model, history = fit_model(job, rank, world_size, report=report)
+        model, history = fit_model(job, rank, world_size, report=report, workers_on_node=on_node)
     else:
         with checkpoint.as_directory() as resume_dir:
             model, history = fit_model(
-                job, rank, world_size, report=report, resume_dir=Path(resume_dir)
+                job,
+                rank,
+                world_size,
+                report=report,
+                resume_dir=Path(resume_dir),
+                workers_on_node=on_node,
             )
     final = {key: values[-1] for key, values in history.items() if values}
     _report_to_ray(
