@@ -175,14 +175,12 @@ def test_thread_spinning_goes_off_before_the_context_exists_and_not_after():
 
 def test_only_workers_sharing_a_node_stop_spinning():
     code = (
-        "import sys\nfrom pipeline.env import import_tensorflow\ntf = import_tensorflow()\n"
+        "from pipeline.env import import_tensorflow\ntf = import_tensorflow()\n"
         "from tensorflow.python.eager import context\n"
         "from pipeline.training.worker import distribution_strategy\n"
-        "strategy = distribution_strategy(2, int(sys.argv[1]))\n"
+        "strategy = distribution_strategy(2, {on_node})\n"
         "print(isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy), "
         "context.context().config.experimental.disable_thread_spinning)"
     )
-    shared, alone = (
-        python(code.replace("int(sys.argv[1])", str(on_node))).stdout.split() for on_node in (2, 1)
-    )
+    shared, alone = (python(code.format(on_node=n)).stdout.split() for n in (2, 1))
     assert shared == ["True", "True"] and alone == ["True", "False"]
