@@ -233,8 +233,11 @@ def with_output_layer(model, input_shape: tuple[int, ...], layer):
 
 
 def make_optimizer(train: TrainSettings, learning_rate: float | None = None):
-    """A fresh Keras optimizer named by ``train.optimizer``."""
+    """A fresh Keras optimizer named by ``train.optimizer`` (Adam with fused updates:
+    :mod:`pipeline.training.fused_adam`)."""
     import tensorflow as tf
+
+    from pipeline.training.fused_adam import fuse_adam
 
     optimizers = {
         "adam": tf.keras.optimizers.Adam,
@@ -246,7 +249,9 @@ def make_optimizer(train: TrainSettings, learning_rate: float | None = None):
         raise UserError(
             f"train: unknown optimizer '{train.optimizer}': choose one of {', '.join(sorted(optimizers))}"
         )
-    return optimizers[train.optimizer](learning_rate=learning_rate or train.learning_rate)
+    return fuse_adam(
+        optimizers[train.optimizer](learning_rate=learning_rate or train.learning_rate)
+    )
 
 
 def loss_name(settings: ModelSettings, num_classes: int) -> str:

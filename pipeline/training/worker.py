@@ -59,12 +59,14 @@ def job_from_dict(data: dict) -> TrainJob:
 def _restore_model(resume_dir: Path, strategy, model_settings: ModelSettings, num_classes: int):
     """The checkpointed model (weights and optimizer state) and its history, built under ``strategy``."""
     from pipeline.training.custom import builder_module, import_model_module
+    from pipeline.training.fused_adam import fuse_adam
     from pipeline.training.models import build_step_variables, standardized_loss_class
 
     import_model_module(builder_module(model_settings.builder))  # a user model's custom objects
     standardized_loss_class()  # registers a regression model's loss, which the checkpoint's compile config names
     with strategy.scope():
         model = load_keras_model(Path(resume_dir) / MODEL_FILE, compile=True)
+        fuse_adam(model.optimizer)  # the file holds Keras's plain Adam: the same slots
         build_step_variables(model, num_classes)  # the optimizer has its slots; builds the metrics
     history = json.loads((Path(resume_dir) / HISTORY_FILE).read_text())
     return model, history
