@@ -6,7 +6,8 @@ the network's body, calibrated on a representative sample of the train split). T
 output stay float32 so every variant takes the same raw inputs. Every variant converts the
 SavedModel's converter signature, traced in memory and frozen once (``TFLiteConverter.from_saved_model``
 took ~25 s a variant for MobileNetV2 on the project's 2-core box, loading the SavedModel each time;
-the frozen graph ~2 s, with the same ops and outputs).
+the frozen graph ~2 s, with the same ops and outputs); the converters also share one freeze of it
+(:func:`pipeline.training.check.tflite_converter`).
 
 ``int8`` is selectively quantized (:func:`float_nodes`, the TFLite quantization debugger): the
 prologue before the first dense or convolution layer (the in-graph normalisation, embedded

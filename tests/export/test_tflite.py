@@ -225,3 +225,52 @@ def test_int8_regression_keeps_a_target_far_from_zero(tmp_path):
     outputs, expected = _int8_outputs(tmp_path, model, raw, meta)
     assert np.ptp(expected) > 10, "both features move the prediction"
     assert np.abs(outputs - expected[:, 0]).max() <= 0.5  # a tenth of the target's std
+
+
+def test_converters_of_one_frozen_function_freeze_it_once_and_write_the_same_bytes(
+    tmp_path, monkeypatch
+):
+    """``tflite_converter`` reuses the first converter's freeze of the function (check._freeze_once):
+    every variant, int8's calibration included, is byte for byte what a converter freezing the
+    function again writes."""
+    import tensorflow as tf
+    from tensorflow.lite.python import lite
+
+    from helpers.config import compose
+    from pipeline.export.saved_model import write_saved_model
+    from pipeline.training import check
+    from pipeline.training.models import build_model
+
+    meta = {
+        "input_shape": [8, 8, 1],
+        "class_names": list("abc"),
+        "normalization": {"method": "minmax", "offset": 0.0, "scale": 16.0},
+    }
+    raw = np.random.default_rng(1).uniform(0, 16, size=(20, 8, 8, 1)).astype(np.float32)
+    tf.keras.utils.set_random_seed(0)
+    model = build_model(compose("model=mlp").model, (8, 8, 1), 3)
+    signatures = write_saved_model(model, meta, 16 / 255, tmp_path / "saved_model")
+    freeze = lite._convert_to_constants.convert_variables_to_constants_v2_as_graph
+    freezes = []
+
+    def counted(*args, **kwargs):
+        freezes.append(1)
+        return freeze(*args, **kwargs)
+
+    monkeypatch.setattr(
+        lite._convert_to_constants, "convert_variables_to_constants_v2_as_graph", counted
+    )
+
+    def convert_all(directory: Path) -> dict[str, bytes]:
+        frozen = frozen_graph(signatures["probabilities"].get_concrete_function())
+        for variant in VARIANTS:
+            write_tflite(frozen, directory / f"{variant}.tflite", variant, representative=raw)
+        return {variant: (directory / f"{variant}.tflite").read_bytes() for variant in VARIANTS}
+
+    once = convert_all(tmp_path / "once")
+    assert len(freezes) == 1
+    freezes.clear()
+    monkeypatch.setattr(check, "_freeze_once", lambda converter, frozen: None)
+    again = convert_all(tmp_path / "again")
+    assert len(freezes) >= len(VARIANTS)
+    assert once == again
