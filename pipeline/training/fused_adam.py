@@ -4,7 +4,8 @@ tf-keras's ``Adam.update_step`` builds about twenty graph ops per variable (cast
 moment updates, the step), each through TensorFlow's Python op machinery. For MobileNetV2's 262
 variables that is over half of tracing the train step, and it is traced again for every compile
 (the model check, fit, the fine-tune phase): the first step of the backbone took 15-23 s against
-5-7 s fused on this machine (``bench/fused_adam.py``, docs/benchmarks.md#fused-adam).
+5-7 s fused on this machine (``bench/train_step_trace.py --compare adam``,
+docs/benchmarks.md#fused-adam).
 
 :func:`fuse_adam` makes one optimizer instance compute the step's shared scalars (learning rate,
 ``beta ** step``) once per ``apply_gradients`` and apply each dense gradient with
