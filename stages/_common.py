@@ -94,13 +94,16 @@ class StageTimer:
             module = spec.name if spec else Path(sys.argv[0]).stem
         return cls(module.rsplit(".", 1)[-1], Path(path).resolve())
 
-    def wrap(self, task: Callable[[PipelineConfig], object]) -> Callable[[PipelineConfig], object]:
+    def wrap(self, task: Callable[..., object]) -> Callable[..., object]:
+        """``task`` timed as this stage's work (the library call: ``task(config)`` for most stages,
+        :func:`stages.compose.compose` for the compose stage)."""
+
         @functools.wraps(task)
-        def timed(config: PipelineConfig) -> object:
+        def timed(*args, **kwargs) -> object:
             started = clock()
             self.work_started = self.work_started or started
             try:
-                return task(config)
+                return task(*args, **kwargs)
             finally:
                 self.work_ended = clock()
                 self.work_s += self.work_ended - started

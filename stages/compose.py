@@ -16,12 +16,14 @@ The other stages refuse a ``params.yaml`` that disagrees with ``conf/`` outside 
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import sys
 from pathlib import Path
 
 from pipeline.errors import UserError
+from stages._common import StageTimer
 from stages._config import (
     PARAMS_FILE,
     compose_conf,
@@ -83,8 +85,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     setup_logging()
+    # KP_STAGE_TIMINGS: the compose stage's timings too (stages/_common.py), its work the composition
+    timer = StageTimer.from_env(compose)
+    if timer is not None:
+        atexit.register(timer.write)
     try:
-        compose(Path(args.output))
+        (compose if timer is None else timer.wrap(compose))(Path(args.output))
     except UserError as error:
         report_user_error(error)
 

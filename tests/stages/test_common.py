@@ -12,7 +12,11 @@ from stages._common import TIMINGS_ENV, StageTimer, clock, process_start_clock
 def appended_lines(path, count: int, timeout: float = 10) -> list[str]:
     """The file's lines once it has ``count`` (a detached watcher appends a stage's line after it ends)."""
     deadline = time.monotonic() + timeout
-    while len(lines := path.read_text().splitlines()) < count and time.monotonic() < deadline:
+
+    def read() -> list[str]:
+        return path.read_text().splitlines() if path.exists() else []
+
+    while len(lines := read()) < count and time.monotonic() < deadline:
         time.sleep(0.05)
     return lines
 
@@ -48,6 +52,32 @@ def test_a_stage_appends_its_timings_when_the_variable_names_a_file(tmp_path, mo
     assert line["startup_s"] > line["work_s"]  # gate's work is reading one small file
     assert abs(line["startup_s"] + line["work_s"] + line["exit_s"] - line["total_s"]) < 0.01
     assert line["total_s"] <= after - line["clock_start"] + 0.1  # its end, seen by a watcher
+
+
+def test_the_compose_stage_appends_its_timings_too(tmp_path, monkeypatch):
+    """Compose is a stage of its own (not a stage_main app): its composition is its work."""
+    timings = tmp_path / "timings.jsonl"
+    monkeypatch.setenv(TIMINGS_ENV, str(timings))
+
+    stage_output(run_stage("compose", "--output", str(tmp_path / "params.yaml"), cwd=tmp_path))
+
+    (line,) = [json.loads(text) for text in appended_lines(timings, 1)]
+    assert line["stage"] == "compose"
+    assert line["work_s"] > 0 and line["exit_s"] >= 0 and line["startup_s"] > 0
+    assert abs(line["startup_s"] + line["work_s"] + line["exit_s"] - line["total_s"]) < 0.01
+    assert (tmp_path / "params.yaml").is_file()
+
+
+def test_a_stage_timer_times_any_call_as_the_stage_s_work(tmp_path, monkeypatch):
+    monkeypatch.setenv(TIMINGS_ENV, str(tmp_path / "timings.jsonl"))
+
+    def compose(path, *, strict=False):
+        return path, strict
+
+    compose.__module__ = "stages.compose"
+    timer = StageTimer.from_env(compose)
+    assert timer.wrap(compose)("params.yaml", strict=True) == ("params.yaml", True)
+    assert timer.record()["stage"] == "compose" and timer.record()["work_s"] >= 0
 
 
 def test_timings_are_off_without_the_variable(tmp_path, monkeypatch):
