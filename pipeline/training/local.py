@@ -97,9 +97,8 @@ def _child_env() -> dict[str, str]:
     helpers) and unbuffered output, so the child's log lines interleave with the stage's."""
     from pipeline.env import worker_env_vars
 
-    path = [entry for entry in sys.path if entry]
-    if os.environ.get("PYTHONPATH"):
-        path.append(os.environ["PYTHONPATH"])
+    inherited = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    path = dict.fromkeys(entry for entry in [*sys.path, *inherited] if entry)  # each once, in order
     return {
         **os.environ,
         **worker_env_vars(),

@@ -48,6 +48,17 @@ def test_one_local_worker_trains_without_ray(
     assert uses_ray(compose(*overrides).cluster, storage) is expected
 
 
+def test_the_child_gets_the_stage_s_import_path_once(monkeypatch, tmp_path):
+    from pipeline.training.local import _child_env
+
+    extra = str(tmp_path / "user_code")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([extra, str(REPO)]))
+    monkeypatch.setattr(sys, "path", [str(REPO), "", *sys.path])
+    path = _child_env()["PYTHONPATH"].split(os.pathsep)
+    assert path[0] == str(REPO) and extra in path and "" not in path
+    assert len(path) == len(set(path))
+
+
 def test_checkpoints_keep_the_newest_and_record_the_latest(tmp_path):
     import tensorflow as tf
 
