@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -145,12 +146,18 @@ def configured_callbacks(train: TrainSettings, tensorboard_dir: Path | None) -> 
 def _discarding_tensorboard():
     """A TensorBoard callback for a worker whose events nobody reads (``tensorboard_dir=None``:
     every rank but 0), so all ranks run the same callbacks: it writes into a temporary directory
-    and deletes it when each ``fit`` ends (a fine-tuning phase's ``fit`` writes it again)."""
+    made when a ``fit`` starts and deleted when it ends (a fine-tuning phase's ``fit`` makes
+    another), so callbacks that never fit leave nothing behind."""
     import tensorflow as tf
 
     class DiscardingTensorBoard(tf.keras.callbacks.TensorBoard):
         def __init__(self, **kwargs):
-            super().__init__(log_dir=tempfile.mkdtemp(prefix="tb-discard-"), **kwargs)
+            super().__init__(log_dir="", **kwargs)  # set_model makes it
+
+        def set_model(self, model):
+            if not self.log_dir or not os.path.isdir(self.log_dir):
+                self.log_dir = tempfile.mkdtemp(prefix="tb-discard-")
+            super().set_model(model)
 
         def on_train_end(self, logs=None):
             super().on_train_end(logs)

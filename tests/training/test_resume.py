@@ -178,7 +178,8 @@ def test_a_resumed_fit_stops_where_an_uninterrupted_one_does(digits_pipeline, tm
 
 def test_a_worker_that_writes_no_events_leaves_no_directory_behind(tmp_path, monkeypatch):
     """Ranks other than 0 get a TensorBoard callback too (every rank runs the same callbacks); its
-    temporary directory is gone after each fit, fine-tuning's second fit included."""
+    temporary directory is made by each fit and gone after it, fine-tuning's second fit included,
+    and callbacks built without a fit make none."""
     import tempfile
 
     from pipeline.env import import_tensorflow
@@ -190,8 +191,9 @@ def test_a_worker_that_writes_no_events_leaves_no_directory_behind(tmp_path, mon
     model.compile(optimizer="sgd", loss="mse")
     callbacks = configured_callbacks(compose().train, None)
     (board,) = [callback for callback in callbacks if "TensorBoard" in type(callback).__name__]
-    assert Path(board.log_dir).parent == tmp_path
+    assert not list(tmp_path.glob("tb-discard-*"))  # made by a fit, not by building the callbacks
     x, y = np.zeros((8, 2)), np.zeros(8)
     for epochs in (1, 2):  # a second fit, as fine-tuning's phase two
         model.fit(x, y, epochs=epochs, initial_epoch=epochs - 1, callbacks=callbacks, verbose=0)
+        assert Path(board.log_dir).parent == tmp_path  # where this fit wrote
         assert not list(tmp_path.glob("tb-discard-*"))
