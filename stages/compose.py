@@ -85,12 +85,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     setup_logging()
-    # KP_STAGE_TIMINGS: the compose stage's timings too (stages/_common.py), its work the composition
-    timer = StageTimer.from_env(compose)
+    run = compose
+    timer = StageTimer.from_env(compose)  # KP_STAGE_TIMINGS, as in stages/_common.py's stage_main
     if timer is not None:
         atexit.register(timer.write)
+        run = timer.wrap(compose)  # the compose stage's work is the composition
     try:
-        (compose if timer is None else timer.wrap(compose))(Path(args.output))
+        run(Path(args.output))
     except UserError as error:
         report_user_error(error)
 
